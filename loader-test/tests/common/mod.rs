@@ -1,0 +1,142 @@
+//! Helpers shared by loader-test's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The loader-test binary under test.
+pub fn loader_test() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lockmgr-loader-test"))
+}
+
+/// `target/<profile>/`, derived from the binary's location.
+pub fn profile_dir() -> PathBuf {
+    loader_test()
+        .parent()
+        .expect("binary has a parent")
+        .to_owned()
+}
+
+/// A broken example plugin that `cargo test` built as `examples/lib<name>.so`.
+pub fn example_plugin(name: &str) -> PathBuf {
+    let path = profile_dir().join("examples").join(format!("lib{name}.so"));
+    assert!(
+        path.exists(),
+        "{} was not built (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// Builds a plugin package with cargo and returns its cdylib, copied to `<dir>/<libvirt name>.so`.
+pub fn build_plugin(package: &str, libvirt_name: &str, dir: &Path) -> PathBuf {
+    let release = !cfg!(debug_assertions);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--lib",
+        "--message-format=json",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cdylib = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter(|msg| {
+            msg["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .flat_map(|msg| msg["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.extension().is_some_and(|e| e == "so"))
+        .unwrap_or_else(|| panic!("cargo build -p {package} produced no .so"));
+    let target = dir.join(format!("{libvirt_name}.so"));
+    std::fs::copy(&cdylib, &target).expect("copy plugin");
+    target
+}
+
+/// Runs `lockmgr-loader-test ARGS`, returning the exit code, stdout and stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(loader_test())
+        .args(args)
+        .output()
+        .expect("run loader-test");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `validate --json PLUGIN`: the exit code and the one report.
+pub fn validate_json(plugin: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let plugin = plugin.to_str().expect("utf-8 path");
+    let mut args = vec!["validate", "--json", plugin];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = run(&args);
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("validate printed no JSON ({e}); stdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    (code, reports[0].clone())
+}
+
+/// The status of `step` in a report.
+pub fn step_status(report: &serde_json::Value, step: &str) -> String {
+    step_field(report, step, "status")
+}
+
+/// The detail of `step` in a report.
+pub fn step_detail(report: &serde_json::Value, step: &str) -> String {
+    step_field(report, step, "detail")
+}
+
+fn step_field(report: &serde_json::Value, step: &str, field: &str) -> String {
+    report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == step))
+        .and_then(|s| s[field].as_str())
+        .unwrap_or_else(|| panic!("no step '{step}' in report: {report:#}"))
+        .to_owned()
+}
+
+/// Fails loudly unless we can run commands in a private mount namespace (root + unshare).
+pub fn require_private_mount_namespace() {
+    // SAFETY-free check: root is uid 0 in /proc/self/status.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(
+        root,
+        "this test starts virtlockd in a private mount namespace and must run as root"
+    );
+    assert!(
+        Path::new("/usr/bin/unshare").exists(),
+        "this test needs unshare (package util-linux)"
+    );
+}
+
+/// The path of libvirt's own plugin NAME, failing loudly when its package is missing.
+pub fn libvirt_plugin(name: &str) -> PathBuf {
+    let path = PathBuf::from(format!(
+        "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/{name}.so"
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: install libvirt-daemon-plugin-{name} from bookworm-backports (.ci/install-deps.sh)",
+        path.display()
+    );
+    path
+}
