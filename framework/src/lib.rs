@@ -20,6 +20,8 @@ mod error;
 pub mod export;
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "client")]
+pub mod proto;
 pub mod raw;
 mod report;
 mod types;

@@ -1,0 +1,54 @@
+//! What a lock backend does for the daemon: name a resource, take and drop one lock on it.
+//!
+//! The daemon owns the bookkeeping (owners, sharing between domains of this host, all-or-none);
+//! a backend only knows how to lock one target without waiting.
+
+use lockmgr::proto::{Mode, ResourceSpec};
+
+/// The backend's object for a resource: a lock file, a DLM resource name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Unique within the backend; the daemon's table key.
+    pub id: String,
+}
+
+/// Why a backend could not lock.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Held by a process or host outside this daemon.
+    #[error("{0}")]
+    Busy(String),
+    /// The resource cannot be locked as configured (bad lease offset, missing lease file…).
+    #[error("{0}")]
+    Config(String),
+    /// An OS error.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A lock backend.
+pub trait Backend {
+    /// What the backend keeps for one held lock.
+    type Handle: std::fmt::Debug;
+
+    /// `file` or `dlm`.
+    fn name(&self) -> &'static str;
+
+    /// Maps a resource to its target (no lock taken).
+    fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError>;
+
+    /// Takes the lock without waiting.
+    fn lock(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Result<Self::Handle, BackendError>;
+
+    /// Drops it.
+    fn unlock(&mut self, target: &Target, handle: Self::Handle) -> Result<(), BackendError>;
+
+    /// Whether the lock table must be on stable storage before a reply (locks that outlive
+    /// the daemon, as DLM persistent locks do); file locks die with the daemon.
+    fn durable_state(&self) -> bool;
+}

@@ -1,0 +1,331 @@
+//! The file backend: an OFD lock on byte 0 of a lock file, or of the disk itself.
+//!
+//! Lock files are `<file_lockspace_dir>/<sha256 hex of the disk path>`, the names virtlockd
+//! uses, so hosts running libvirt's lockd and hosts running lockmgr exclude each other on one
+//! shared lockspace (OFD and POSIX record locks conflict). QEMU's own image locks use bytes
+//! 100+ and 200+; byte 0 is libvirt's.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, BackendError, Target};
+use crate::sys::{self, LockKind};
+
+/// The file backend.
+#[derive(Debug)]
+pub struct FileBackend {
+    lockspace_dir: Option<PathBuf>,
+}
+
+/// An open, locked file.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+}
+
+/// `sha256hex(text)`, virtlockd's lock file name for a disk path.
+pub fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl FileBackend {
+    /// A backend locking in `lockspace_dir`, or the disks themselves when `None`.
+    pub fn new(lockspace_dir: Option<PathBuf>) -> Result<Self, BackendError> {
+        if let Some(dir) = &lockspace_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BackendError::Io(format!(
+                    "cannot create file_lockspace_dir {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        Ok(FileBackend { lockspace_dir })
+    }
+
+    fn in_lockspace(&self, name: &str, what: &str) -> Result<PathBuf, BackendError> {
+        let dir = self.lockspace_dir.as_ref().ok_or_else(|| {
+            BackendError::Config(format!(
+                "{what} has no target path and no file_lockspace_dir is set"
+            ))
+        })?;
+        Ok(dir.join(sha256_hex(name)))
+    }
+
+    /// Whether the target is a lock file we may create (as opposed to a disk or lease file
+    /// that must already exist).
+    fn created_by_us(&self, path: &Path) -> bool {
+        self.lockspace_dir
+            .as_deref()
+            .is_some_and(|dir| path.parent() == Some(dir))
+    }
+
+    fn open(&self, path: &Path) -> Result<File, BackendError> {
+        let mut options = OpenOptions::new();
+        // F_WRLCK needs a writable open; lock files are created private and never followed.
+        options
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY);
+        if self.created_by_us(path) {
+            options
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW);
+        }
+        options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BackendError::Config(format!("cannot lock {}: it does not exist", path.display()))
+            } else {
+                BackendError::Io(format!("cannot open {} for locking: {e}", path.display()))
+            }
+        })
+    }
+}
+
+fn holder_description(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let comm = comm.trim();
+            if comm.is_empty() {
+                format!("process {pid} (on this host)")
+            } else {
+                format!("{comm} (pid {pid}, on this host)")
+            }
+        }
+        None => {
+            "another lock manager (an OFD lock: another lockmgrd, or a host sharing this lockspace)"
+                .into()
+        }
+    }
+}
+
+impl Backend for FileBackend {
+    type Handle = FileLock;
+
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
+        let path = match &spec.kind {
+            ResourceKind::Disk => match &self.lockspace_dir {
+                Some(_) => self.in_lockspace(&spec.name, &spec.describe())?,
+                None => PathBuf::from(&spec.name),
+            },
+            ResourceKind::Lease {
+                lockspace,
+                path,
+                offset,
+            } => {
+                if offset.is_some_and(|o| o != 0) {
+                    return Err(BackendError::Config(format!(
+                        "{}: offset must be zero for the file lock manager",
+                        spec.describe()
+                    )));
+                }
+                match path {
+                    // As lockd: the lease file <path>/<lockspace>/<key> must exist.
+                    Some(dir) => {
+                        let mut file = PathBuf::from(dir);
+                        if let Some(lockspace) = lockspace {
+                            file.push(lockspace);
+                        }
+                        file.push(&spec.name);
+                        file
+                    }
+                    None => self.in_lockspace(
+                        &format!("lease:{}:{}", lockspace.as_deref().unwrap_or(""), spec.name),
+                        &spec.describe(),
+                    )?,
+                }
+            }
+        };
+        if !path.is_absolute() {
+            return Err(BackendError::Config(format!(
+                "{}: {} is not an absolute path",
+                spec.describe(),
+                path.display()
+            )));
+        }
+        Ok(Target {
+            id: path.to_string_lossy().into_owned(),
+        })
+    }
+
+    fn lock(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Result<FileLock, BackendError> {
+        let path = Path::new(&target.id);
+        let file = self.open(path)?;
+        let kind = match mode {
+            Mode::Exclusive => LockKind::Write,
+            Mode::Shared => LockKind::Read,
+        };
+        let locked = sys::ofd_try_lock(file.as_fd(), kind)
+            .map_err(|e| BackendError::Io(format!("cannot lock {}: {e}", path.display())))?;
+        if !locked {
+            let holder = sys::ofd_conflicting_holder(file.as_fd(), kind)
+                .ok()
+                .flatten();
+            let by = holder.map_or_else(|| "someone else".into(), holder_description);
+            let via = if target.id == spec.name {
+                String::new()
+            } else {
+                format!(" (lock file {})", path.display())
+            };
+            return Err(BackendError::Busy(format!(
+                "{} is locked by {by}{via}",
+                spec.describe()
+            )));
+        }
+        Ok(FileLock { file })
+    }
+
+    fn unlock(&mut self, target: &Target, handle: FileLock) -> Result<(), BackendError> {
+        // Closing the only fd of the open file description would drop the lock too; unlocking
+        // first makes a failure visible.
+        sys::ofd_unlock(handle.file.as_fd())
+            .map_err(|e| BackendError::Io(format!("cannot unlock {}: {e}", target.id)))
+    }
+
+    fn durable_state(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(path: &str, mode: Mode) -> ResourceSpec {
+        ResourceSpec {
+            kind: ResourceKind::Disk,
+            name: path.into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn lock_files_use_virtlockds_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let target = backend
+            .resolve(&disk("/var/lib/libvirt/images/demo.img", Mode::Exclusive))
+            .unwrap();
+        let expected = dir
+            .path()
+            .join(sha256_hex("/var/lib/libvirt/images/demo.img"));
+        assert_eq!(target.id, expected.to_string_lossy());
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2015ad"
+        );
+    }
+
+    #[test]
+    fn exclusive_excludes_and_shared_shares_across_open_file_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let mut b = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let spec = disk("/images/x.img", Mode::Exclusive);
+        let target = a.resolve(&spec).unwrap();
+        let held = a.lock(&target, &spec, Mode::Exclusive).unwrap();
+        let refused = b.lock(&target, &spec, Mode::Exclusive).unwrap_err();
+        assert!(
+            matches!(&refused, BackendError::Busy(m) if m.contains("disk /images/x.img is locked by")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            b.lock(&target, &spec, Mode::Shared),
+            Err(BackendError::Busy(_))
+        ));
+        a.unlock(&target, held).unwrap();
+        let shared_a = a.lock(&target, &spec, Mode::Shared).unwrap();
+        let shared_b = b.lock(&target, &spec, Mode::Shared).unwrap();
+        assert!(matches!(
+            b.lock(&target, &spec, Mode::Exclusive),
+            Err(BackendError::Busy(_))
+        ));
+        drop((shared_a, shared_b));
+        let mode = std::fs::metadata(&target.id).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn leases_follow_lockd_and_offsets_must_be_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::new(None).unwrap();
+        let lease = |path: Option<&str>, offset| ResourceSpec {
+            kind: ResourceKind::Lease {
+                lockspace: Some("ls".into()),
+                path: path.map(Into::into),
+                offset,
+            },
+            name: "key".into(),
+            mode: Mode::Exclusive,
+        };
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            backend.resolve(&lease(Some(root), Some(0))).unwrap().id,
+            format!("{root}/ls/key")
+        );
+        let offset = backend.resolve(&lease(Some(root), Some(512))).unwrap_err();
+        assert!(offset.to_string().contains("offset must be zero"));
+        let nowhere = backend.resolve(&lease(None, None)).unwrap_err();
+        assert!(nowhere.to_string().contains("no file_lockspace_dir is set"));
+        let mut backend = backend;
+        let target = backend.resolve(&lease(Some(root), None)).unwrap();
+        let missing = backend
+            .lock(&target, &lease(Some(root), None), Mode::Exclusive)
+            .unwrap_err();
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+    }
+
+    #[test]
+    fn a_posix_lock_of_virtlockd_blocks_us() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let spec = disk("/images/y.img", Mode::Exclusive);
+        let target = backend.resolve(&spec).unwrap();
+        // A classic POSIX lock held by another process, as virtlockd takes them.
+        let script = format!(
+            "import fcntl,time,sys; f=open('{}','a+'); fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB, 1, 0); print('locked', flush=True); time.sleep(30)",
+            target.id
+        );
+        let mut holder = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+        let refused = backend.lock(&target, &spec, Mode::Exclusive).unwrap_err();
+        let _ = holder.kill();
+        let _ = holder.wait();
+        let message = refused.to_string();
+        assert!(
+            message.contains("python3 (pid"),
+            "names the POSIX lock holder: {message}"
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The socket server: one thread, one `poll` over the listening socket, the clients, the owners'
+//! pidfds and a signal pipe.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use lockmgr::proto::{
+    self, ErrorKind, FrameError, PROTOCOL_VERSION, Reply, ReplyFrame, Request, RequestFrame,
+};
+
+use crate::backend::Backend;
+use crate::log;
+use crate::persist::StateFile;
+use crate::sys;
+use crate::table::{LockTable, Refusal};
+
+/// A connected plugin.
+#[derive(Debug)]
+struct Client {
+    stream: UnixStream,
+    buffer: Vec<u8>,
+    peer_pid: u32,
+    /// After a restricted registration (the fd QEMU keeps) nothing more is accepted.
+    restricted: bool,
+}
+
+/// The daemon.
+#[derive(Debug)]
+pub struct Server<B: Backend> {
+    listener: UnixListener,
+    socket_path: PathBuf,
+    table: LockTable<B>,
+    state: StateFile,
+    clients: HashMap<RawFd, Client>,
+    stop: RawFd,
+}
+
+/// Binds `path` (0600), refusing when another daemon already answers there.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another lockmgrd is already serving {}",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    // Created private from the start: no window in which others could connect.
+    let old = sys::set_umask(0o177);
+    let bound = UnixListener::bind(path);
+    sys::set_umask(old);
+    let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+fn refusal_reply(refusal: Refusal) -> Reply {
+    Reply::Error {
+        kind: refusal.kind,
+        message: refusal.message,
+    }
+}
+
+impl<B: Backend> Server<B> {
+    /// A server over a bound listener; `stop` is the read end of a pipe that signals shutdown.
+    pub fn new(
+        listener: UnixListener,
+        socket_path: PathBuf,
+        table: LockTable<B>,
+        state: StateFile,
+        stop: RawFd,
+    ) -> Self {
+        Server {
+            listener,
+            socket_path,
+            table,
+            state,
+            clients: HashMap::new(),
+            stop,
+        }
+    }
+
+    /// Serves until the stop pipe becomes readable.
+    pub fn run(&mut self) -> Result<(), String> {
+        loop {
+            let watched = self.table.watched();
+            let mut fds = vec![self.stop, self.listener.as_raw_fd()];
+            fds.extend(self.clients.keys().copied());
+            let first_pidfd = fds.len();
+            fds.extend(watched.iter().map(|(fd, _)| *fd));
+            // The timeout only bounds how long a finished `virsh suspend` stays a zombie.
+            let ready = sys::poll_readable(&fds, 1000).map_err(|e| format!("poll: {e}"))?;
+            sys::reap_children();
+            for index in ready {
+                let fd = fds[index];
+                if index == 0 {
+                    return Ok(());
+                } else if index == 1 {
+                    self.accept_all();
+                } else if index < first_pidfd {
+                    self.serve_client(fd);
+                } else {
+                    let uuid = &watched[index - first_pidfd].1;
+                    if self.table.owner_exited(uuid) {
+                        let freed = self.table.owner_died(uuid);
+                        log(&format!("owner {uuid} exited; freed {freed} lock(s)"));
+                        self.persist();
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(err) if err.kind() == IoErrorKind::WouldBlock => return,
+                Err(err) => {
+                    log(&format!("accept on {}: {err}", self.socket_path.display()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: UnixStream) {
+        let (uid, pid) = match sys::peer_credentials(stream.as_fd()) {
+            Ok(cred) => cred,
+            Err(err) => {
+                log(&format!(
+                    "cannot read peer credentials: {err}; connection dropped"
+                ));
+                return;
+            }
+        };
+        let own_uid = sys::effective_uid();
+        if uid != own_uid {
+            log(&format!(
+                "refused a connection from uid {uid} (pid {pid}): only uid {own_uid} may lock"
+            ));
+            let mut stream = stream;
+            let _ = send(
+                &mut stream,
+                Reply::Error {
+                    kind: ErrorKind::Denied,
+                    message: format!("uid {uid} may not use lockmgrd"),
+                },
+            );
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let fd = stream.as_raw_fd();
+        self.clients.insert(
+            fd,
+            Client {
+                stream,
+                buffer: Vec::new(),
+                peer_pid: pid,
+                restricted: false,
+            },
+        );
+    }
+
+    fn serve_client(&mut self, fd: RawFd) {
+        let Some(mut client) = self.clients.remove(&fd) else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        let keep = loop {
+            match client.stream.read(&mut chunk) {
+                Ok(0) => break false,
+                Ok(n) => client.buffer.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == IoErrorKind::WouldBlock => break true,
+                Err(err) if err.kind() == IoErrorKind::Interrupted => continue,
+                Err(_) => break false,
+            }
+            if client.buffer.len() > proto::MAX_FRAME + 4 {
+                break true;
+            }
+        };
+        let keep = keep && self.process_frames(&mut client);
+        if keep {
+            self.clients.insert(fd, client);
+        }
+    }
+
+    /// Handles every complete frame; false to drop the connection.
+    fn process_frames(&mut self, client: &mut Client) -> bool {
+        loop {
+            let body = match proto::take_frame(&mut client.buffer) {
+                Ok(Some(body)) => body,
+                Ok(None) => return true,
+                Err(err) => return self.protocol_error(client, &err),
+            };
+            if client.restricted {
+                let _ = send(
+                    &mut client.stream,
+                    Reply::Error {
+                        kind: ErrorKind::Denied,
+                        message: "this lock manager connection has been restricted".into(),
+                    },
+                );
+                log(&format!(
+                    "request on a restricted connection (peer pid {}); closed",
+                    client.peer_pid
+                ));
+                return false;
+            }
+            let frame: RequestFrame = match proto::decode(&body) {
+                Ok(frame) => frame,
+                Err(err) => return self.protocol_error(client, &err),
+            };
+            if frame.version != PROTOCOL_VERSION {
+                let message = format!(
+                    "protocol version {} is not supported (this daemon speaks {PROTOCOL_VERSION})",
+                    frame.version
+                );
+                let _ = send(
+                    &mut client.stream,
+                    Reply::Error {
+                        kind: ErrorKind::Invalid,
+                        message,
+                    },
+                );
+                return false;
+            }
+            let reply = self.handle(client, frame.request);
+            if send(&mut client.stream, reply).is_err() {
+                log(&format!(
+                    "client (peer pid {}) does not read its replies; closed",
+                    client.peer_pid
+                ));
+                return false;
+            }
+        }
+    }
+
+    fn protocol_error(&self, client: &mut Client, err: &FrameError) -> bool {
+        log(&format!(
+            "bad request from peer pid {}: {err}; connection closed",
+            client.peer_pid
+        ));
+        let _ = send(
+            &mut client.stream,
+            Reply::Error {
+                kind: ErrorKind::Invalid,
+                message: format!("bad request: {err}"),
+            },
+        );
+        false
+    }
+
+    fn handle(&mut self, client: &mut Client, request: Request) -> Reply {
+        let changed = !matches!(request, Request::Status | Request::Inquire { .. });
+        let reply = match request {
+            Request::Register { owner, restrict } => {
+                if client.peer_pid != owner.pid {
+                    return Reply::Error {
+                        kind: ErrorKind::Denied,
+                        message: format!(
+                            "domain '{}' must be registered from its own process (pid {}), not from pid {}",
+                            owner.name, owner.pid, client.peer_pid
+                        ),
+                    };
+                }
+                match self.table.register(&owner) {
+                    Ok(()) => {
+                        client.restricted = restrict;
+                        Reply::Ok { state: None }
+                    }
+                    Err(refusal) => refusal_reply(refusal),
+                }
+            }
+            Request::Acquire {
+                owner,
+                resources,
+                action,
+                state,
+            } => {
+                match self
+                    .table
+                    .acquire(&owner, &resources, action, state.as_deref())
+                {
+                    Ok(()) => Reply::Ok { state: None },
+                    Err(refusal) => refusal_reply(refusal),
+                }
+            }
+            Request::Release { owner, resources } => match self.table.release(&owner, &resources) {
+                Ok(state) => Reply::Ok { state: Some(state) },
+                Err(refusal) => refusal_reply(refusal),
+            },
+            Request::Inquire { owner } => Reply::Ok {
+                state: Some(self.table.inquire(&owner)),
+            },
+            Request::Status => {
+                let (owners, locks) = self.table.status();
+                Reply::Status {
+                    backend: self.table.backend_name().into(),
+                    owners,
+                    locks,
+                }
+            }
+        };
+        if changed && !matches!(reply, Reply::Error { .. }) && !self.persist() {
+            return Reply::Error {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "cannot record the lock table in {}",
+                    self.state.path().display()
+                ),
+            };
+        }
+        reply
+    }
+
+    /// Writes the table; false (and logged) on failure.
+    fn persist(&mut self) -> bool {
+        match self.state.save(&self.table.snapshot()) {
+            Ok(()) => true,
+            Err(err) => {
+                log(&format!("cannot save the lock table: {err}"));
+                false
+            }
+        }
+    }
+}
+
+fn send(stream: &mut UnixStream, reply: Reply) -> Result<(), FrameError> {
+    let frame = proto::encode(&ReplyFrame {
+        version: PROTOCOL_VERSION,
+        reply,
+    })?;
+    // Nonblocking: a reply is far smaller than the socket buffer, so WouldBlock means the client
+    // stopped reading; it is dropped rather than allowed to stall the daemon.
+    stream.write_all(&frame).map_err(FrameError::Io)
+}
