@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(target.id, expected.to_string_lossy());
         assert_eq!(
             sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2015ad"
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 

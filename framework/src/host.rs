@@ -53,6 +53,10 @@ impl ReportedError {
             87 => "resource busy: ",
             _ => "",
         };
+        // Errors relayed through libvirt's RPC (lockd → virtlockd) already carry the prefix.
+        if self.message.starts_with(prefix) {
+            return self.message.clone();
+        }
         format!("{prefix}{}", self.message)
     }
 }
