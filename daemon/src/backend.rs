@@ -48,6 +48,30 @@ pub trait Backend {
     /// Drops it.
     fn unlock(&mut self, target: &Target, handle: Self::Handle) -> Result<(), BackendError>;
 
+    /// After a restart: takes back a lock the previous daemon held for a domain that still
+    /// runs. File locks died with the old daemon and are simply taken again; DLM persistent
+    /// locks survived as orphans and are adopted.
+    fn reclaim(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Result<Self::Handle, BackendError> {
+        self.lock(target, spec, mode)
+    }
+
+    /// After a restart: drops whatever the previous daemon left of a lock whose domain stopped
+    /// meanwhile (a DLM orphan would otherwise protect a disk nobody uses, forever).
+    fn discard(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Result<(), BackendError> {
+        let _ = (target, spec, mode);
+        Ok(())
+    }
+
     /// Whether the lock table must be on stable storage before a reply (locks that outlive
     /// the daemon, as DLM persistent locks do); file locks die with the daemon.
     fn durable_state(&self) -> bool;

@@ -8,6 +8,8 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+#[cfg(feature = "dlm")]
+pub mod dlm_backend;
 pub mod file_backend;
 pub mod persist;
 pub mod process;

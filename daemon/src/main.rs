@@ -5,41 +5,46 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+#[cfg(feature = "dlm")]
+use lockmgr_conf::DlmPluginSettings;
 use lockmgr_conf::FilePluginSettings;
+use lockmgrd::backend::Backend;
 use lockmgrd::file_backend::FileBackend;
 use lockmgrd::persist::StateFile;
 use lockmgrd::server::{self, Server};
 use lockmgrd::table::LockTable;
 use lockmgrd::{log, sys};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
-    /// OFD locks on lock files (or the disks themselves).
+    /// OFD locks on lock files (or the disks themselves): file.so, /etc/libvirt/qemu-file.conf.
     File,
+    /// Cluster-wide DLM locks (corosync + dlm_controld): dlm.so, /etc/libvirt/qemu-dlm.conf.
+    Dlm,
 }
 
 #[derive(Parser, Debug)]
 #[command(
     name = "lockmgrd",
     version,
-    about = "The lock daemon behind lockmgr's libvirt plugins (file.so)",
+    about = "The lock daemon behind lockmgr's libvirt plugins (file.so, dlm.so)",
     long_about = "Holds disk and lease locks on behalf of running domains, so they survive libvirtd \
         restarts and are freed the moment QEMU exits.\n\n\
         It reads the same configuration file as its plugin (libvirt syntax): socket_path, \
-        file_lockspace_dir, state_dir. Runs in the foreground and logs to stderr; stop it with \
-        SIGTERM. Its lock table is kept in <state_dir>/locks.json: after a restart (or a crash) \
-        it takes back the locks of the domains that still run, and applies <on_lockfailure> to \
-        those whose lock someone else took meanwhile.",
-    after_help = "Example:\n  lockmgrd --config /etc/libvirt/qemu-file.conf --pid-file /run/lockmgr/file.pid"
+        state_dir, and file_lockspace_dir (file) or lockspace_name (dlm). Runs in the foreground \
+        and logs to stderr; stop it with SIGTERM. Its lock table is kept in \
+        <state_dir>/locks.json: after a restart (or a crash) it takes back the locks of the \
+        domains that still run — file locks are taken again, DLM persistent locks are adopted \
+        from the orphans they became — drops those of domains that stopped meanwhile, and \
+        applies <on_lockfailure> to any lock someone else took in between.",
+    after_help = "Examples:\n  lockmgrd --config /etc/libvirt/qemu-file.conf\n  \
+        lockmgrd --backend dlm --config /etc/libvirt/qemu-dlm.conf --pid-file /run/lockmgr/dlm.pid"
 )]
 struct Cli {
-    /// The plugin's configuration file (may be absent: defaults).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/etc/libvirt/qemu-file.conf"
-    )]
-    config: PathBuf,
+    /// The plugin's configuration file (may be absent: defaults). Default:
+    /// /etc/libvirt/qemu-file.conf or /etc/libvirt/qemu-dlm.conf, after --backend.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The lock backend.
     #[arg(long, value_enum, default_value = "file")]
     backend: BackendKind,
@@ -59,20 +64,77 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_settings(path: &Path) -> Result<FilePluginSettings, String> {
-    let (settings, warnings) = FilePluginSettings::from_file(path).map_err(|e| e.to_string())?;
+fn print_warnings(warnings: Vec<lockmgr_conf::Warning>) {
     for warning in warnings {
         log(&format!("warning: {warning}"));
     }
-    Ok(settings)
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    let BackendKind::File = cli.backend;
-    let settings = load_settings(&cli.config)?;
-    let backend =
-        FileBackend::new(settings.file_lockspace_dir.clone()).map_err(|e| e.to_string())?;
-    let state = StateFile::open(&settings.state_dir, false).map_err(|e| e.to_string())?;
+    match cli.backend {
+        BackendKind::File => {
+            let config = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| FilePluginSettings::PATH.into());
+            let (settings, warnings) =
+                FilePluginSettings::from_file(&config).map_err(|e| e.to_string())?;
+            print_warnings(warnings);
+            let backend =
+                FileBackend::new(settings.file_lockspace_dir.clone()).map_err(|e| e.to_string())?;
+            let what = settings
+                .file_lockspace_dir
+                .as_ref()
+                .map_or("the disks themselves".into(), |d| d.display().to_string());
+            serve(
+                cli,
+                backend,
+                &settings.socket_path,
+                &settings.state_dir,
+                &format!("locking {what}"),
+            )
+        }
+        BackendKind::Dlm => run_dlm(cli),
+    }
+}
+
+#[cfg(feature = "dlm")]
+fn run_dlm(cli: &Cli) -> Result<(), String> {
+    let config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| DlmPluginSettings::PATH.into());
+    let (settings, warnings) = DlmPluginSettings::from_file(&config).map_err(|e| e.to_string())?;
+    print_warnings(warnings);
+    let backend = lockmgrd::dlm_backend::DlmBackend::join(&settings.lockspace_name)
+        .map_err(|e| e.to_string())?;
+    let what = format!(
+        "lockspace '{}' of cluster '{}'",
+        settings.lockspace_name,
+        backend.cluster()
+    );
+    serve(
+        cli,
+        backend,
+        &settings.socket_path,
+        &settings.state_dir,
+        &what,
+    )
+}
+
+#[cfg(not(feature = "dlm"))]
+fn run_dlm(_cli: &Cli) -> Result<(), String> {
+    Err("this lockmgrd was built without the dlm backend (cargo feature 'dlm')".into())
+}
+
+fn serve<B: Backend>(
+    cli: &Cli,
+    backend: B,
+    socket_path: &Path,
+    state_dir: &Path,
+    what: &str,
+) -> Result<(), String> {
+    let state = StateFile::open(state_dir, backend.durable_state()).map_err(|e| e.to_string())?;
     let mut table = LockTable::new(backend);
     if let Some(snapshot) = state
         .load(table.backend_name())
@@ -95,25 +157,22 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         state.save(&table.snapshot()).map_err(|e| e.to_string())?;
     }
-    let listener = server::bind(&settings.socket_path)?;
+    let listener = server::bind(socket_path)?;
     let stop =
         sys::install_stop_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     if let Some(pid_file) = &cli.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
     }
-    let lockspace = settings
-        .file_lockspace_dir
-        .as_ref()
-        .map_or("the disks themselves".into(), |d| d.display().to_string());
     log(&format!(
-        "serving {} (backend file, locking {lockspace}, state {})",
-        settings.socket_path.display(),
+        "serving {} (backend {}, {what}, state {})",
+        socket_path.display(),
+        table.backend_name(),
         state.path().display()
     ));
-    let mut server = Server::new(listener, settings.socket_path.clone(), table, state, stop);
+    let mut server = Server::new(listener, socket_path.to_owned(), table, state, stop);
     let result = server.run();
-    let _ = std::fs::remove_file(&settings.socket_path);
+    let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }

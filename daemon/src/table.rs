@@ -466,10 +466,20 @@ impl<B: Backend> LockTable<B> {
                 .filter(|u| self.owners.contains_key(*u))
                 .collect();
             if holders.is_empty() {
+                let discarded = self
+                    .backend
+                    .resolve(&saved.spec)
+                    .and_then(|t| self.backend.discard(&t, &saved.spec, saved.mode));
+                if let Err(err) = discarded {
+                    eprintln!(
+                        "lockmgrd: cannot drop the left-over lock on {}: {err}",
+                        saved.spec.describe()
+                    );
+                }
                 continue;
             }
             let taken = self.backend.resolve(&saved.spec).and_then(|t| {
-                let handle = self.backend.lock(&t, &saved.spec, saved.mode)?;
+                let handle = self.backend.reclaim(&t, &saved.spec, saved.mode)?;
                 Ok((t, handle))
             });
             match taken {

@@ -1,4 +1,4 @@
-//! The one raw call file.so makes: let QEMU inherit the daemon connection.
+//! The one raw call a daemon plugin makes: let QEMU inherit the daemon connection.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
