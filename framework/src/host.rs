@@ -944,6 +944,13 @@ impl ForkedOwner {
         Ok(())
     }
 
+    /// Leaves the owner running after this handle is gone (it is reparented when this process
+    /// exits), for tools that register an owner in one process and act on it from others.
+    pub fn detach(mut self) -> u32 {
+        self.reaped = true;
+        self.pid()
+    }
+
     /// SIGKILLs the owner and reaps it (as `kill -9` of QEMU).
     pub fn kill(&mut self) -> HostResult<()> {
         self.signal(libc::SIGKILL)?;
@@ -1050,6 +1057,22 @@ pub fn start_owner(
         match result {
             Ok(fd) => {
                 write_all_raw(write_end, format!("OK {}\n", fd.unwrap_or(-1)).as_bytes());
+                // Like libvirt's QEMU, the stand-in gets its own stdio, not the caller's: a
+                // detached owner must not keep a caller's pipe open.
+                // SAFETY: open/dup2/close on fds of this single-threaded child.
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    if null >= 0 {
+                        for std_fd in 0..3 {
+                            if Some(std_fd) != fd {
+                                libc::dup2(null, std_fd);
+                            }
+                        }
+                        if null > 2 {
+                            libc::close(null);
+                        }
+                    }
+                }
                 // SAFETY: argv is a NULL-terminated array of valid strings; on success this never
                 // returns, and the CLOEXEC pipe closes, which tells the parent the exec happened.
                 unsafe { libc::execv(argv_ptrs[0], argv_ptrs.as_ptr()) };

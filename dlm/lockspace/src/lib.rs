@@ -1,0 +1,359 @@
+//! A small safe layer over libdlm, linked against the light `libdlm_lt` (see `dlm-sys`).
+//!
+//! A [`Lockspace`] is one open handle on a DLM lockspace of this node. Locks are taken with
+//! [`Lockspace::lock`], changed with [`Lockspace::convert`] and released with
+//! [`Lockspace::unlock`]; locks taken with [`LockFlags::PERSISTENT`] outlive the handle (and the
+//! process) as *orphans* that still block other nodes, and a later process on the same node takes
+//! them back with [`Lockspace::adopt_orphan`].
+//!
+//! Every call is synchronous: it returns when the DLM has granted or refused the request. One
+//! handle serialises its calls (libdlm_lt reads completions from the handle's fd inside each
+//! call), so a request that queues (no [`LockFlags::NOQUEUE`]) blocks the other users of the same
+//! handle until it is granted; open a second handle for concurrent waits.
+//!
+//! ```no_run
+//! use lockmgr_dlm::{LockFlags, Lockspace, Mode};
+//! let ls = Lockspace::create_or_open("libvirt", 0o600)?;
+//! let id = ls.lock(b"disk-1", Mode::Ex, LockFlags::NOQUEUE | LockFlags::PERSISTENT)?;
+//! ls.unlock(id)?;
+//! # Ok::<(), lockmgr_dlm::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod node;
+mod sys;
+mod types;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::{Mutex, MutexGuard};
+
+pub use error::{Errno, Error, LockOp, Result};
+pub use node::{CONFIGFS_CLUSTER, cluster_name, local_node_id, local_node_id_in};
+pub use types::{LockFlags, LockId, Mode, ResourceName, UnknownMode};
+
+/// Longest lockspace name the DLM accepts (`DLM_LOCKSPACE_LEN`).
+pub const MAX_LOCKSPACE_NAME: usize = dlm_sys::DLM_LOCKSPACE_LEN as usize;
+/// Longest resource name the DLM accepts (`DLM_RESNAME_MAXLEN`).
+pub const MAX_RESOURCE_NAME: usize = dlm_sys::DLM_RESNAME_MAXLEN as usize;
+
+/// One open handle on a DLM lockspace of this node.
+///
+/// Dropping it closes the handle: the kernel releases the non-PERSISTENT locks taken through it
+/// at once, and turns PERSISTENT ones into orphans that stay granted (still refusing other
+/// nodes) until a process on this node adopts them ([`Lockspace::adopt_orphan`]) or purges them
+/// ([`Lockspace::purge`]). A process that dies has the same effect. The lockspace itself stays
+/// joined on this node (it is left with [`Lockspace::release`]).
+#[derive(Debug)]
+pub struct Lockspace {
+    name: String,
+    c_name: CString,
+    created: bool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    // Field order matters: the handle is closed before the lksbs it refers to are freed.
+    handle: sys::Handle,
+    locks: HashMap<u32, HeldLock>,
+}
+
+/// A lock granted through this handle, with the lksb the kernel reports into.
+#[derive(Debug)]
+struct HeldLock {
+    resource: Vec<u8>,
+    mode: Mode,
+    lksb: sys::Lksb,
+}
+
+impl Lockspace {
+    /// Creates the lockspace on this node (joining it cluster-wide), or opens it when this node
+    /// already has it (`EEXIST`). `mode` is the permission of the lockspace device
+    /// `/dev/misc/dlm_<name>` when created (e.g. `0o600`; `0o666` lets other users open it).
+    /// Creating needs CAP_SYS_ADMIN.
+    pub fn create_or_open(name: &str, mode: u32) -> Result<Lockspace> {
+        let c_name = validate_lockspace_name(name)?;
+        match sys::Handle::create(&c_name, mode, dlm_sys::DLM_LSFL_NEWEXCL) {
+            Ok(handle) => Ok(Self::new(name, c_name, handle, true)),
+            Err(libc::EEXIST) => Self::open(name),
+            Err(errno) => Err(error::lockspace_error("create", name, errno)),
+        }
+    }
+
+    /// Opens a lockspace that this node already has (any user, within the device permissions).
+    pub fn open(name: &str) -> Result<Lockspace> {
+        let c_name = validate_lockspace_name(name)?;
+        let handle = sys::Handle::open(&c_name)
+            .map_err(|errno| error::lockspace_error("open", name, errno))?;
+        Ok(Self::new(name, c_name, handle, false))
+    }
+
+    fn new(name: &str, c_name: CString, handle: sys::Handle, created: bool) -> Lockspace {
+        Lockspace {
+            name: name.to_owned(),
+            c_name,
+            created,
+            inner: Mutex::new(Inner {
+                handle,
+                locks: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The lockspace name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this handle created the lockspace on this node (false: it was opened).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// Requests a lock on `resource` (at most [`MAX_RESOURCE_NAME`] bytes) and waits until it is
+    /// granted. With [`LockFlags::NOQUEUE`] a conflicting lock gives [`Error::Busy`] at once.
+    pub fn lock(&self, resource: &[u8], mode: Mode, flags: LockFlags) -> Result<LockId> {
+        validate_resource(LockOp::Lock, resource, &self.name)?;
+        self.validate_flags(LockOp::Lock, resource, mode, flags)?;
+        let mut inner = self.inner();
+        let mut lksb = sys::Lksb::new();
+        inner
+            .handle
+            .lock_wait(mode.raw(), &mut lksb, flags.bits(), resource)
+            .map_err(|errno| {
+                error::request_error(LockOp::Lock, mode, resource, 0, &self.name, errno)
+            })?;
+        let lkid = lksb.lkid();
+        inner.locks.insert(
+            lkid,
+            HeldLock {
+                resource: resource.to_vec(),
+                mode,
+                lksb,
+            },
+        );
+        Ok(LockId(lkid))
+    }
+
+    /// Converts a held lock to `mode`. With [`LockFlags::NOQUEUE`] a conflict gives
+    /// [`Error::Busy`] and the lock keeps its current mode. Flags given here replace the lock's
+    /// flags (e.g. add or drop PERSISTENT).
+    pub fn convert(&self, lkid: LockId, mode: Mode, flags: LockFlags) -> Result<()> {
+        let mut inner = self.inner();
+        let Inner { handle, locks } = &mut *inner;
+        let held = locks
+            .get_mut(&lkid.0)
+            .ok_or_else(|| self.unknown(LockOp::Convert, lkid))?;
+        self.validate_flags(LockOp::Convert, &held.resource, mode, flags)?;
+        handle
+            .lock_wait(
+                mode.raw(),
+                &mut held.lksb,
+                flags.bits() | dlm_sys::LKF_CONVERT,
+                &held.resource,
+            )
+            .map_err(|errno| {
+                error::request_error(
+                    LockOp::Convert,
+                    mode,
+                    &held.resource,
+                    lkid.0,
+                    &self.name,
+                    errno,
+                )
+            })?;
+        held.mode = mode;
+        Ok(())
+    }
+
+    /// Releases a held lock (persistent or not).
+    pub fn unlock(&self, lkid: LockId) -> Result<()> {
+        let mut inner = self.inner();
+        let Inner { handle, locks } = &mut *inner;
+        let held = locks
+            .get_mut(&lkid.0)
+            .ok_or_else(|| self.unknown(LockOp::Unlock, lkid))?;
+        handle
+            .unlock_wait(lkid.0, &mut held.lksb)
+            .map_err(|errno| {
+                error::request_error(
+                    LockOp::Unlock,
+                    held.mode,
+                    &held.resource,
+                    lkid.0,
+                    &self.name,
+                    errno,
+                )
+            })?;
+        // Only now may the lksb go: the unlock's completion has been read into it.
+        locks.remove(&lkid.0);
+        Ok(())
+    }
+
+    /// Takes over this node's orphan lock on `resource` (left by a PERSISTENT lock whose holder
+    /// closed the lockspace or died). `mode` must equal the orphan's granted mode, else
+    /// [`Error::OrphanModeMismatch`]; with no orphan, [`Error::NoOrphan`]. The lock keeps its
+    /// original id. `persistent` sets the adopted lock's flags anew: without it the lock is
+    /// simply released when this holder goes away. Orphans of other nodes cannot be adopted.
+    pub fn adopt_orphan(&self, resource: &[u8], mode: Mode, persistent: bool) -> Result<LockId> {
+        validate_resource(LockOp::Adopt, resource, &self.name)?;
+        let mut flags = dlm_sys::LKF_ORPHAN;
+        if persistent {
+            flags |= dlm_sys::LKF_PERSISTENT;
+        }
+        let mut inner = self.inner();
+        let mut lksb = sys::Lksb::new();
+        // Async call, not waited for: adoption completes inside write() without a completion
+        // (a `_wait` would block forever). See the `sys` module.
+        inner
+            .handle
+            .adopt_orphan(mode.raw(), &mut lksb, flags, resource)
+            .map_err(|errno| {
+                error::request_error(LockOp::Adopt, mode, resource, 0, &self.name, errno)
+            })?;
+        let lkid = lksb.lkid();
+        inner.locks.insert(
+            lkid,
+            HeldLock {
+                resource: resource.to_vec(),
+                mode,
+                lksb,
+            },
+        );
+        Ok(LockId(lkid))
+    }
+
+    /// Removes orphan locks of `nodeid` (this node's: [`local_node_id`]); `pid` 0 removes all of
+    /// them, another pid only those its process left.
+    pub fn purge(&self, nodeid: u32, pid: u32) -> Result<()> {
+        let purge_error = |errno| Error::Purge {
+            nodeid,
+            pid,
+            lockspace: self.name.clone(),
+            errno: Errno(errno),
+        };
+        let raw_nodeid = i32::try_from(nodeid).map_err(|_| purge_error(libc::EINVAL))?;
+        let raw_pid = i32::try_from(pid).map_err(|_| purge_error(libc::EINVAL))?;
+        self.inner()
+            .handle
+            .purge(raw_nodeid, raw_pid)
+            .map_err(purge_error)
+    }
+
+    /// The mode of a lock held through this handle, if it is one.
+    pub fn mode_of(&self, lkid: LockId) -> Option<Mode> {
+        self.inner().locks.get(&lkid.0).map(|held| held.mode)
+    }
+
+    /// Leaves the lockspace on this node (CAP_SYS_ADMIN). Without `force` the kernel keeps it
+    /// while locks remain. The handle is closed either way.
+    pub fn release(self, force: bool) -> Result<()> {
+        let Lockspace {
+            name,
+            c_name,
+            inner,
+            ..
+        } = self;
+        let Inner { handle, locks } = inner
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = handle
+            .release(&c_name, force)
+            .map_err(|errno| error::lockspace_error("release", &name, errno));
+        drop(locks);
+        result
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the table inconsistent with the kernel in
+        // a way that matters more than refusing every later call would.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn unknown(&self, op: LockOp, lkid: LockId) -> Error {
+        Error::UnknownLock {
+            op,
+            lkid,
+            lockspace: self.name.clone(),
+        }
+    }
+
+    fn validate_flags(
+        &self,
+        op: LockOp,
+        resource: &[u8],
+        mode: Mode,
+        flags: LockFlags,
+    ) -> Result<()> {
+        check_flags(op, mode, flags).map_err(|reason| Error::InvalidFlags {
+            op,
+            mode,
+            resource: ResourceName::from(resource),
+            lockspace: self.name.clone(),
+            flags: flags.to_string(),
+            reason,
+        })
+    }
+}
+
+/// The kernel's rules on flags (it answers EINVAL), checked first for a clearer message.
+fn check_flags(op: LockOp, mode: Mode, flags: LockFlags) -> Result<(), &'static str> {
+    if flags.contains(LockFlags::EXPEDITE) && (op != LockOp::Lock || mode != Mode::Nl) {
+        return Err("EXPEDITE is only valid on a new NL request");
+    }
+    if op != LockOp::Convert
+        && (flags.contains(LockFlags::QUECVT) || flags.contains(LockFlags::CONVDEADLK))
+    {
+        return Err("QUECVT and CONVDEADLK are only valid on a conversion");
+    }
+    Ok(())
+}
+
+/// A lockspace name: 1 to 64 bytes, no NUL, no `/` (it names the device `/dev/misc/dlm_<name>`).
+fn validate_lockspace_name(name: &str) -> Result<CString> {
+    let invalid = |reason| Error::InvalidLockspaceName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > MAX_LOCKSPACE_NAME {
+        return Err(invalid("it is longer than 64 bytes (DLM_LOCKSPACE_LEN)"));
+    }
+    if name.contains('/') {
+        return Err(invalid(
+            "it contains '/' (it names the device /dev/misc/dlm_<name>)",
+        ));
+    }
+    CString::new(name).map_err(|_| invalid("it contains a NUL byte"))
+}
+
+/// A resource name: 1 to 64 bytes of anything.
+fn validate_resource(op: LockOp, resource: &[u8], lockspace: &str) -> Result<()> {
+    let reason = if resource.is_empty() {
+        "it is empty".to_owned()
+    } else if resource.len() > MAX_RESOURCE_NAME {
+        format!(
+            "it is {} bytes, the DLM allows at most {MAX_RESOURCE_NAME} (DLM_RESNAME_MAXLEN)",
+            resource.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidResourceName {
+        op,
+        resource: ResourceName::from(resource),
+        lockspace: lockspace.to_owned(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! The only module with `unsafe`: thin wrappers over the libdlm_lt calls this crate uses.
+//!
+//! How the libdlm pitfalls are handled (reference: dlm-cluster-on-this-machine.md §10):
+//! - We link the light `libdlm_lt`: its `*_wait` calls read completions from the lockspace fd
+//!   themselves, so there is no AST thread to start (`dlm_ls_pthread_init` is neither needed
+//!   nor exported) and no `_wait` hang after an adoption (pitfall 3): they poll `sb_status`.
+//! - ORPHAN adoption queues no completion (pitfall 2), so [`Handle::adopt_orphan`] uses the
+//!   async `dlm_ls_lock` with a no-op AST and does not wait: return 0 means adopted. The kernel
+//!   keeps that AST *address* for every later completion of the lock; it is a no-op `extern "C"`
+//!   function with static lifetime, so later completions (read by the `_wait` calls) are harmless.
+//! - Every completion libdlm reads is copied into the `dlm_lksb` the kernel recorded for that
+//!   lock. A lock's [`Lksb`] therefore lives on the heap, owned by the caller's lock table, until
+//!   the lock is unlocked or the handle is closed; and a handle is never used by two threads at
+//!   once (`&mut self`), since one `_wait` call may read another's completion.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_void};
+use std::io;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use dlm_sys as raw;
+
+/// libdlm keeps the control-device fd and the kernel interface version in globals that it fills
+/// lazily without locking; lockspace create/open/release go through it one at a time.
+static LIBDLM_GLOBALS: Mutex<()> = Mutex::new(());
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A lockspace handle from `dlm_new_lockspace`/`dlm_open_lockspace`; closed on drop.
+#[derive(Debug)]
+pub(crate) struct Handle(NonNull<c_void>);
+
+// SAFETY: the handle is a malloc'ed struct holding the lockspace fd (no thread affinity, no
+// thread-local state in libdlm_lt); `&mut self` on every call keeps it to one thread at a time.
+unsafe impl Send for Handle {}
+
+impl Handle {
+    /// `dlm_new_lockspace(name, mode, flags)`: needs CAP_SYS_ADMIN; `EEXIST` with
+    /// `DLM_LSFL_NEWEXCL` when the lockspace already exists on this node.
+    pub(crate) fn create(name: &CStr, mode: u32, flags: u32) -> Result<Self, i32> {
+        let _globals = LIBDLM_GLOBALS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+        let handle = unsafe { raw::dlm_new_lockspace(name.as_ptr(), mode, flags) };
+        NonNull::new(handle).map(Self).ok_or_else(last_errno)
+    }
+
+    /// `dlm_open_lockspace(name)`: any user, within the permissions of `/dev/misc/dlm_<name>`.
+    pub(crate) fn open(name: &CStr) -> Result<Self, i32> {
+        let _globals = LIBDLM_GLOBALS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+        let handle = unsafe { raw::dlm_open_lockspace(name.as_ptr()) };
+        NonNull::new(handle).map(Self).ok_or_else(last_errno)
+    }
+
+    /// `dlm_release_lockspace(name, ls, force)`; the handle is closed by libdlm either way.
+    pub(crate) fn release(self, name: &CStr, force: bool) -> Result<(), i32> {
+        let _globals = LIBDLM_GLOBALS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // libdlm closes and frees the handle inside release: never close it again.
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the handle is valid (owned, not yet closed) and `name` is NUL-terminated.
+        let rv =
+            unsafe { raw::dlm_release_lockspace(name.as_ptr(), this.0.as_ptr(), i32::from(force)) };
+        if rv == 0 { Ok(()) } else { Err(last_errno()) }
+    }
+
+    /// `dlm_ls_lock_wait`: request (or convert, with `LKF_CONVERT` and `lksb.sb_lkid` set) and
+    /// wait for the completion. `name` must be at most `DLM_RESNAME_MAXLEN` bytes.
+    pub(crate) fn lock_wait(
+        &mut self,
+        mode: u32,
+        lksb: &mut Lksb,
+        flags: u32,
+        name: &[u8],
+    ) -> Result<(), i32> {
+        let namelen = u32::try_from(name.len()).map_err(|_| libc::EINVAL)?;
+        // SAFETY: the handle is valid; `lksb` is a live heap lksb that outlives the lock (see the
+        // module docs); `name` is valid for `namelen` bytes and only read during the call.
+        let rv = unsafe {
+            raw::dlm_ls_lock_wait(
+                self.0.as_ptr(),
+                mode,
+                lksb.as_mut_ptr(),
+                flags,
+                name.as_ptr().cast(),
+                namelen,
+                0,
+                std::ptr::null_mut(),
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        completion(rv, lksb)
+    }
+
+    /// ORPHAN adoption: the async `dlm_ls_lock` with a no-op AST, not waited for (the kernel
+    /// completes it inside `write()` and queues no completion). On success `lksb.sb_lkid` holds
+    /// the orphan's original lock id.
+    pub(crate) fn adopt_orphan(
+        &mut self,
+        mode: u32,
+        lksb: &mut Lksb,
+        flags: u32,
+        name: &[u8],
+    ) -> Result<(), i32> {
+        let namelen = u32::try_from(name.len()).map_err(|_| libc::EINVAL)?;
+        // SAFETY: as in `lock_wait`; the AST is a static no-op function (the kernel rejects a
+        // NULL one) and the AST argument is never dereferenced.
+        let rv = unsafe {
+            raw::dlm_ls_lock(
+                self.0.as_ptr(),
+                mode,
+                lksb.as_mut_ptr(),
+                flags,
+                name.as_ptr().cast(),
+                namelen,
+                0,
+                Some(ignore_completion),
+                std::ptr::null_mut(),
+                None,
+                std::ptr::null_mut(),
+            )
+        };
+        if rv == 0 {
+            // libdlm set EINPROG before the write and no completion will ever overwrite it.
+            lksb.0.sb_status = 0;
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    /// `dlm_ls_unlock_wait`; a successful unlock reports `EUNLOCK`, which counts as success.
+    pub(crate) fn unlock_wait(&mut self, lkid: u32, lksb: &mut Lksb) -> Result<(), i32> {
+        // SAFETY: the handle is valid and `lksb` is the lock's own live heap lksb.
+        let rv = unsafe { raw::dlm_ls_unlock_wait(self.0.as_ptr(), lkid, 0, lksb.as_mut_ptr()) };
+        completion(rv, lksb)
+    }
+
+    /// `dlm_ls_purge(ls, nodeid, pid)`: drops orphan locks of `nodeid` (all of them when pid 0).
+    pub(crate) fn purge(&mut self, nodeid: i32, pid: i32) -> Result<(), i32> {
+        // SAFETY: the handle is valid; the call only writes a request to the lockspace fd.
+        let rv = unsafe { raw::dlm_ls_purge(self.0.as_ptr(), nodeid, pid) };
+        if rv == 0 { Ok(()) } else { Err(last_errno()) }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle is valid and owned; after this nothing uses it. Closing releases
+        // this process's non-PERSISTENT locks; PERSISTENT ones become orphans.
+        unsafe { raw::dlm_close_lockspace(self.0.as_ptr()) };
+    }
+}
+
+/// The AST given when adopting an orphan: the completion result is read from `sb_status`.
+extern "C" fn ignore_completion(_arg: *mut c_void) {}
+
+/// Result of a libdlm_lt `_wait` call: -1 with errno = the status, or 0 with the status in the
+/// lksb (checked too, in case a library variant reports it only there).
+fn completion(rv: i32, lksb: &Lksb) -> Result<(), i32> {
+    if rv != 0 {
+        return Err(last_errno());
+    }
+    match lksb.0.sb_status {
+        0 | raw::EUNLOCK => Ok(()),
+        status => Err(status),
+    }
+}
+
+/// A lock status block on the heap: its address is what the kernel records for the lock.
+#[derive(Debug)]
+pub(crate) struct Lksb(Box<raw::dlm_lksb>);
+
+// SAFETY: the lksb is plain data plus `sb_lvbptr`, which this crate always leaves NULL (no value
+// blocks), so moving it between threads shares nothing.
+unsafe impl Send for Lksb {}
+
+impl Lksb {
+    pub(crate) fn new() -> Self {
+        Self(Box::new(raw::dlm_lksb {
+            sb_status: 0,
+            sb_lkid: 0,
+            sb_flags: 0,
+            sb_lvbptr: std::ptr::null_mut(),
+        }))
+    }
+
+    pub(crate) fn lkid(&self) -> u32 {
+        self.0.sb_lkid
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut raw::dlm_lksb {
+        std::ptr::from_mut(&mut *self.0)
+    }
+}

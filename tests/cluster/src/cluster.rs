@@ -1,0 +1,1045 @@
+//! A cluster of QEMU nodes on a bridge inside a private network namespace.
+//!
+//! Everything a cluster starts is recorded in its run dir (`/run/lockmgr-testbed/<name>/`,
+//! `state.json`), so that a cluster is stopped by pid (cmdline-checked) and its namespace
+//! deleted: on drop, on SIGINT/SIGTERM/SIGHUP of the process that owns it, at the next
+//! [`Cluster::start`] when its owner died, or by `lockmgr-testbed down`.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, Output};
+use crate::error::{Error, IoContext, Result};
+use crate::host;
+use crate::image::{NodeImage, lock_cache};
+
+/// The line a node prints on its serial console once it is quorate and `dlm_tool status` answers.
+pub const READY_MARKER: &str = "LOCKMGR-NODE-READY";
+/// Where run dirs live (`LOCKMGR_RUN_DIR` overrides).
+pub const DEFAULT_RUN_DIR: &str = "/run/lockmgr-testbed";
+/// Node N is `10.99.0.N`, only inside the cluster's namespace.
+pub const NETWORK_PREFIX: &str = "10.99.0";
+/// The most nodes a cluster may have (one hex digit of the MAC, one corosync ring).
+pub const MAX_NODES: usize = 8;
+/// Default limit for one command in a node.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What cluster to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Number of nodes (2 by default; 1 to 8).
+    pub nodes: usize,
+    /// A host directory shared read-only into every node at `/mnt/host` (9p).
+    pub share: Option<PathBuf>,
+    /// Memory per node in MiB (768; 512 also works).
+    pub memory_mib: u32,
+    /// Longest wait from the QEMU starts until every node is ready.
+    pub boot_timeout: Duration,
+    /// Where the run dir is created.
+    pub run_dir: PathBuf,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: 2,
+            share: None,
+            memory_mib: 768,
+            boot_timeout: Duration::from_secs(300),
+            run_dir: default_run_dir(),
+        }
+    }
+}
+
+impl ClusterSpec {
+    /// A spec with `nodes` nodes and the other defaults.
+    pub fn with_nodes(nodes: usize) -> Self {
+        ClusterSpec {
+            nodes,
+            ..Self::default()
+        }
+    }
+
+    /// Shares `dir` read-only at `/mnt/host` in every node.
+    pub fn share(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.share = Some(dir.into());
+        self
+    }
+}
+
+/// The run dir root: `LOCKMGR_RUN_DIR` or [`DEFAULT_RUN_DIR`].
+pub fn default_run_dir() -> PathBuf {
+    std::env::var_os("LOCKMGR_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR))
+}
+
+/// What a run dir records about a cluster (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Cluster name, also its network namespace: `lockmgr-<pid>-<n>`.
+    pub name: String,
+    /// The run dir of this cluster.
+    pub dir: PathBuf,
+    /// The process that tears it down (None: detached, `lockmgr-testbed down` stops it).
+    pub owner_pid: Option<u32>,
+    /// The owner's start time, against pid reuse.
+    pub owner_start: Option<u64>,
+    /// The shared host directory, if any.
+    pub share: Option<PathBuf>,
+    /// The kernel the nodes run.
+    pub kernel: String,
+    /// The nodes, node1 first.
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// One node of a [`ClusterState`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// 1-based node number (= corosync nodeid).
+    pub index: usize,
+    /// QEMU's `-name`, checked in `/proc/PID/cmdline` before any signal.
+    pub qemu_name: String,
+    /// QEMU's pid once started.
+    pub pid: Option<u32>,
+    /// The node's address inside the namespace.
+    pub address: Ipv4Addr,
+    /// Its serial console log.
+    pub console: PathBuf,
+    /// Its guest agent socket.
+    pub agent_socket: PathBuf,
+    /// Set once [`Cluster::kill_node`] killed it.
+    pub killed: bool,
+}
+
+impl ClusterState {
+    fn save(&self) -> Result<()> {
+        let path = self.dir.join("state.json");
+        let tmp = self.dir.join("state.json.tmp");
+        let text =
+            serde_json::to_string_pretty(self).map_err(|err| Error::Usage(err.to_string()))?;
+        fs::write(&tmp, text).at(&tmp, "write")?;
+        fs::rename(&tmp, &path).at(&path, "replace")
+    }
+
+    /// Reads `DIR/state.json`.
+    pub fn load(dir: &Path) -> Result<ClusterState> {
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path).at(&path, "read")?;
+        serde_json::from_str(&text)
+            .map_err(|err| Error::Usage(format!("{}: {err}", path.display())))
+    }
+
+    /// Whether a live process owns it (false: detached, or its owner died).
+    pub fn owner_alive(&self) -> bool {
+        self.owner_pid
+            .is_some_and(|pid| host::owner_alive(pid, self.owner_start))
+    }
+
+    /// Pids of its QEMUs that are still running.
+    pub fn running_pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                node.pid
+                    .filter(|pid| host::alive(*pid) && host::is_our_qemu(*pid, &node.qemu_name))
+            })
+            .collect()
+    }
+}
+
+/// A running cluster. Dropping it stops every QEMU it started and deletes its namespace, also
+/// when a test panics; [`Cluster::detach`] leaves it running instead.
+#[derive(Debug)]
+pub struct Cluster {
+    state: Arc<Mutex<ClusterState>>,
+    agents: Vec<Mutex<Option<Agent>>>,
+    boot_time: Duration,
+    owned: bool,
+}
+
+/// Clusters owned by this process, for the signal handler.
+static LIVE: Mutex<Vec<Arc<Mutex<ClusterState>>>> = Mutex::new(Vec::new());
+static SIGNAL_THREAD: OnceLock<()> = OnceLock::new();
+static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
+/// The signal that interrupted this process (0: none yet).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// `Err(Error::Interrupted)` once a signal started tearing this process's clusters down, so that
+/// no caller goes on talking to nodes that are going away.
+pub fn check_interrupted() -> Result<()> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        signal => Err(Error::Interrupted(signal)),
+    }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Cluster {
+    /// Boots `spec.nodes` nodes from `image` and waits until every one is quorate and its DLM
+    /// answers, then until every guest agent answers. Fails fast when a QEMU dies, and with the
+    /// consoles' tails on timeout.
+    pub fn start(image: &NodeImage, spec: &ClusterSpec) -> Result<Cluster> {
+        host::check_cluster_host()?;
+        if spec.nodes == 0 || spec.nodes > MAX_NODES {
+            return Err(Error::Usage(format!(
+                "a cluster has 1 to {MAX_NODES} nodes, not {}",
+                spec.nodes
+            )));
+        }
+        if let Some(share) = &spec.share {
+            if !share.is_dir() {
+                return Err(Error::Usage(format!(
+                    "share {} is not a directory",
+                    share.display()
+                )));
+            }
+            if share.to_string_lossy().contains(',') {
+                return Err(Error::Usage(format!(
+                    "share {} contains ',' (QEMU cannot take it)",
+                    share.display()
+                )));
+            }
+        }
+        for reaped in reap_stale(&spec.run_dir) {
+            println!("[cluster] {reaped}");
+        }
+        fs::create_dir_all(&spec.run_dir).at(&spec.run_dir, "create the run dir root")?;
+
+        let (name, dir) = loop {
+            let name = format!(
+                "lockmgr-{}-{}",
+                std::process::id(),
+                NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst)
+            );
+            let dir = spec.run_dir.join(&name);
+            if !dir.exists() && !Path::new("/run/netns").join(&name).exists() {
+                break (name, dir);
+            }
+        };
+        fs::create_dir(&dir).at(&dir, "create the cluster's run dir")?;
+        let me = std::process::id();
+        let nodes = (1..=spec.nodes)
+            .map(|index| NodeRecord {
+                index,
+                qemu_name: format!("{name}-node{index}"),
+                pid: None,
+                address: node_address(index),
+                console: dir.join(format!("node{index}.console")),
+                agent_socket: dir.join(format!("node{index}.qga")),
+                killed: false,
+            })
+            .collect();
+        let state = ClusterState {
+            name: name.clone(),
+            dir: dir.clone(),
+            owner_pid: Some(me),
+            owner_start: host::start_time(me),
+            share: spec.share.clone(),
+            kernel: image.kernel_package.clone(),
+            nodes,
+        };
+        state.save()?;
+        let state = Arc::new(Mutex::new(state));
+        install_signal_handler();
+        locked(&LIVE).push(Arc::clone(&state));
+        // From here on, any error drops `cluster`, which tears down whatever was started.
+        let mut cluster = Cluster {
+            state,
+            agents: (0..spec.nodes).map(|_| Mutex::new(None)).collect(),
+            boot_time: Duration::ZERO,
+            owned: true,
+        };
+        let accel = host::accelerator();
+        println!(
+            "[cluster] {name}: starting {} node(s) ({}, {} MiB each), kernel {}",
+            spec.nodes,
+            accel.join(" "),
+            spec.memory_mib,
+            image.kernel_release
+        );
+        create_network(&name, spec.nodes)?;
+        host::become_subreaper();
+        let started = Instant::now();
+        {
+            // Shared: an image rebuild (exclusive) cannot swap the files while QEMU opens them.
+            let _image_lock = lock_cache(image.dir.parent().unwrap_or(&image.dir), false)?;
+            for index in 1..=spec.nodes {
+                let pid = cluster.launch(image, spec, accel, index)?;
+                let mut state = cluster.state();
+                state.nodes[index - 1].pid = Some(pid);
+                state.save()?;
+            }
+        }
+        host::reap_qemu_zombies();
+        cluster.wait_ready(started, spec.boot_timeout)?;
+        cluster.connect_agents(Duration::from_secs(60))?;
+        cluster.boot_time = started.elapsed();
+        println!(
+            "[cluster] {name}: {} node(s) ready, guest agents answering, {:.1} s after QEMU start",
+            spec.nodes,
+            cluster.boot_time.as_secs_f64()
+        );
+        Ok(cluster)
+    }
+
+    /// Opens a cluster recorded in `run_dir` (by name, or the only one there) without owning it:
+    /// dropping the handle leaves it running.
+    pub fn attach(run_dir: &Path, name: Option<&str>) -> Result<Cluster> {
+        let state = match name {
+            Some(name) => ClusterState::load(&run_dir.join(name))?,
+            None => {
+                let mut all = list(run_dir);
+                match all.len() {
+                    1 => all.remove(0),
+                    0 => {
+                        return Err(Error::Usage(format!(
+                            "no cluster is recorded in {}",
+                            run_dir.display()
+                        )));
+                    }
+                    _ => {
+                        let names: Vec<String> = all.into_iter().map(|state| state.name).collect();
+                        return Err(Error::Usage(format!(
+                            "several clusters are recorded in {}; pick one with --cluster: {}",
+                            run_dir.display(),
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let agents = state.nodes.iter().map(|_| Mutex::new(None)).collect();
+        Ok(Cluster {
+            state: Arc::new(Mutex::new(state)),
+            agents,
+            boot_time: Duration::ZERO,
+            owned: false,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, ClusterState> {
+        locked(&self.state)
+    }
+
+    /// A copy of what the run dir records.
+    pub fn snapshot(&self) -> ClusterState {
+        self.state().clone()
+    }
+
+    /// The cluster's name, which is also its network namespace (`ip netns exec NAME ...`).
+    pub fn name(&self) -> String {
+        self.state().name.clone()
+    }
+
+    /// Number of nodes (killed ones included).
+    pub fn node_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Time from the first QEMU start until every node was ready and its agent answered.
+    pub fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    /// Node `node`'s (1-based) serial console log.
+    pub fn console_path(&self, node: usize) -> Result<PathBuf> {
+        self.check_node(node)?;
+        Ok(self.state().nodes[node - 1].console.clone())
+    }
+
+    /// The last `lines` lines of every node's console.
+    pub fn console_tails(&self, lines: usize) -> String {
+        consoles_tail(&self.state(), lines)
+    }
+
+    fn check_node(&self, node: usize) -> Result<()> {
+        if node == 0 || node > self.agents.len() {
+            return Err(Error::Usage(format!(
+                "no node{node}: the cluster has node1 to node{}",
+                self.agents.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `/bin/sh -c cmd` as root in node `node` (1-based) and returns its output; calls to
+    /// one node are serialised. Up to [`DEFAULT_EXEC_TIMEOUT`].
+    pub fn exec(&self, node: usize, cmd: &str) -> Result<Output> {
+        self.exec_timeout(node, cmd, DEFAULT_EXEC_TIMEOUT)
+    }
+
+    /// [`Cluster::exec`] with an explicit time limit.
+    pub fn exec_timeout(&self, node: usize, cmd: &str, timeout: Duration) -> Result<Output> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let (socket, killed) = {
+            let state = self.state();
+            (
+                state.nodes[node - 1].agent_socket.clone(),
+                state.nodes[node - 1].killed,
+            )
+        };
+        if killed {
+            return Err(Error::Usage(format!(
+                "node{node} was killed; it runs nothing any more"
+            )));
+        }
+        let mut slot = locked(&self.agents[node - 1]);
+        if slot.is_none() {
+            *slot = Some(Agent::connect(node, &socket)?);
+        }
+        let agent = slot
+            .as_mut()
+            .ok_or_else(|| Error::Usage("agent vanished".to_owned()))?;
+        let result = agent.exec(cmd, timeout);
+        check_interrupted()?;
+        if matches!(result, Err(Error::Agent { .. })) {
+            // The connection may be out of step: reconnect (and re-sync) next time.
+            *slot = None;
+        }
+        result
+    }
+
+    /// Like [`Cluster::exec`], but a non-zero exit is an error carrying both streams; returns
+    /// stdout.
+    pub fn exec_ok(&self, node: usize, cmd: &str) -> Result<String> {
+        let output = self.exec(node, cmd)?;
+        if output.success() {
+            Ok(output.stdout_text())
+        } else {
+            Err(Error::Guest {
+                node,
+                command: cmd.to_owned(),
+                detail: output.describe(),
+            })
+        }
+    }
+
+    /// Starts `cmd` in the background in node `node` with its output in `log` (a path in the
+    /// node), detached from the agent (`cmd >log 2>&1 </dev/null &`), and returns its pid in the
+    /// node. For the pid to be the program's own, `cmd` must be one simple command.
+    pub fn spawn(&self, node: usize, cmd: &str, log: &str) -> Result<u32> {
+        let line = format!(
+            "{cmd} >{} 2>&1 </dev/null & echo $!",
+            crate::agent::shell_quote(log)
+        );
+        let stdout = self.exec_ok(node, &line)?;
+        stdout.trim().parse().map_err(|_| Error::Guest {
+            node,
+            command: line.clone(),
+            detail: format!("expected a pid, got {stdout:?}"),
+        })
+    }
+
+    /// Simulates a node crash: SIGKILL of that node's QEMU (after checking its cmdline), and waits
+    /// until it is gone.
+    pub fn kill_node(&self, node: usize) -> Result<()> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let mut state = self.state();
+        let record = &state.nodes[node - 1];
+        let pid = record
+            .pid
+            .ok_or_else(|| Error::Usage(format!("node{node} has no QEMU pid")))?;
+        if !host::signal_qemu(pid, &record.qemu_name, Signal::SIGKILL) {
+            return Err(Error::Usage(format!(
+                "node{node}: pid {pid} is not (or no longer) our QEMU {}; nothing was killed",
+                record.qemu_name
+            )));
+        }
+        if !host::wait_gone(&[pid], Duration::from_secs(10)).is_empty() {
+            return Err(Error::Usage(format!(
+                "node{node}: QEMU pid {pid} still alive 10 s after SIGKILL"
+            )));
+        }
+        state.nodes[node - 1].killed = true;
+        state.save()?;
+        drop(state);
+        *locked(&self.agents[node - 1]) = None;
+        Ok(())
+    }
+
+    /// Leaves the cluster running after this handle is gone (for `lockmgr-testbed up`); it is
+    /// then stopped by `lockmgr-testbed down`. Returns what the run dir records.
+    pub fn detach(mut self) -> Result<ClusterState> {
+        self.owned = false;
+        locked(&LIVE).retain(|live| !Arc::ptr_eq(live, &self.state));
+        let mut state = self.state();
+        state.owner_pid = None;
+        state.owner_start = None;
+        state.save()?;
+        Ok(state.clone())
+    }
+
+    /// Stops the cluster now and reports what could not be cleaned up.
+    pub fn stop(mut self) -> Result<()> {
+        let problems = self.teardown_owned(false);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Usage(problems.join("; ")))
+        }
+    }
+
+    fn teardown_owned(&mut self, keep_consoles: bool) -> Vec<String> {
+        if !self.owned {
+            return Vec::new();
+        }
+        self.owned = false;
+        let was_live = {
+            let mut live = locked(&LIVE);
+            let before = live.len();
+            live.retain(|entry| !Arc::ptr_eq(entry, &self.state));
+            live.len() != before
+        };
+        if !was_live {
+            return Vec::new(); // the signal handler got there first
+        }
+        for slot in &self.agents {
+            *locked(slot) = None;
+        }
+        let state = self.state().clone();
+        teardown(&state, keep_consoles)
+    }
+
+    fn launch(
+        &self,
+        image: &NodeImage,
+        spec: &ClusterSpec,
+        accel: &[&str],
+        index: usize,
+    ) -> Result<u32> {
+        let (name, record, dir) = {
+            let state = self.state();
+            (
+                state.name.clone(),
+                state.nodes[index - 1].clone(),
+                state.dir.clone(),
+            )
+        };
+        let pidfile = dir.join(format!("node{index}.pid"));
+        let log_path = dir.join(format!("node{index}.qemu.log"));
+        let log = fs::File::create(&log_path).at(&log_path, "create")?;
+        let log_err = log.try_clone().at(&log_path, "dup")?;
+        let append = format!(
+            "console=ttyS0 quiet panic=-1 mitigations=off random.trust_cpu=on \
+             dlmnode.node={index} dlmnode.nodes={} dlmnode.net={NETWORK_PREFIX}",
+            spec.nodes
+        );
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "qemu-system-x86_64",
+                "-name",
+                &record.qemu_name,
+            ])
+            .args(accel)
+            .args(["-M", "pc", "-smp", "1", "-m", &spec.memory_mib.to_string()])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&image.vmlinuz)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args(["-append", &append])
+            .arg("-serial")
+            .arg(format!("file:{}", record.console.display()))
+            .args([
+                "-netdev",
+                &format!("tap,id=net0,ifname=tap{index},script=no,downscript=no"),
+            ])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,romfile=,netdev=net0,mac=52:54:00:99:00:{index:02x}"),
+            ])
+            .args(["-device", "virtio-rng-pci", "-device", "virtio-serial-pci"])
+            .args([
+                "-chardev",
+                &format!(
+                    "socket,id=qga0,path={},server=on,wait=off",
+                    record.agent_socket.display()
+                ),
+            ])
+            .args([
+                "-device",
+                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            ]);
+        if let Some(share) = &spec.share {
+            command.args([
+                "-virtfs",
+                &format!(
+                    "local,path={},mount_tag=share,security_model=none,readonly=on",
+                    share.display()
+                ),
+            ]);
+        }
+        command.arg("-pidfile").arg(&pidfile).arg("-daemonize");
+        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let status = command.status().map_err(|err| Error::Command {
+            command: host::describe(&command),
+            detail: err.to_string(),
+        })?;
+        if !status.success() {
+            return Err(Error::Command {
+                command: host::describe(&command),
+                detail: format!("{status}: {}", host::tail(&log_path, 20)),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+            {
+                if host::is_our_qemu(pid, &record.qemu_name) {
+                    return Ok(pid);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Command {
+                    command: host::describe(&command),
+                    detail: format!(
+                        "no live QEMU in pidfile {}: {}",
+                        pidfile.display(),
+                        host::tail(&log_path, 20)
+                    ),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn boot_error(&self, reason: String) -> Error {
+        let state = self.state();
+        let mut consoles = consoles_tail(&state, 25);
+        for node in &state.nodes {
+            let qemu_log = state.dir.join(format!("node{}.qemu.log", node.index));
+            let text = host::tail(&qemu_log, 10);
+            if !text.trim().is_empty() {
+                consoles.push_str(&format!("--- node{} QEMU log ---\n{text}\n", node.index));
+            }
+        }
+        Error::Boot {
+            cluster: state.name.clone(),
+            reason,
+            consoles,
+        }
+    }
+
+    fn wait_ready(&self, started: Instant, timeout: Duration) -> Result<()> {
+        let nodes = self.snapshot().nodes;
+        let mut ready = vec![false; nodes.len()];
+        let deadline = started + timeout;
+        while ready.iter().any(|ready| !ready) {
+            for node in &nodes {
+                let slot = node.index - 1;
+                if ready[slot] {
+                    continue;
+                }
+                let pid = node.pid.unwrap_or(0);
+                if !host::alive(pid) {
+                    return Err(self.boot_error(format!(
+                        "node{}'s QEMU (pid {pid}) exited during boot after {:.1} s",
+                        node.index,
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
+                let marker = format!("{READY_MARKER} node={}", node.index);
+                if fs::read(&node.console)
+                    .is_ok_and(|text| String::from_utf8_lossy(&text).contains(&marker))
+                {
+                    ready[slot] = true;
+                    println!(
+                        "[cluster]   node{} ready at {:.1} s",
+                        node.index,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                let waiting: Vec<String> = nodes
+                    .iter()
+                    .filter(|node| !ready[node.index - 1])
+                    .map(|node| format!("node{}", node.index))
+                    .collect();
+                return Err(self.boot_error(format!(
+                    "{} not ready (no `{READY_MARKER}` on the console) after {} s",
+                    waiting.join(", "),
+                    timeout.as_secs()
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// The agent socket exists before qemu-ga runs (server=on,wait=off): ping with retries.
+    fn connect_agents(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for (slot, node) in self.snapshot().nodes.iter().enumerate() {
+            loop {
+                match Agent::connect(node.index, &node.agent_socket) {
+                    Ok(agent) => {
+                        *locked(&self.agents[slot]) = Some(agent);
+                        break;
+                    }
+                    Err(err) if Instant::now() >= deadline => {
+                        return Err(self.boot_error(format!("guest agent never answered: {err}")));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(250)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = thread::panicking();
+        for problem in self.teardown_owned(panicking) {
+            eprintln!("[cluster] teardown: {problem}");
+        }
+    }
+}
+
+/// `10.99.0.N`.
+pub fn node_address(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, 0, u8::try_from(index).unwrap_or(u8::MAX))
+}
+
+fn consoles_tail(state: &ClusterState, lines: usize) -> String {
+    let mut text = String::new();
+    for node in &state.nodes {
+        text.push_str(&format!(
+            "--- node{} console ({}), last {lines} lines ---\n{}\n",
+            node.index,
+            node.console.display(),
+            host::tail(&node.console, lines)
+        ));
+    }
+    text
+}
+
+/// Namespace, bridge and one tap per node; no uplink, no host address, no route.
+fn create_network(namespace: &str, nodes: usize) -> Result<()> {
+    host::run(Command::new("ip").args(["netns", "add", namespace]))?;
+    host::run(Command::new("ip").args(["-n", namespace, "link", "set", "lo", "up"]))?;
+    host::run(Command::new("ip").args([
+        "-n",
+        namespace,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
+    ]))?;
+    host::run(Command::new("ip").args(["-n", namespace, "link", "set", "br0", "up"]))?;
+    for index in 1..=nodes {
+        let tap = format!("tap{index}");
+        host::run(
+            Command::new("ip").args(["-n", namespace, "tuntap", "add", "dev", &tap, "mode", "tap"]),
+        )?;
+        host::run(
+            Command::new("ip").args(["-n", namespace, "link", "set", &tap, "master", "br0", "up"]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Stops every recorded QEMU (SIGTERM, up to 5 s, then SIGKILL; each signal cmdline-checked),
+/// deletes the namespace and the run dir. Returns what could not be done.
+pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let ours: Vec<(u32, &str)> = state
+        .nodes
+        .iter()
+        .filter_map(|node| node.pid.map(|pid| (pid, node.qemu_name.as_str())))
+        .collect();
+    let signalled: Vec<u32> = ours
+        .iter()
+        .filter(|(pid, name)| host::signal_qemu(*pid, name, Signal::SIGTERM))
+        .map(|(pid, _)| *pid)
+        .collect();
+    let stubborn = host::wait_gone(&signalled, Duration::from_secs(5));
+    // Killed earlier (kill_node) or died on their own: collect them if they are our children.
+    ours.iter().for_each(|(pid, _)| host::reap(*pid));
+    for pid in &stubborn {
+        if let Some((_, name)) = ours.iter().find(|(candidate, _)| candidate == pid) {
+            host::signal_qemu(*pid, name, Signal::SIGKILL);
+        }
+    }
+    for pid in host::wait_gone(&stubborn, Duration::from_secs(5)) {
+        problems.push(format!("QEMU pid {pid} of {} survived SIGKILL", state.name));
+    }
+    host::reap_qemu_zombies();
+    if Path::new("/run/netns").join(&state.name).exists() {
+        if let Err(err) = host::run(Command::new("ip").args(["netns", "del", &state.name])) {
+            problems.push(err.to_string());
+        }
+    }
+    if keep_consoles {
+        let keep = PathBuf::from("/var/tmp/lockmgr-testbed").join(&state.name);
+        if fs::create_dir_all(&keep).is_ok() {
+            for node in &state.nodes {
+                let _ = fs::copy(
+                    &node.console,
+                    keep.join(format!("node{}.console", node.index)),
+                );
+            }
+            eprintln!(
+                "[cluster] {}: consoles kept in {}",
+                state.name,
+                keep.display()
+            );
+        }
+    }
+    if let Err(err) = fs::remove_dir_all(&state.dir) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            problems.push(format!("{}: remove: {err}", state.dir.display()));
+        }
+    }
+    problems
+}
+
+/// Every cluster recorded under `run_dir`.
+pub fn list(run_dir: &Path) -> Vec<ClusterState> {
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut all: Vec<ClusterState> = entries
+        .filter_map(|entry| ClusterState::load(&entry.ok()?.path()).ok())
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+/// Stops clusters recorded under `run_dir`: detached ones and those whose owner died; with
+/// `force`, also those a live process owns. Returns one line per cluster handled.
+pub fn down(run_dir: &Path, name: Option<&str>, force: bool) -> Vec<String> {
+    let mut report = Vec::new();
+    for state in list(run_dir) {
+        if name.is_some_and(|name| name != state.name) {
+            continue;
+        }
+        if state.owner_alive() && !force {
+            report.push(format!(
+                "{}: skipped, owned by live process {} (use --force to stop it anyway)",
+                state.name,
+                state.owner_pid.unwrap_or(0)
+            ));
+            continue;
+        }
+        let running = state.running_pids().len();
+        let problems = teardown(&state, false);
+        if problems.is_empty() {
+            report.push(format!(
+                "{}: stopped {running} QEMU process(es), namespace and run dir removed",
+                state.name
+            ));
+        } else {
+            report.push(format!("{}: {}", state.name, problems.join("; ")));
+        }
+    }
+    // A run dir whose state.json is unreadable still may name a namespace.
+    if let Ok(entries) = fs::read_dir(run_dir) {
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            if name.is_some_and(|name| name != dir_name) || dir.join("state.json").exists() {
+                continue;
+            }
+            if Path::new("/run/netns").join(&dir_name).exists() {
+                let _ = host::run(Command::new("ip").args(["netns", "del", &dir_name]));
+            }
+            let _ = fs::remove_dir_all(&dir);
+            report.push(format!("{dir_name}: removed a run dir without state"));
+        }
+    }
+    report
+}
+
+/// Tears down clusters whose owning process is gone (a test killed before its Drop ran).
+fn reap_stale(run_dir: &Path) -> Vec<String> {
+    list(run_dir)
+        .into_iter()
+        .filter(|state| state.owner_pid.is_some() && !state.owner_alive())
+        .map(|state| {
+            let problems = teardown(&state, false);
+            format!(
+                "reaped {} left by dead process {}: {:?}",
+                state.name,
+                state.owner_pid.unwrap_or(0),
+                problems
+            )
+        })
+        .collect()
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: tear down every cluster this process owns, then exit.
+fn install_signal_handler() {
+    SIGNAL_THREAD.get_or_init(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(mut signals) => {
+                thread::spawn(move || {
+                    if let Some(signal) = signals.forever().next() {
+                        INTERRUPTED.store(signal, Ordering::SeqCst);
+                        let live: Vec<_> = locked(&LIVE).drain(..).collect();
+                        for state in live {
+                            let state = locked(&state).clone();
+                            eprintln!("[cluster] signal {signal}: stopping {}", state.name);
+                            for problem in teardown(&state, false) {
+                                eprintln!("[cluster] teardown: {problem}");
+                            }
+                        }
+                        std::process::exit(128 + signal);
+                    }
+                });
+            }
+            Err(err) => eprintln!(
+                "[cluster] cannot catch SIGINT/SIGTERM ({err}); `lockmgr-testbed down` cleans up"
+            ),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_in(dir: &Path, owner_pid: Option<u32>) -> ClusterState {
+        ClusterState {
+            name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+            dir: dir.to_owned(),
+            owner_pid,
+            owner_start: owner_pid.and_then(host::start_time),
+            share: None,
+            kernel: "k".to_owned(),
+            nodes: vec![NodeRecord {
+                index: 1,
+                qemu_name: "lockmgr-test-node1".to_owned(),
+                // our own pid: never a QEMU, so teardown must not signal it
+                pid: Some(std::process::id()),
+                address: node_address(1),
+                console: dir.join("node1.console"),
+                agent_socket: dir.join("node1.qga"),
+                killed: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn addresses_are_in_the_private_test_network() {
+        assert_eq!(node_address(1), Ipv4Addr::new(10, 99, 0, 1));
+        assert_eq!(node_address(3).to_string(), "10.99.0.3");
+    }
+
+    #[test]
+    fn state_round_trips_and_down_respects_live_owners() {
+        let root = tempfile::tempdir().unwrap();
+        let owned_dir = root.path().join("lockmgr-owned");
+        let stale_dir = root.path().join("lockmgr-stale");
+        fs::create_dir(&owned_dir).unwrap();
+        fs::create_dir(&stale_dir).unwrap();
+        let owned = state_in(&owned_dir, Some(std::process::id()));
+        owned.save().unwrap();
+        let mut stale = state_in(&stale_dir, Some(std::process::id()));
+        stale.owner_start = stale.owner_start.map(|start| start + 1); // a reused pid: owner is dead
+        stale.save().unwrap();
+
+        let loaded = ClusterState::load(&owned_dir).unwrap();
+        assert_eq!(loaded.name, "lockmgr-owned");
+        assert!(loaded.owner_alive());
+        assert!(
+            loaded.running_pids().is_empty(),
+            "our own pid must not count as a QEMU"
+        );
+        assert_eq!(list(root.path()).len(), 2);
+
+        let report = down(root.path(), None, false);
+        assert!(
+            report
+                .iter()
+                .any(|line| line.starts_with("lockmgr-owned: skipped")),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .iter()
+                .any(|line| line.starts_with("lockmgr-stale: stopped 0")),
+            "{report:?}"
+        );
+        assert!(owned_dir.exists() && !stale_dir.exists());
+        assert!(
+            std::process::id() > 0 && host::alive(std::process::id()),
+            "teardown must not kill us"
+        );
+
+        down(root.path(), Some("lockmgr-owned"), true);
+        assert!(!owned_dir.exists());
+    }
+
+    #[test]
+    fn attach_needs_a_unique_or_named_cluster() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(
+            Cluster::attach(root.path(), None)
+                .unwrap_err()
+                .to_string()
+                .contains("no cluster")
+        );
+        for name in ["lockmgr-a", "lockmgr-b"] {
+            let dir = root.path().join(name);
+            fs::create_dir(&dir).unwrap();
+            state_in(&dir, None).save().unwrap();
+        }
+        assert!(
+            Cluster::attach(root.path(), None)
+                .unwrap_err()
+                .to_string()
+                .contains("lockmgr-a, lockmgr-b")
+        );
+        let cluster = Cluster::attach(root.path(), Some("lockmgr-b")).unwrap();
+        assert_eq!(cluster.name(), "lockmgr-b");
+        assert!(
+            cluster
+                .exec(2, "true")
+                .unwrap_err()
+                .to_string()
+                .contains("no node2")
+        );
+        drop(cluster);
+        assert!(
+            root.path().join("lockmgr-b").exists(),
+            "an attached handle must not tear down"
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! The node image: a generic Debian kernel plus the whole node root as one initramfs, built from
+//! Debian packages only by `node/build-image.sh`, cached under `/var/cache/lockmgr/`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::host;
+
+/// The files the image is built from; compiled in so that the binary is self-contained, and
+/// hashed into the stamp so that editing any of them triggers a rebuild.
+const BUILD_SCRIPT: &str = include_str!("../node/build-image.sh");
+const INIT: &str = include_str!("../node/init");
+const PACKAGES: &str = include_str!("../node/packages");
+const DLM_CONF: &str = include_str!("../node/dlm.conf");
+
+/// Where images and downloaded .debs are kept (`LOCKMGR_CACHE_DIR` overrides).
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/lockmgr";
+/// The meta package the kernel is resolved from (`LOCKMGR_KERNEL_META` overrides, e.g.
+/// `linux-image-amd64/bookworm-backports` for 6.12).
+pub const DEFAULT_KERNEL_META: &str = "linux-image-amd64";
+
+/// How to find or build the image.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// Cache directory: `image/` (the result), `debs/` (downloads), `image.lock`.
+    pub cache_dir: PathBuf,
+    /// The kernel meta package, resolved with `apt-cache depends` to an exact package.
+    pub kernel_meta: String,
+    /// Rebuild even when the stamp matches.
+    pub force: bool,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            cache_dir: std::env::var_os("LOCKMGR_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
+            kernel_meta: std::env::var("LOCKMGR_KERNEL_META")
+                .unwrap_or_else(|_| DEFAULT_KERNEL_META.to_owned()),
+            force: false,
+        }
+    }
+}
+
+/// A built node image.
+#[derive(Debug, Clone)]
+pub struct NodeImage {
+    /// The image directory.
+    pub dir: PathBuf,
+    /// The kernel.
+    pub vmlinuz: PathBuf,
+    /// The node root as an uncompressed newc cpio.
+    pub initrd: PathBuf,
+    /// `uname -r` of the kernel, e.g. `6.1.0-56-amd64`.
+    pub kernel_release: String,
+    /// The exact kernel package and version, e.g. `linux-image-6.1.0-56-amd64 6.1.192-2`.
+    pub kernel_package: String,
+    /// Whether this call built it (false: the cached image was up to date).
+    pub built: bool,
+    /// How long `ensure` took.
+    pub elapsed: Duration,
+}
+
+impl NodeImage {
+    /// Returns the cached image, building it first when it is missing or its inputs changed
+    /// (the build script, init, package list, dlm.conf, or the kernel version apt resolves).
+    pub fn ensure() -> Result<NodeImage> {
+        Self::ensure_with(&ImageOptions::default())
+    }
+
+    /// [`NodeImage::ensure`] with explicit options.
+    pub fn ensure_with(options: &ImageOptions) -> Result<NodeImage> {
+        let started = Instant::now();
+        let cache = &options.cache_dir;
+        fs::create_dir_all(cache).at(cache, "create the cache directory")?;
+        // Exclusive while checking and building; clusters hold it shared while QEMU reads the files.
+        let _lock = lock_cache(cache, true)?;
+
+        let (kernel_pkg, kernel_version) = resolve_kernel(&options.kernel_meta)?;
+        let stamp = stamp(&kernel_pkg, &kernel_version);
+        let image_dir = cache.join("image");
+        let stamp_file = image_dir.join("stamp");
+        let current = fs::read_to_string(&stamp_file).unwrap_or_default();
+        let complete = ["vmlinuz", "initrd.img", "kernel-release"]
+            .iter()
+            .all(|f| image_dir.join(f).is_file());
+        if !options.force && complete && current.trim() == stamp {
+            println!(
+                "[image] {} is up to date ({kernel_pkg} {kernel_version})",
+                image_dir.display()
+            );
+            return Self::load(&image_dir, false, started);
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Precondition(
+                "not root: building the node image needs root (debootstrap, chroot, device nodes)"
+                    .to_owned(),
+            ));
+        }
+        let why = if options.force {
+            "rebuild forced"
+        } else if !complete {
+            "no complete image yet"
+        } else {
+            "its inputs changed (build script, init, packages or kernel)"
+        };
+        println!(
+            "[image] building the node image in {}: {why}",
+            image_dir.display()
+        );
+        build(cache, &kernel_pkg, &stamp)?;
+        let image = Self::load(&image_dir, true, started)?;
+        println!(
+            "[image] built in {:.1} s: {}",
+            image.elapsed.as_secs_f64(),
+            image.kernel_package
+        );
+        Ok(image)
+    }
+
+    fn load(dir: &Path, built: bool, started: Instant) -> Result<NodeImage> {
+        let read = |name: &str| -> Result<String> {
+            let path = dir.join(name);
+            Ok(fs::read_to_string(&path)
+                .at(&path, "read")?
+                .trim()
+                .to_owned())
+        };
+        Ok(NodeImage {
+            dir: dir.to_owned(),
+            vmlinuz: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            kernel_release: read("kernel-release")?,
+            kernel_package: read("kernel-package")?,
+            built,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Takes the cache's `image.lock` (exclusive to build, shared to boot from it).
+pub(crate) fn lock_cache(cache: &Path, exclusive: bool) -> Result<Flock<File>> {
+    let path = cache.join("image.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .at(&path, "open")?;
+    let arg = if exclusive {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockShared
+    };
+    Flock::lock(file, arg).map_err(|(_, errno)| Error::Io {
+        path,
+        what: "lock",
+        source: std::io::Error::from_raw_os_error(errno as i32),
+    })
+}
+
+/// `apt-cache depends META` → the exact `linux-image-<abi>-amd64`, and its candidate version.
+fn resolve_kernel(meta: &str) -> Result<(String, String)> {
+    let depends = host::run(Command::new("apt-cache").args(["depends", meta]))?;
+    let package = depends
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|pkg| pkg.strip_prefix("linux-image-").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+        .ok_or_else(|| {
+            Error::Image(format!(
+                "`apt-cache depends {meta}` names no linux-image-<version> package (run `apt-get update`)"
+            ))
+        })?
+        .to_owned();
+    // "linux-image-amd64/bookworm-backports" must resolve the version from the same suite
+    let target = match meta.split_once('/') {
+        Some((_, suite)) => format!("{package}/{suite}"),
+        None => package.clone(),
+    };
+    let show = host::run(Command::new("apt-cache").args(["show", "--no-all-versions", &target]))?;
+    let version = show
+        .lines()
+        .find_map(|line| line.strip_prefix("Version:"))
+        .map(|version| version.trim().to_owned())
+        .ok_or_else(|| Error::Image(format!("`apt-cache show {target}` gives no version")))?;
+    Ok((package, version))
+}
+
+/// The hash of everything the image is built from.
+fn stamp(kernel_pkg: &str, kernel_version: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        BUILD_SCRIPT,
+        INIT,
+        PACKAGES,
+        DLM_CONF,
+        kernel_pkg,
+        kernel_version,
+    ] {
+        hash.update(part.len().to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Writes the node sources next to the cache, runs the build script, swaps the result in.
+fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
+    let src = cache.join("src");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).at(&src, "create")?;
+    for (name, text) in [
+        ("build-image.sh", BUILD_SCRIPT),
+        ("init", INIT),
+        ("packages", PACKAGES),
+        ("dlm.conf", DLM_CONF),
+    ] {
+        fs::write(src.join(name), text).at(src.join(name), "write")?;
+    }
+    let new_dir = cache.join("image.new");
+    let _ = fs::remove_dir_all(&new_dir);
+    let mut command = Command::new("bash");
+    command
+        .arg(src.join("build-image.sh"))
+        .arg(kernel_pkg)
+        .arg(&src)
+        .arg(cache)
+        .arg(&new_dir);
+    let status = command
+        .status()
+        .map_err(|err| Error::Image(format!("cannot run {}: {err}", host::describe(&command))))?;
+    if !status.success() {
+        return Err(Error::Image(format!(
+            "{} failed ({status}); its output is above",
+            host::describe(&command)
+        )));
+    }
+    fs::write(new_dir.join("stamp"), format!("{stamp}\n")).at(new_dir.join("stamp"), "write")?;
+    let image_dir = cache.join("image");
+    let old_dir = cache.join("image.old");
+    let _ = fs::remove_dir_all(&old_dir);
+    if image_dir.exists() {
+        fs::rename(&image_dir, &old_dir).at(&image_dir, "move the old image aside")?;
+    }
+    fs::rename(&new_dir, &image_dir).at(&new_dir, "move the new image into place")?;
+    let _ = fs::remove_dir_all(&old_dir);
+    let _ = fs::remove_dir_all(&src);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_changes_with_every_input() {
+        let base = stamp("linux-image-6.1.0-56-amd64", "6.1.192-2");
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, stamp("linux-image-6.1.0-56-amd64", "6.1.192-2"));
+        assert_ne!(base, stamp("linux-image-6.1.0-56-amd64", "6.1.192-3"));
+        assert_ne!(base, stamp("linux-image-6.12.95+deb12-amd64", "6.1.192-2"));
+        // length-prefixed: moving a byte from one part to the next changes the hash
+        assert_ne!(stamp("ab", "c"), stamp("a", "bc"));
+    }
+
+    #[test]
+    fn the_node_sources_agree_with_each_other() {
+        // init loads the modules the build script copies, and both keep the marker contract.
+        let modules =
+            "virtio_pci virtio_net virtio_console virtio_rng 9pnet_virtio 9p configfs dlm";
+        assert!(BUILD_SCRIPT.contains(modules));
+        assert!(INIT.contains(modules));
+        assert!(INIT.contains(crate::cluster::READY_MARKER));
+        for package in ["corosync", "dlm-controld", "libdlm3", "qemu-guest-agent"] {
+            assert!(
+                PACKAGES.lines().any(|line| line.trim() == package),
+                "{package} not in node/packages"
+            );
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The lockmgr DLM test bed: a real cluster of QEMU virtual machines on this build machine,
+//! each running the Debian kernel's `dlm.ko`, corosync and dlm_controld.
+//!
+//! - [`NodeImage::ensure`] builds (or finds cached) the node image from Debian packages only:
+//!   the generic kernel and a debootstrap root as one initramfs, under `/var/cache/lockmgr/`.
+//! - [`Cluster::start`] boots 1–8 nodes (2 by default) on a bridge inside a network namespace of
+//!   its own, waits until every node is quorate and its DLM answers, and stops everything it
+//!   started when dropped (also on panic, and on SIGINT/SIGTERM of the process).
+//! - [`Cluster::exec`] runs a command in a node through qemu-guest-agent; a host directory can be
+//!   shared read-only into every node at `/mnt/host` (the workspace's binaries run there as is:
+//!   host and nodes are both bookworm).
+//!
+//! ```no_run
+//! use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
+//! let image = NodeImage::ensure()?;
+//! let cluster = Cluster::start(&image, &ClusterSpec::with_nodes(2).share("/work/target/debug"))?;
+//! println!("{}", cluster.exec_ok(1, "dlm_tool status")?);
+//! # Ok::<(), lockmgr_testbed::Error>(())
+//! ```
+//!
+//! Everything needs root; a test that cannot run here must fail with [`Error::Precondition`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod agent;
+mod cluster;
+mod error;
+mod host;
+mod image;
+
+pub use agent::{ExitStatus, Output, shell_quote};
+pub use cluster::{
+    Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, MAX_NODES,
+    NETWORK_PREFIX, NodeRecord, READY_MARKER, check_interrupted, default_run_dir, down, list,
+    node_address,
+};
+pub use error::{Error, Result};
+pub use image::{DEFAULT_CACHE_DIR, DEFAULT_KERNEL_META, ImageOptions, NodeImage};
