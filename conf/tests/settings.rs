@@ -331,7 +331,7 @@ fn file_plugin_defaults() {
             require_lease_for_disks: false,
             file_lockspace_dir: None,
             socket_path: "/run/lockmgr/file.sock".into(),
-            state_dir: "/var/lib/lockmgr/file".into(),
+            state_dir: "/run/lockmgr/file-state".into(),
         }
     );
     let (settings, warnings) = FilePluginSettings::from_conf(&conf("", "qemu-file.conf")).unwrap();

@@ -72,6 +72,11 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Starts watching the cluster side, for backends whose locks can be lost while held.
+    fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
+        None
+    }
+
     /// Whether the lock table must be on stable storage before a reply (locks that outlive
     /// the daemon, as DLM persistent locks do); file locks die with the daemon.
     fn durable_state(&self) -> bool;

@@ -12,6 +12,9 @@ use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMo
 use crate::backend::{Backend, BackendError, Target};
 use crate::file_backend::sha256_hex;
 
+/// How often the health probe takes its lock.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The DLM backend, over one open lockspace of this node.
 #[derive(Debug)]
 pub struct DlmBackend {
@@ -142,5 +145,30 @@ impl Backend for DlmBackend {
 
     fn durable_state(&self) -> bool {
         true
+    }
+
+    fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
+        // Its own handle: a request blocked on a stopped lockspace must not block the server.
+        let name = self.lockspace.name().to_owned();
+        let node = lockmgr_dlm::local_node_id().unwrap_or(0);
+        let resource = format!("lockmgr-probe-node{node}");
+        let mut handle: Option<Lockspace> = None;
+        let probe = move || {
+            let lockspace = match &handle {
+                Some(ls) => ls,
+                None => handle.insert(Lockspace::open(&name).map_err(|e| e.to_string())?),
+            };
+            let id = lockspace
+                .lock(resource.as_bytes(), DlmMode::Ex, LockFlags::NOQUEUE)
+                .map_err(|e| e.to_string())?;
+            lockspace.unlock(id).map_err(|e| e.to_string())
+        };
+        match crate::health::spawn_probe("dlm-probe", PROBE_INTERVAL, probe) {
+            Ok(health) => Some(health),
+            Err(err) => {
+                crate::log(&format!("cannot start the DLM health probe: {err}"));
+                None
+            }
+        }
     }
 }

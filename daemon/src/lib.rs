@@ -11,6 +11,7 @@ pub mod backend;
 #[cfg(feature = "dlm")]
 pub mod dlm_backend;
 pub mod file_backend;
+pub mod health;
 pub mod persist;
 pub mod process;
 pub mod server;
@@ -18,7 +19,16 @@ pub mod server;
 pub mod sys;
 pub mod table;
 
-/// One log line on stderr, prefixed for a shared journal.
+/// One log line on stderr: wall-clock seconds with milliseconds (for correlating with other
+/// logs of the host) and the pid.
 pub fn log(message: &str) {
-    eprintln!("lockmgrd[{}]: {message}", std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!(
+        "{}.{:03} lockmgrd[{}]: {message}",
+        now.as_secs(),
+        now.subsec_millis(),
+        std::process::id()
+    );
 }

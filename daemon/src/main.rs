@@ -51,6 +51,11 @@ struct Cli {
     /// Write the daemon's pid here once it serves.
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// dlm: after this many seconds without an answer from the DLM (lockspace stopped, quorum
+    /// lost), apply every domain's <on_lockfailure> and refuse new locks. Keep it above the
+    /// cluster's recovery time after a node failure (corosync token + consensus, ~7 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    lock_failure_timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -170,7 +175,15 @@ fn serve<B: Backend>(
         table.backend_name(),
         state.path().display()
     ));
-    let mut server = Server::new(listener, socket_path.to_owned(), table, state, stop);
+    let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
+    let mut server = Server::new(
+        listener,
+        socket_path.to_owned(),
+        table,
+        state,
+        stop,
+        timeout,
+    );
     let result = server.run();
     let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {

@@ -104,7 +104,7 @@ impl StateFile {
             path: tmp.display().to_string(),
             source,
         };
-        let body = serde_json::to_vec_pretty(snapshot).map_err(|e| io(std::io::Error::other(e)))?;
+        let body = serde_json::to_vec(snapshot).map_err(|e| io(std::io::Error::other(e)))?;
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&body).map_err(io)?;
         if self.durable {

@@ -6,16 +6,22 @@ use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use lockmgr::proto::{
     self, ErrorKind, FrameError, PROTOCOL_VERSION, Reply, ReplyFrame, Request, RequestFrame,
 };
 
 use crate::backend::Backend;
+use crate::health::Health;
 use crate::log;
 use crate::persist::StateFile;
 use crate::sys;
 use crate::table::{LockTable, Refusal};
+
+/// How long without a probe round trip before backend calls are held back.
+const STALL_AFTER: Duration = Duration::from_secs(3);
 
 /// A connected plugin.
 #[derive(Debug)]
@@ -36,6 +42,12 @@ pub struct Server<B: Backend> {
     state: StateFile,
     clients: HashMap<RawFd, Client>,
     stop: RawFd,
+    health: Option<Arc<Health>>,
+    failure_timeout: Duration,
+    /// Set while the backend's cluster side does not answer: why.
+    failed: Option<String>,
+    /// The table as last written, so that requests that change nothing write nothing.
+    saved: Option<crate::table::Snapshot>,
 }
 
 /// Binds `path` (0600), refusing when another daemon already answers there.
@@ -80,7 +92,9 @@ impl<B: Backend> Server<B> {
         table: LockTable<B>,
         state: StateFile,
         stop: RawFd,
+        failure_timeout: Duration,
     ) -> Self {
+        let health = table.start_health_probe();
         Server {
             listener,
             socket_path,
@@ -88,13 +102,68 @@ impl<B: Backend> Server<B> {
             state,
             clients: HashMap::new(),
             stop,
+            health,
+            failure_timeout,
+            failed: None,
+            saved: None,
         }
+    }
+
+    /// Enters lock-failure mode when the probe went stale (applying every lock-holding
+    /// domain's `<on_lockfailure>` once), and leaves it when the cluster answers again.
+    fn check_health(&mut self) {
+        let Some(health) = &self.health else { return };
+        let silent_for = health.since_last_ok();
+        let stale = silent_for > self.failure_timeout;
+        if stale && self.failed.is_none() {
+            let why = health
+                .last_error()
+                .map_or_else(String::new, |e| format!(" (last error: {e})"));
+            let reason = format!(
+                "the {} lock manager has not answered for {} s{why}: lockspace stopped or quorum lost",
+                self.table.backend_name(),
+                silent_for.as_secs()
+            );
+            log(&format!("LOCK FAILURE: {reason}"));
+            for outcome in self.table.apply_lock_failure() {
+                log(&format!("LOCK FAILURE: {outcome}"));
+            }
+            self.failed = Some(reason);
+        } else if !stale {
+            if let Some(reason) = self.failed.take() {
+                log(&format!("the lock manager answers again (after: {reason})"));
+            }
+        }
+    }
+
+    /// Why the backend cannot be called now, if it cannot: in lock-failure mode, or when the
+    /// probe has not completed a round trip for [`STALL_AFTER`] (a request on a stopped DLM
+    /// lockspace would block this thread, and with it every domain of the host).
+    fn stalled(&self) -> Option<String> {
+        if let Some(reason) = &self.failed {
+            return Some(reason.clone());
+        }
+        let silent_for = self.health.as_ref()?.since_last_ok();
+        (silent_for > STALL_AFTER).then(|| {
+            format!(
+                "the {} lock manager has not answered for {} ms",
+                self.table.backend_name(),
+                silent_for.as_millis()
+            )
+        })
     }
 
     /// Serves until the stop pipe becomes readable.
     pub fn run(&mut self) -> Result<(), String> {
         loop {
-            let watched = self.table.watched();
+            self.check_health();
+            // While the cluster side is stuck, an unlock would block the server: owner deaths
+            // wait until it answers again.
+            let watched = if self.stalled().is_some() {
+                Vec::new()
+            } else {
+                self.table.watched()
+            };
             let mut fds = vec![self.stop, self.listener.as_raw_fd()];
             fds.extend(self.clients.keys().copied());
             let first_pidfd = fds.len();
@@ -113,8 +182,12 @@ impl<B: Backend> Server<B> {
                 } else {
                     let uuid = &watched[index - first_pidfd].1;
                     if self.table.owner_exited(uuid) {
+                        let seen = std::time::Instant::now();
                         let freed = self.table.owner_died(uuid);
-                        log(&format!("owner {uuid} exited; freed {freed} lock(s)"));
+                        log(&format!(
+                            "owner {uuid} exited; freed {freed} lock(s) in {} µs",
+                            seen.elapsed().as_micros()
+                        ));
                         self.persist();
                     }
                 }
@@ -285,6 +358,15 @@ impl<B: Backend> Server<B> {
                     Err(refusal) => refusal_reply(refusal),
                 }
             }
+            Request::Acquire { .. } | Request::Release { .. } if self.stalled().is_some() => {
+                Reply::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "no lock can be taken or released now: {}",
+                        self.stalled().unwrap_or_default()
+                    ),
+                }
+            }
             Request::Acquire {
                 owner,
                 resources,
@@ -327,10 +409,17 @@ impl<B: Backend> Server<B> {
         reply
     }
 
-    /// Writes the table; false (and logged) on failure.
+    /// Writes the table if it changed; false (and logged) on failure.
     fn persist(&mut self) -> bool {
-        match self.state.save(&self.table.snapshot()) {
-            Ok(()) => true,
+        let snapshot = self.table.snapshot();
+        if self.saved.as_ref() == Some(&snapshot) {
+            return true;
+        }
+        match self.state.save(&snapshot) {
+            Ok(()) => {
+                self.saved = Some(snapshot);
+                true
+            }
             Err(err) => {
                 log(&format!("cannot save the lock table: {err}"));
                 false

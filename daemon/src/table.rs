@@ -48,6 +48,9 @@ struct Owner {
     start_time: u64,
     pidfd: OwnedFd,
     action: FailureAction,
+    /// Whether it acquired since it was registered: a state string given to its first Acquire
+    /// is libvirt's leftover from an earlier run of the domain, not a pause of this one.
+    acquired: bool,
 }
 
 /// One lock this daemon holds, possibly shared by several domains of this host.
@@ -200,6 +203,7 @@ impl<B: Backend> LockTable<B> {
                 start_time,
                 pidfd,
                 action: FailureAction::Default,
+                acquired: false,
             };
             self.owners.insert(info.uuid.clone(), owner);
         }
@@ -229,7 +233,18 @@ impl<B: Backend> LockTable<B> {
         state: Option<&str>,
     ) -> Result<(), Refusal> {
         if let Some(state) = state {
-            proto::decode_state(state).map_err(|why| Refusal::new(ErrorKind::Invalid, why))?;
+            if let Err(why) = proto::decode_state(state) {
+                let resuming = self.owners.get(&info.uuid).is_some_and(|o| o.acquired);
+                if resuming {
+                    return Err(Refusal::new(ErrorKind::Invalid, why));
+                }
+                // libvirt keeps <lockstate> after a paused domain is destroyed and hands it to
+                // the next start; refusing it would keep the domain down until libvirtd restarts.
+                crate::log(&format!(
+                    "domain '{}' starts with a lock state from an earlier run that is not valid ({why}); ignored",
+                    info.name
+                ));
+            }
         }
         self.ensure_owner(info)?.action = action;
         let uuid = info.uuid.as_str();
@@ -310,6 +325,9 @@ impl<B: Backend> LockTable<B> {
                 },
             );
         }
+        if let Some(owner) = self.owners.get_mut(uuid) {
+            owner.acquired = true;
+        }
         Ok(())
     }
 
@@ -320,7 +338,12 @@ impl<B: Backend> LockTable<B> {
         info: &OwnerInfo,
         resources: &[ResourceSpec],
     ) -> Result<String, Refusal> {
-        let mut released = Vec::new();
+        // The state names what was asked for, not what this call happened to drop: libvirt
+        // sends two Releases at once on suspend and keeps the answer of the later one.
+        let requested: Vec<_> = resources
+            .iter()
+            .map(|spec| (spec.mode, spec.fingerprint()))
+            .collect();
         for spec in resources {
             let target = self.backend.resolve(spec)?;
             let Some(held) = self.held.get_mut(&target.id) else {
@@ -329,13 +352,12 @@ impl<B: Backend> LockTable<B> {
             if !held.holders.remove(&info.uuid) {
                 continue;
             }
-            released.push((held.mode, held.spec.fingerprint()));
             if held.holders.is_empty() {
                 let held = self.held.remove(&target.id).expect("present");
                 self.backend.unlock(&held.target, held.handle)?;
             }
         }
-        Ok(proto::encode_state(&released))
+        Ok(proto::encode_state(&requested))
     }
 
     /// The state string of everything `info` holds now.
@@ -374,6 +396,22 @@ impl<B: Backend> LockTable<B> {
         }
         self.owners.remove(uuid);
         freed
+    }
+
+    /// The cluster side failed: applies `<on_lockfailure>` to every domain holding a lock.
+    pub fn apply_lock_failure(&self) -> Vec<String> {
+        self.owners
+            .iter()
+            .filter(|(uuid, _)| self.held.values().any(|h| h.holders.contains(*uuid)))
+            .map(|(_, owner)| {
+                process::apply_failure_action(&owner.pidfd, &owner.info, owner.action)
+            })
+            .collect()
+    }
+
+    /// Starts the backend's health probe, if it has one.
+    pub fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
+        self.backend.start_health_probe()
     }
 
     /// The lock table, for `Status`.
@@ -450,13 +488,15 @@ impl<B: Backend> LockTable<B> {
                         start_time: saved.start_time,
                         pidfd,
                         action: saved.action,
+                        // It was running before the restart: a state string now is a resume's.
+                        acquired: true,
                     };
                     self.owners.insert(saved.info.uuid.clone(), owner);
                 }
-                None => eprintln!(
-                    "lockmgrd: domain '{}' (pid {}) stopped while the daemon was down; its locks are not taken back",
+                None => crate::log(&format!(
+                    "domain '{}' (pid {}) stopped while the daemon was down; its locks are not taken back",
                     saved.info.name, saved.info.pid
-                ),
+                )),
             }
         }
         for saved in &snapshot.locks {

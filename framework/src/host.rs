@@ -143,6 +143,7 @@ pub type HostResult<T> = Result<T, HostError>;
 
 mod capture {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     unsafe extern "C" {
         fn lockmgr_host_take_error(
@@ -164,8 +165,18 @@ mod capture {
     type GetLastError = unsafe extern "C" fn() -> *const VirErrorHead;
     type ResetLastError = unsafe extern "C" fn();
 
-    /// libvirt.so.0's error functions, when a plugin linked to libvirt loaded it.
-    fn libvirt_error_fns() -> Option<(GetLastError, ResetLastError)> {
+    /// `virGetLastError` / `virResetLastError` of libvirt.so.0, as addresses (0: not loaded).
+    /// Atomics rather than a lock: the forked owner child reads them too.
+    static LIBVIRT_GET: AtomicUsize = AtomicUsize::new(0);
+    static LIBVIRT_RESET: AtomicUsize = AtomicUsize::new(0);
+
+    /// Looks libvirt.so.0 up once a plugin that links it is loaded (lockd.so, sanlock.so):
+    /// called after each dlopen, not per call (a failed RTLD_NOLOAD lookup searches the library
+    /// path, ~50 µs).
+    pub(super) fn refresh_libvirt() {
+        if LIBVIRT_GET.load(Ordering::Acquire) != 0 {
+            return;
+        }
         // SAFETY: RTLD_NOLOAD only returns a handle when the library is already loaded; the
         // handle is leaked on purpose (a refcount on a library we never unload).
         let handle = unsafe {
@@ -175,39 +186,47 @@ mod capture {
             )
         };
         if handle.is_null() {
-            return None;
+            return;
         }
         // SAFETY: valid handle and NUL-terminated names.
-        let (get, reset) = unsafe {
+        let (get, reset, init) = unsafe {
             (
                 libc::dlsym(handle, c"virGetLastError".as_ptr()),
                 libc::dlsym(handle, c"virResetLastError".as_ptr()),
+                libc::dlsym(handle, c"virInitialize".as_ptr()),
             )
         };
         if get.is_null() || reset.is_null() {
-            return None;
+            return;
         }
         // libvirtd calls virInitialize() before loading any plugin; its error storage is a
         // thread-local that does not exist until then.
-        static INITIALISED: std::sync::Once = std::sync::Once::new();
-        INITIALISED.call_once(|| {
-            // SAFETY: valid handle and NUL-terminated name.
-            let init = unsafe { libc::dlsym(handle, c"virInitialize".as_ptr()) };
-            if !init.is_null() {
-                // SAFETY: the public `int virInitialize(void)`, idempotent.
-                let init = unsafe {
-                    std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(init)
-                };
-                // SAFETY: no arguments; safe to call at any time.
-                unsafe { init() };
-            }
-        });
-        // SAFETY: the public libvirt API: `virErrorPtr virGetLastError(void)` and
-        // `void virResetLastError(void)`.
+        if !init.is_null() {
+            // SAFETY: the public `int virInitialize(void)`, idempotent.
+            let init = unsafe {
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(init)
+            };
+            // SAFETY: no arguments; safe to call at any time.
+            unsafe { init() };
+        }
+        LIBVIRT_RESET.store(reset as usize, Ordering::Release);
+        LIBVIRT_GET.store(get as usize, Ordering::Release);
+    }
+
+    fn libvirt_error_fns() -> Option<(GetLastError, ResetLastError)> {
+        let (get, reset) = (
+            LIBVIRT_GET.load(Ordering::Acquire),
+            LIBVIRT_RESET.load(Ordering::Acquire),
+        );
+        if get == 0 || reset == 0 {
+            return None;
+        }
+        // SAFETY: addresses stored by refresh_libvirt from dlsym of the public libvirt API:
+        // `virErrorPtr virGetLastError(void)` and `void virResetLastError(void)`.
         unsafe {
             Some((
-                std::mem::transmute::<*mut c_void, GetLastError>(get),
-                std::mem::transmute::<*mut c_void, ResetLastError>(reset),
+                std::mem::transmute::<usize, GetLastError>(get),
+                std::mem::transmute::<usize, ResetLastError>(reset),
             ))
         }
     }
@@ -356,6 +375,7 @@ impl Plugin {
                 path: path.to_owned(),
             });
         }
+        capture::refresh_libvirt();
         Ok(Plugin {
             path: path.to_owned(),
             symbol_size: symbol_size(table.cast::<c_void>()),

@@ -2,8 +2,14 @@
 //! checks them against libvirt's contract.
 #![deny(unsafe_code)]
 
+mod bench;
+mod daemons;
+mod harness_sys;
 mod known;
+mod matrix;
 mod output;
+mod scenario;
+mod step;
 mod sys;
 mod validate;
 
@@ -77,6 +83,25 @@ enum Commands {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run every conformance scenario against every plugin: one table, scenario × plugin.
+    #[command(long_about = matrix::LONG_ABOUT, after_help = matrix::AFTER_HELP)]
+    Matrix(matrix::MatrixArgs),
+    /// Internal: one scenario against one plugin, streaming JSON events (used by `matrix`).
+    #[command(name = "__matrix-cell", hide = true)]
+    MatrixCell(matrix::CellCliArgs),
+    /// Time libvirt's resume/pause cycle per plugin against the floor, pinned and unpinned.
+    #[command(long_about = bench::LONG_ABOUT, after_help = bench::AFTER_HELP)]
+    Bench(bench::BenchArgs),
+    /// Internal: one benchmark worker, driven over stdin/stdout (used by `bench`).
+    #[command(name = "__bench-worker", hide = true)]
+    BenchWorker(bench::WorkerArgs),
+    /// Internal: the floor's peer: a unix socket server that takes raw OFD locks.
+    #[command(name = "__bench-floor", hide = true)]
+    BenchFloor(bench::FloorArgs),
+    /// One libvirt operation per call (register, acquire, pause, release, inquire), each with
+    /// the plugin loaded afresh; prints one JSON line. For scripts and the cluster tests.
+    #[command(subcommand)]
+    Step(step::StepCommand),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +124,12 @@ fn main() -> ExitCode {
             validate::run_steps(&plugin, &config, &mut events);
             ExitCode::SUCCESS
         }
+        Commands::Matrix(args) => ExitCode::from(matrix::command(&args)),
+        Commands::MatrixCell(args) => ExitCode::from(matrix::cell_command(&args)),
+        Commands::Bench(args) => ExitCode::from(bench::command(&args)),
+        Commands::BenchWorker(args) => ExitCode::from(bench::worker_command(&args)),
+        Commands::BenchFloor(args) => ExitCode::from(bench::floor_command(&args)),
+        Commands::Step(command) => ExitCode::from(step::command(&command)),
     }
 }
 

@@ -38,7 +38,10 @@ fn file_so_and_lockd_so_exclude_each_other_on_one_lockspace() {
         .env("INTEROP_SCRATCH", scratch.path())
         .status()
         .expect("run unshare");
-    assert!(status.success(), "the interop checks failed inside the private mount namespace (see output above)");
+    assert!(
+        status.success(),
+        "the interop checks failed inside the private mount namespace (see output above)"
+    );
 }
 
 struct Lockmgrd(Child);
@@ -61,20 +64,45 @@ fn domain(name: &str, tail: u8) -> Domain {
 }
 
 /// libvirt's start: the pre-exec child registers, then libvirtd acquires for real.
-fn start_domain(plugin: &Plugin, domain: &Domain, disk: &Resource) -> (host::ForkedOwner, Result<(), HostError>) {
-    let owner = host::start_owner(plugin, domain, std::slice::from_ref(disk), LockFailureAction::Default).unwrap();
-    assert!(matches!(owner.outcome, RegisterOutcome::Registered { .. }), "{}: {:?}", domain.name, owner.outcome);
+fn start_domain(
+    plugin: &Plugin,
+    domain: &Domain,
+    disk: &Resource,
+) -> (host::ForkedOwner, Result<(), HostError>) {
+    let owner = host::start_owner(
+        plugin,
+        domain,
+        std::slice::from_ref(disk),
+        LockFailureAction::Default,
+    )
+    .unwrap();
+    assert!(
+        matches!(owner.outcome, RegisterOutcome::Registered { .. }),
+        "{}: {:?}",
+        domain.name,
+        owner.outcome
+    );
     let mut domain = domain.clone();
     domain.pid = owner.pid();
     let mut manager = plugin.new_manager(&domain, NewFlags::default()).unwrap();
     manager.add_resource(disk).unwrap();
-    let acquired = manager.acquire(None, AcquireFlags::default(), LockFailureAction::Default, false).map(|_| ());
+    let acquired = manager
+        .acquire(
+            None,
+            AcquireFlags::default(),
+            LockFailureAction::Default,
+            false,
+        )
+        .map(|_| ());
     (owner, acquired)
 }
 
 fn refusal(result: Result<(), HostError>) -> String {
     match result {
-        Err(HostError::Callback { reported: Some(err), .. }) => {
+        Err(HostError::Callback {
+            reported: Some(err),
+            ..
+        }) => {
             assert_eq!(err.code, 87, "VIR_ERR_RESOURCE_BUSY: {err:?}");
             err.rendered()
         }
@@ -85,12 +113,20 @@ fn refusal(result: Result<(), HostError>) -> String {
 #[test]
 #[ignore = "runs inside the private mount namespace set up by file_so_and_lockd_so_exclude_each_other_on_one_lockspace"]
 fn interop_inside_private_run() {
-    let env = |key: &str| PathBuf::from(std::env::var_os(key).unwrap_or_else(|| panic!("{key} not set: run the outer test")));
+    let env = |key: &str| {
+        PathBuf::from(
+            std::env::var_os(key).unwrap_or_else(|| panic!("{key} not set: run the outer test")),
+        )
+    };
     let scratch = env("INTEROP_SCRATCH");
     let lockspace = scratch.join("lockspace");
     std::fs::create_dir_all(&lockspace).unwrap();
     let lockd_conf = scratch.join("qemu-lockd.conf");
-    std::fs::write(&lockd_conf, format!("file_lockspace_dir = \"{}\"\n", lockspace.display())).unwrap();
+    std::fs::write(
+        &lockd_conf,
+        format!("file_lockspace_dir = \"{}\"\n", lockspace.display()),
+    )
+    .unwrap();
     let file_conf = scratch.join("qemu-file.conf");
     std::fs::write(
         &file_conf,
@@ -102,7 +138,13 @@ fn interop_inside_private_run() {
         ),
     )
     .unwrap();
-    let _daemon = Lockmgrd(Command::new(env("INTEROP_LOCKMGRD")).arg("--config").arg(&file_conf).spawn().unwrap());
+    let _daemon = Lockmgrd(
+        Command::new(env("INTEROP_LOCKMGRD"))
+            .arg("--config")
+            .arg(&file_conf)
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(scratch.join("file.sock")).is_err() {
         assert!(Instant::now() < deadline, "lockmgrd did not come up");
@@ -115,7 +157,10 @@ fn interop_inside_private_run() {
     file.init(&file_conf).unwrap();
     let image = scratch.join("shared-disk.img");
     std::fs::write(&image, b"").unwrap();
-    let disk = Resource::Disk { path: image.clone(), access: Access::Exclusive };
+    let disk = Resource::Disk {
+        path: image.clone(),
+        access: Access::Exclusive,
+    };
 
     // lockd first: file.so is refused, naming virtlockd.
     let (mut by_lockd, acquired) = start_domain(&lockd, &domain("via-lockd", 1), &disk);
@@ -123,7 +168,13 @@ fn interop_inside_private_run() {
     let (mut refused_owner, refused) = start_domain(&file, &domain("via-file", 2), &disk);
     let message = refusal(refused);
     println!("file.so while lockd holds the disk: {message}");
-    assert!(message.contains(&format!("disk {} is locked by virtlockd (pid", image.display())), "{message}");
+    assert!(
+        message.contains(&format!(
+            "disk {} is locked by virtlockd (pid",
+            image.display()
+        )),
+        "{message}"
+    );
     refused_owner.kill().unwrap();
 
     // lockd's owner dies: virtlockd frees the lock and file.so gets it.
@@ -145,5 +196,8 @@ fn interop_inside_private_run() {
     println!("lockd.so while file.so holds the disk: {message}");
     assert!(message.contains("is locked"), "{message}");
     by_file.kill().unwrap();
-    assert!(Path::new(&lockspace).read_dir().unwrap().count() >= 1, "both use the same lock file in the lockspace");
+    assert!(
+        Path::new(&lockspace).read_dir().unwrap().count() >= 1,
+        "both use the same lock file in the lockspace"
+    );
 }

@@ -36,7 +36,7 @@ impl FilePluginSettings {
     /// The default `socket_path`.
     pub const DEFAULT_SOCKET_PATH: &'static str = "/run/lockmgr/file.sock";
     /// The default `state_dir`.
-    pub const DEFAULT_STATE_DIR: &'static str = "/var/lib/lockmgr/file";
+    pub const DEFAULT_STATE_DIR: &'static str = "/run/lockmgr/file-state";
     /// Every key the file knows.
     pub const KEYS: &'static [&'static str] = &[
         "auto_disk_leases",

@@ -70,12 +70,24 @@ pub fn build_plugin(package: &str, libvirt_name: &str, dir: &Path) -> PathBuf {
 /// Builds a binary of a workspace package and returns its path.
 pub fn build_binary(package: &str, binary: &str) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", package, "--bin", binary, "--message-format=json"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        binary,
+        "--message-format=json",
+    ]);
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
     let output = cmd.output().expect("run cargo build");
-    assert!(output.status.success(), "cargo build -p {package} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

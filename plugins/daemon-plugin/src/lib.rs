@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lockmgr::proto::{
-    self, Client, ClientError, ErrorKind, FailureAction, Mode, OwnerInfo, Reply, Request,
-    ResourceKind, ResourceSpec,
+    Client, ClientError, ErrorKind, FailureAction, Mode, OwnerInfo, Reply, Request, ResourceKind,
+    ResourceSpec,
 };
 use lockmgr::{
     Access, AcquireRequest, Acquired, Domain, Error, ErrorCode, InitArgs, LockDriver,
@@ -259,9 +259,7 @@ impl<P: PluginProfile> LockDriver for DaemonPlugin<P> {
                 "Read/write, exclusive access, disks were present, but no leases specified",
             ));
         }
-        if let Some(state) = request.state {
-            proto::decode_state(state).map_err(Error::invalid_arg)?;
-        }
+        // The daemon validates a state string: only it knows a resume from a fresh start.
         if request.flags.register_only {
             let fd = self.register(context.owner.clone(), request.flags.restrict)?;
             return Ok(Acquired {

@@ -40,6 +40,9 @@ pub struct ClusterSpec {
     pub nodes: usize,
     /// A host directory shared read-only into every node at `/mnt/host` (9p).
     pub share: Option<PathBuf>,
+    /// A host directory shared read-write and uncached into every node at `/mnt/scratch`
+    /// (9p), for files the nodes write together (e.g. a race test's ledger).
+    pub scratch: Option<PathBuf>,
     /// Memory per node in MiB (768; 512 also works).
     pub memory_mib: u32,
     /// Longest wait from the QEMU starts until every node is ready.
@@ -53,6 +56,7 @@ impl Default for ClusterSpec {
         ClusterSpec {
             nodes: 2,
             share: None,
+            scratch: None,
             memory_mib: 768,
             boot_timeout: Duration::from_secs(300),
             run_dir: default_run_dir(),
@@ -72,6 +76,12 @@ impl ClusterSpec {
     /// Shares `dir` read-only at `/mnt/host` in every node.
     pub fn share(mut self, dir: impl Into<PathBuf>) -> Self {
         self.share = Some(dir.into());
+        self
+    }
+
+    /// Shares `dir` read-write at `/mnt/scratch` in every node.
+    pub fn scratch(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch = Some(dir.into());
         self
     }
 }
@@ -201,7 +211,7 @@ impl Cluster {
                 spec.nodes
             )));
         }
-        if let Some(share) = &spec.share {
+        for share in spec.share.iter().chain(spec.scratch.iter()) {
             if !share.is_dir() {
                 return Err(Error::Usage(format!(
                     "share {} is not a directory",
@@ -593,6 +603,15 @@ impl Cluster {
                 &format!(
                     "local,path={},mount_tag=share,security_model=none,readonly=on",
                     share.display()
+                ),
+            ]);
+        }
+        if let Some(scratch) = &spec.scratch {
+            command.args([
+                "-virtfs",
+                &format!(
+                    "local,path={},mount_tag=scratch,security_model=none",
+                    scratch.display()
                 ),
             ]);
         }

@@ -1,0 +1,586 @@
+//! `matrix` gives the expected cell for every scenario × {nop, lockd, file}, survives a crashing
+//! plugin, names mistakes in scenario files, and leaves nothing behind; `bench` prints its table
+//! and JSON (a smoke test: no timing is asserted, ever).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The shipped scenario files.
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios")
+}
+
+fn scenario_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(scenario_dir())
+        .expect("tests/scenarios")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Builds a binary target with cargo (like `build_plugin` for cdylibs) and returns its path.
+fn build_binary(package: &str, bin: &str) -> PathBuf {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        bin,
+        "--message-format=json",
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo build -p {package} produced no executable"))
+}
+
+/// A broken example plugin, built now if `cargo test` did not (e.g. with `--test matrix`).
+fn example(name: &str) -> PathBuf {
+    let path = profile_dir().join("examples").join(format!("lib{name}.so"));
+    if !path.exists() {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "lockmgr-loader-test",
+            "--example",
+            name,
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build --example");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    example_plugin(name)
+}
+
+/// file.so (copied as `<dir>/file.so`) and the lockmgrd that serves it.
+fn file_plugin(dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        build_plugin("lockmgr-plugin-file", "file", dir),
+        build_binary("lockmgrd", "lockmgrd"),
+    )
+}
+
+/// The processes whose environment names `tmpdir` as their TMPDIR: everything a run started.
+fn processes_of(tmpdir: &Path) -> Vec<String> {
+    let needle = format!("TMPDIR={}", tmpdir.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let matches = environ
+            .split(|&b| b == 0)
+            .any(|var| var == needle.as_bytes());
+        if matches {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// Runs loader-test with a TMPDIR of its own, then checks it left no process and no file.
+fn run_clean(args: &[String]) -> (i32, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(loader_test())
+        .args(args)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .expect("run loader-test");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    let leftovers = processes_of(tmp.path());
+    assert!(
+        leftovers.is_empty(),
+        "processes left behind: {leftovers:#?}\n{stderr}"
+    );
+    let files: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert!(files.is_empty(), "files left behind: {files:?}");
+    (output.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// `matrix --json` over `plugins` (each `PROFILE=PATH`), as cells by (scenario, plugin label).
+fn matrix(
+    plugins: &[String],
+    extra: &[&str],
+) -> (i32, BTreeMap<(String, String), serde_json::Value>) {
+    let mut args = vec![
+        "matrix".to_owned(),
+        "--json".to_owned(),
+        "--scenarios".to_owned(),
+        scenario_dir().display().to_string(),
+    ];
+    for plugin in plugins {
+        args.push("--plugin".into());
+        args.push(plugin.clone());
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let (code, stdout, stderr) = run_clean(&args);
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("matrix printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let cells = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                (
+                    c["scenario"].as_str().unwrap().to_owned(),
+                    c["plugin"].as_str().unwrap().to_owned(),
+                ),
+                c.clone(),
+            )
+        })
+        .collect();
+    (code, cells)
+}
+
+fn cell<'a>(
+    cells: &'a BTreeMap<(String, String), serde_json::Value>,
+    scenario: &str,
+    plugin: &str,
+) -> &'a serde_json::Value {
+    cells
+        .get(&(scenario.to_owned(), plugin.to_owned()))
+        .unwrap_or_else(|| panic!("no cell {scenario} × {plugin}"))
+}
+
+fn verdict(cell: &serde_json::Value) -> &str {
+    cell["verdict"].as_str().unwrap()
+}
+
+fn reason(cell: &serde_json::Value) -> &str {
+    cell["reason"].as_str().unwrap()
+}
+
+/// The scenarios in which a plugin that locks nothing lets a second domain in.
+const EXCLUSION: [&str; 10] = [
+    "double-release",
+    "exclusive-vs-exclusive",
+    "exclusive-vs-exclusive-lockspace",
+    "hotplug",
+    "hundred-disks",
+    "kill-owner",
+    "lease-conflict",
+    "pause-resume",
+    "restart-libvirtd",
+    "shared-vs-exclusive",
+];
+/// Scenarios a plugin that locks nothing passes.
+const NO_EXCLUSION: [&str; 3] = ["read-only", "register-only", "shared-shared"];
+/// Scenarios that need a daemon or a state string.
+const NEEDS_DAEMON_OR_STATE: [&str; 2] = ["corrupted-state", "restart-daemon"];
+
+#[test]
+fn every_scenario_is_classified_here() {
+    let mut classified: Vec<String> = EXCLUSION
+        .iter()
+        .chain(&NO_EXCLUSION)
+        .chain(&NEEDS_DAEMON_OR_STATE)
+        .map(|s| (*s).to_owned())
+        .collect();
+    classified.sort();
+    assert_eq!(
+        classified,
+        scenario_names(),
+        "a scenario was added or renamed: say here what nop should do with it"
+    );
+}
+
+#[test]
+fn nop_fails_the_exclusion_scenarios_and_passes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let (code, cells) = matrix(&[format!("nop={}", nop.display())], &[]);
+    assert_eq!(code, 1, "a ✗ makes the exit status 1");
+    for scenario in EXCLUSION {
+        let c = cell(&cells, scenario, "nop");
+        assert_eq!(verdict(c), "fail", "{scenario}: {c:#}");
+        assert!(
+            reason(c).contains("expected refused, got granted"),
+            "{scenario}: nop fails by letting the second domain in: {}",
+            reason(c)
+        );
+    }
+    for scenario in NO_EXCLUSION {
+        let c = cell(&cells, scenario, "nop");
+        assert_eq!(verdict(c), "pass", "{scenario}: {c:#}");
+    }
+    let restart = cell(&cells, "restart-daemon", "nop");
+    assert_eq!(verdict(restart), "not-applicable");
+    assert!(
+        reason(restart).contains("has no lock daemon"),
+        "{restart:#}"
+    );
+    let corrupt = cell(&cells, "corrupted-state", "nop");
+    assert_eq!(verdict(corrupt), "not-applicable");
+    assert!(
+        reason(corrupt).contains("returned no state string"),
+        "{corrupt:#}"
+    );
+    // The steps are reported with libvirt's call shapes and the owner's real pid.
+    let register = &cell(&cells, "exclusive-vs-exclusive", "nop")["steps"][0];
+    assert_eq!(register["label"], "register by a");
+    assert!(
+        register["detail"]
+            .as_str()
+            .unwrap()
+            .contains("QEMU stand-in pid"),
+        "{register:#}"
+    );
+}
+
+#[test]
+fn lockd_runs_against_a_virtlockd_of_its_own() {
+    require_private_mount_namespace();
+    let lockd = libvirt_plugin("lockd");
+    let (code, cells) = matrix(&[format!("lockd={}", lockd.display())], &[]);
+    assert_eq!(code, 1, "lockd has ✗ cells (below)");
+    for scenario in [
+        "exclusive-vs-exclusive",
+        "exclusive-vs-exclusive-lockspace",
+        "hotplug",
+        "lease-conflict",
+        "pause-resume",
+        "read-only",
+        "register-only",
+        "restart-libvirtd",
+        "shared-shared",
+        "shared-vs-exclusive",
+    ] {
+        let c = cell(&cells, scenario, "lockd");
+        assert_eq!(verdict(c), "pass", "{scenario}: {c:#}");
+        assert!(
+            c["setup"].as_str().unwrap().contains("virtlockd pid"),
+            "{c:#}"
+        );
+    }
+    // A virtlockd restart drops every lock: the scenario's per-plugin expectation, said so.
+    let restart = cell(&cells, "restart-daemon", "lockd");
+    assert_eq!(verdict(restart), "pass", "{restart:#}");
+    assert!(
+        reason(restart)
+            .contains("granted as expected for lockd: virtlockd keeps its locks in memory"),
+        "{restart:#}"
+    );
+    // lockd's refused Acquire keeps the locks it took before the busy one.
+    let hundred = cell(&cells, "hundred-disks", "lockd");
+    assert_eq!(verdict(hundred), "fail", "{hundred:#}");
+    assert!(
+        reason(hundred).contains("step 6 (acquire by c")
+            && reason(hundred).contains("disk-000.img' is locked"),
+        "{hundred:#}"
+    );
+    // virtlockd refuses to release what is not held: suspend's second Release fails.
+    let double = cell(&cells, "double-release", "lockd");
+    assert_eq!(verdict(double), "fail", "{double:#}");
+    assert!(
+        reason(double).contains("pause by a") && reason(double).contains("is not locked"),
+        "{double:#}"
+    );
+    // virtlockd frees the lock at once but then sleeps 200 ms in its event loop while the dead
+    // owner is unreaped; whether that happens depends on a race, so either outcome is allowed.
+    let kill = cell(&cells, "kill-owner", "lockd");
+    assert!(
+        verdict(kill) == "pass" || reason(kill).contains("OVER the 100 ms bound"),
+        "{kill:#}"
+    );
+    let corrupt = cell(&cells, "corrupted-state", "lockd");
+    assert_eq!(verdict(corrupt), "not-applicable", "{corrupt:#}");
+}
+
+#[test]
+fn file_passes_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let (code, cells) = matrix(
+        &[format!("file={}", file.display())],
+        &["--lockmgrd", lockmgrd.to_str().unwrap()],
+    );
+    for scenario in scenario_names() {
+        let c = cell(&cells, &scenario, "file");
+        assert_eq!(verdict(c), "pass", "{scenario}: {c:#}");
+        assert!(
+            c["setup"].as_str().unwrap().contains("lockmgrd pid"),
+            "{c:#}"
+        );
+    }
+    assert_eq!(code, 0);
+    let kill = &cell(&cells, "kill-owner", "file")["steps"][5];
+    assert!(
+        kill["detail"]
+            .as_str()
+            .unwrap()
+            .contains("within the 100 ms bound"),
+        "{kill:#}"
+    );
+    let corrupt = &cell(&cells, "corrupted-state", "file")["steps"];
+    for step in 4..7 {
+        assert_eq!(corrupt[step]["outcome"], "refused", "{corrupt:#}");
+    }
+}
+
+#[test]
+fn a_crashing_plugin_is_a_cross_naming_the_step_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let aborts = example("bad_aborts");
+    let (code, cells) = matrix(
+        &[
+            format!("generic={}", aborts.display()),
+            format!("nop={}", nop.display()),
+        ],
+        &[
+            "--scenario",
+            "exclusive-vs-exclusive",
+            "--scenario",
+            "shared-shared",
+        ],
+    );
+    assert_eq!(code, 1);
+    for scenario in ["exclusive-vs-exclusive", "shared-shared"] {
+        let c = cell(&cells, scenario, "bad_aborts");
+        assert_eq!(verdict(c), "fail", "{c:#}");
+        assert!(
+            reason(c).contains("killed by signal 6 (SIGABRT) during step 3 (acquire by a)"),
+            "{c:#}"
+        );
+    }
+    assert_eq!(verdict(cell(&cells, "shared-shared", "nop")), "pass");
+}
+
+#[test]
+fn scenario_file_mistakes_are_named_with_file_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "title = \"broken\"\n[resources]\ndisk = { disk = \"vm.img\" }\n[owners]\na = [\"disk\"]\n\
+         [[steps]]\ndo = \"register\"\nowner = \"a\"\n[[steps]]\ndo = \"acquire\"\nowner = \"b\"\n",
+    )
+    .unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let (code, _, stderr) = run(&[
+        "matrix",
+        "--scenarios",
+        dir.path().to_str().unwrap(),
+        "--plugin",
+        nop.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("broken.toml: step 2 (acquire by b): unknown owner 'b'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_table_has_a_row_per_scenario_and_footnotes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let args: Vec<String> = [
+        "matrix",
+        "--scenarios",
+        scenario_dir().to_str().unwrap(),
+        "--plugin",
+        &format!("nop={}", nop.display()),
+        "--scenario",
+        "kill-owner",
+        "--scenario",
+        "register-only",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (code, stdout, stderr) = run_clean(&args);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("kill-owner") && l.contains("✗ 1")),
+        "{stdout}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("register-only") && l.contains('✓')),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("1. nop × kill-owner: step 4 (acquire by b): expected refused, got granted"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("[  1/2] kill-owner"),
+        "progress on stderr: {stderr}"
+    );
+}
+
+#[test]
+fn bench_smoke_prints_every_series_and_the_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let base: Vec<String> = [
+        "bench",
+        "--plugin",
+        &format!("nop={}", nop.display()),
+        "--plugin",
+        &format!("file={}", file.display()),
+        "--lockmgrd",
+        lockmgrd.to_str().unwrap(),
+        "--iterations",
+        "4",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--disks",
+        "1,3",
+        "--modes",
+        "direct",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+
+    let mut json_args = base.clone();
+    json_args.push("--json".into());
+    let (code, stdout, stderr) = run_clean(&json_args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["iterations"], 4);
+    assert!(
+        report["errors"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    let series = report["series"].as_array().unwrap();
+    // (floor, nop, file/direct) × (pinned, unpinned) × (1, 3 disks)
+    assert_eq!(series.len(), 12, "{report:#}");
+    for s in series {
+        assert_eq!(s["cycles"], 4, "{s}");
+        for key in ["median_ns", "p99_ns", "mean_ns", "min_ns"] {
+            assert!(s[key].as_u64().unwrap() > 0, "{key}: {s}");
+        }
+    }
+    let ratios = report["ratios"].as_array().unwrap();
+    let file_floor: Vec<_> = ratios
+        .iter()
+        .filter(|r| r["what"] == "file/floor")
+        .collect();
+    assert_eq!(
+        file_floor.len(),
+        4,
+        "file ÷ floor per N and placement: {report:#}"
+    );
+    assert!(
+        file_floor
+            .iter()
+            .any(|r| r["disks"] == 3 && r["target"] == "<= 2"),
+        "the target is shown at the largest N: {report:#}"
+    );
+    assert!(
+        stderr.contains("bench: round 2/2 done"),
+        "progress: {stderr}"
+    );
+
+    let mut table_args = base;
+    table_args.extend(["--pinning".to_owned(), "pinned".to_owned()]);
+    let (code, stdout, _) = run_clean(&table_args);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("pinned (taskset -c 0)"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("file")
+            && l.contains("direct")
+            && (l.contains(" µs") || l.contains(" ms"))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("file/floor"), "{stdout}");
+}
+
+#[test]
+fn bench_smoke_with_lockd_and_its_virtlockd() {
+    require_private_mount_namespace();
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let lockd = libvirt_plugin("lockd");
+    let args: Vec<String> = [
+        "bench",
+        "--json",
+        "--plugin",
+        &format!("file={}", file.display()),
+        "--plugin",
+        &format!("lockd={}", lockd.display()),
+        "--lockmgrd",
+        lockmgrd.to_str().unwrap(),
+        "--iterations",
+        "2",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+        "--disks",
+        "2",
+        "--no-floor",
+        "--pinning",
+        "unpinned",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (code, stdout, stderr) = run_clean(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["errors"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    // (file, lockd) × (lockspace, direct), one placement, one N
+    assert_eq!(report["series"].as_array().unwrap().len(), 4, "{report:#}");
+    let lockd_file: Vec<_> = report["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["what"] == "lockd/file")
+        .collect();
+    assert_eq!(lockd_file.len(), 2, "one per mode: {report:#}");
+    assert!(
+        lockd_file.iter().all(|r| r["target"] == ">= 10"),
+        "{report:#}"
+    );
+}
