@@ -26,6 +26,13 @@ packages=(
     debootstrap cpio kmod iproute2 util-linux procps
 )
 
+# The cluster test bed resolves the node kernel with apt-cache, which needs package lists even
+# when every host package is already installed.
+if ! ls /var/lib/apt/lists/*bookworm-backports*Packages* >/dev/null 2>&1; then
+    log "apt lists for bookworm-backports missing: apt-get update"
+    apt-get update -q && touch /var/lib/lockmgr-apt-updated
+fi
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")

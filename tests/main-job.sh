@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# lockmgr's main job: build the plugins and check each one, side by side with libvirt's own
-# lockd.so (against a virtlockd started here, in a private mount namespace) and sanlock.so.
+# lockmgr's main job: build the plugins, then, with every daemon they need started here,
+#  1. validate nop.so, file.so and libvirt's own lockd.so and sanlock.so step by step, and
+#  2. run the conformance matrix: every scenario in tests/scenarios against nop.so, file.so and
+#     lockd.so side by side (the matrix starts lockmgrd and virtlockd itself, per cell).
+# Daemons run in a private mount namespace with its own /run (virtlockd's socket path is fixed),
+# so the host is not touched; they are stopped by pid at the end. dlm.so needs a DLM cluster:
+# tests/cluster/run-dlm.sh runs it on one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
-cargo build --release --quiet -p lockmgr-loader-test -p lockmgr-plugin-nop
-plugins=$(mktemp -d /tmp/lockmgr-plugins.XXXXXX)
-trap 'rm -rf "$plugins"' EXIT
-cp target/release/libnop.so "$plugins/nop.so"
-loader=$PWD/target/release/lockmgr-loader-test
-# virtlockd's socket path is fixed (/run/libvirt/virtlockd-sock): give it a private /run so the
-# host's /run is never touched, and stop it by pid when done.
-exec unshare --mount --propagation private sh -c '
-    set -e
-    mount -t tmpfs tmpfs /run
-    mkdir -p /run/libvirt
-    virtlockd --daemon --pid-file /run/virtlockd.pid
-    i=0; while [ ! -S /run/libvirt/virtlockd-sock ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
-    rc=0
-    "$1" validate "$2/nop.so" lockd sanlock "$@" || rc=$?
-    kill "$(cat /run/virtlockd.pid)"
-    exit $rc
-' main-job "$loader" "$plugins"
+echo "[main-job] building (release)"
+cargo build --release --quiet -p lockmgr-loader-test -p lockmgr-plugin-nop -p lockmgr-plugin-file -p lockmgrd
+target=$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)
+scratch=$(mktemp -d /tmp/lockmgr-main-job.XXXXXX)
+chmod 0755 "$scratch"
+trap 'rm -rf "$scratch"' EXIT
+cp "$target/libnop.so" "$scratch/nop.so"
+cp "$target/libfile.so" "$scratch/file.so"
+printf '%s\n' \
+    "file_lockspace_dir = \"$scratch/lockspace\"" \
+    'socket_path = "/run/lockmgr/file.sock"' \
+    'state_dir = "/run/lockmgr/file-state"' >"$scratch/qemu-file.conf"
+
+exec unshare --mount --propagation private bash "$PWD/tests/main-job-inside.sh" "$target" "$scratch"

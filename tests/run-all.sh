@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every lockmgr test on a Debian 12 machine (as root): installs what is missing, checks
-# formatting and lints, runs the workspace's tests, then the layers that need real parts.
-# Usage: tests/run-all.sh            (everything)
-#        LOCKMGR_SKIP_CLUSTER=1 ...  never: a layer that cannot run fails, it is not skipped.
+# formatting and lints, runs the workspace's tests, then the layers that need real parts: a real
+# libvirtd + QEMU, and real corosync/DLM clusters in QEMU nodes. A layer that cannot run here
+# fails with the reason; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -20,9 +20,16 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 section "cargo test"
 cargo test --workspace --all-features
 
-if [ -x tests/cluster/run-proof.sh ]; then
-    section "DLM cluster proof (QEMU nodes)"
-    tests/cluster/run-proof.sh
-fi
+section "real libvirtd 11.x + QEMU end to end: file.so"
+tests/e2e/run.sh --plugin file
+
+section "real libvirtd 11.x + QEMU end to end: libvirt's lockd.so (reference)"
+tests/e2e/run.sh --plugin lockd
+
+section "libdlm bindings on a real DLM cluster (QEMU nodes)"
+tests/cluster/run-proof.sh
+
+section "dlm.so and lockmgrd --backend dlm on real DLM clusters (2 and 3 nodes)"
+tests/cluster/run-dlm.sh
 
 section "done in $(( $(date +%s) - started ))s"

@@ -5,9 +5,10 @@
 //! shared lockspace (OFD and POSIX record locks conflict). QEMU's own image locks use bytes
 //! 100+ and 200+; byte 0 is libvirt's.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
@@ -16,10 +17,17 @@ use sha2::{Digest, Sha256};
 use crate::backend::{Backend, BackendError, Target};
 use crate::sys::{self, LockKind};
 
+/// How many unlocked lock files stay open for reuse.
+const MAX_IDLE_FILES: usize = 1024;
+
 /// The file backend.
 #[derive(Debug)]
 pub struct FileBackend {
     lockspace_dir: Option<PathBuf>,
+    /// Lock files of the lockspace kept open while unlocked: reopening one on every Acquire
+    /// was most of a request's cost. Disks locked directly are never kept (an open fd would
+    /// pin a deleted image's blocks).
+    idle: HashMap<String, File>,
 }
 
 /// An open, locked file.
@@ -30,10 +38,7 @@ pub struct FileLock {
 
 /// `sha256hex(text)`, virtlockd's lock file name for a disk path.
 pub fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lockmgr::proto::hex_lower(&Sha256::digest(text.as_bytes()))
 }
 
 impl FileBackend {
@@ -47,7 +52,10 @@ impl FileBackend {
                 ))
             })?;
         }
-        Ok(FileBackend { lockspace_dir })
+        Ok(FileBackend {
+            lockspace_dir,
+            idle: HashMap::new(),
+        })
     }
 
     fn in_lockspace(&self, name: &str, what: &str) -> Result<PathBuf, BackendError> {
@@ -87,6 +95,24 @@ impl FileBackend {
                 BackendError::Io(format!("cannot open {} for locking: {e}", path.display()))
             }
         })
+    }
+}
+
+/// Whether `path` still names the file open as `file` (same device and inode, not unlinked).
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => {
+            open.dev() == named.dev() && open.ino() == named.ino() && open.nlink() > 0
+        }
+        _ => false,
+    }
+}
+
+impl FileBackend {
+    fn keep_idle(&mut self, path: &Path, id: &str, file: File) {
+        if self.created_by_us(path) && self.idle.len() < MAX_IDLE_FILES {
+            self.idle.insert(id.to_owned(), file);
+        }
     }
 }
 
@@ -168,36 +194,54 @@ impl Backend for FileBackend {
         mode: Mode,
     ) -> Result<FileLock, BackendError> {
         let path = Path::new(&target.id);
-        let file = self.open(path)?;
         let kind = match mode {
             Mode::Exclusive => LockKind::Write,
             Mode::Shared => LockKind::Read,
         };
-        let locked = sys::ofd_try_lock(file.as_fd(), kind)
-            .map_err(|e| BackendError::Io(format!("cannot lock {}: {e}", path.display())))?;
-        if !locked {
-            let holder = sys::ofd_conflicting_holder(file.as_fd(), kind)
-                .ok()
-                .flatten();
-            let by = holder.map_or_else(|| "someone else".into(), holder_description);
-            let via = if target.id == spec.name {
-                String::new()
-            } else {
-                format!(" (lock file {})", path.display())
+        // At most two tries: the second after the path turned out to name another file.
+        for _ in 0..2 {
+            let file = match self.idle.remove(&target.id) {
+                Some(file) => file,
+                None => self.open(path)?,
             };
-            return Err(BackendError::Busy(format!(
-                "{} is locked by {by}{via}",
-                spec.describe()
-            )));
+            let locked = sys::ofd_try_lock(file.as_fd(), kind)
+                .map_err(|e| BackendError::Io(format!("cannot lock {}: {e}", path.display())))?;
+            if !locked {
+                let holder = sys::ofd_conflicting_holder(file.as_fd(), kind)
+                    .ok()
+                    .flatten();
+                self.keep_idle(path, &target.id, file);
+                let by = holder.map_or_else(|| "someone else".into(), holder_description);
+                let via = if target.id == spec.name {
+                    String::new()
+                } else {
+                    format!(" (lock file {})", path.display())
+                };
+                return Err(BackendError::Busy(format!(
+                    "{} is locked by {by}{via}",
+                    spec.describe()
+                )));
+            }
+            // Lock first, then check that the path still names the locked file: virtlockd
+            // unlinks lock files it created, and an image may be replaced under its path.
+            if same_file(&file, path) {
+                return Ok(FileLock { file });
+            }
+            let _ = sys::ofd_unlock(file.as_fd());
         }
-        Ok(FileLock { file })
+        Err(BackendError::Io(format!(
+            "{} keeps being replaced while it is locked",
+            path.display()
+        )))
     }
 
     fn unlock(&mut self, target: &Target, handle: FileLock) -> Result<(), BackendError> {
         // Closing the only fd of the open file description would drop the lock too; unlocking
         // first makes a failure visible.
         sys::ofd_unlock(handle.file.as_fd())
-            .map_err(|e| BackendError::Io(format!("cannot unlock {}: {e}", target.id)))
+            .map_err(|e| BackendError::Io(format!("cannot unlock {}: {e}", target.id)))?;
+        self.keep_idle(Path::new(&target.id), &target.id, handle.file);
+        Ok(())
     }
 
     fn durable_state(&self) -> bool {
@@ -264,6 +308,27 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn a_lock_file_replaced_while_idle_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let mut b = FileBackend::new(Some(dir.path().to_owned())).unwrap();
+        let spec = disk("/images/z.img", Mode::Exclusive);
+        let target = a.resolve(&spec).unwrap();
+        let held = a.lock(&target, &spec, Mode::Exclusive).unwrap();
+        a.unlock(&target, held).unwrap();
+        // virtlockd unlinks lock files it created; someone makes a new one and locks it.
+        std::fs::remove_file(&target.id).unwrap();
+        let other = b.lock(&target, &spec, Mode::Exclusive).unwrap();
+        let refused = a.lock(&target, &spec, Mode::Exclusive);
+        assert!(
+            matches!(refused, Err(BackendError::Busy(_))),
+            "the idle fd of the unlinked file must not be trusted: {refused:?}"
+        );
+        b.unlock(&target, other).unwrap();
+        a.lock(&target, &spec, Mode::Exclusive).unwrap();
     }
 
     #[test]

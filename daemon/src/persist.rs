@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::sys;
-use crate::table::{SNAPSHOT_FORMAT, Snapshot};
+use crate::table::{SNAPSHOT_FORMAT, Snapshot, SnapshotView};
 
 /// Where the table lives.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl StateFile {
     }
 
     /// Replaces the file with `snapshot`.
-    pub fn save(&self, snapshot: &Snapshot) -> Result<(), StateError> {
+    pub fn save(&self, snapshot: &SnapshotView<'_>) -> Result<(), StateError> {
         let tmp = self.dir.join("locks.json.tmp");
         let io = |source| StateError::Io {
             path: tmp.display().to_string(),

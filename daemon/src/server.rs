@@ -46,8 +46,9 @@ pub struct Server<B: Backend> {
     failure_timeout: Duration,
     /// Set while the backend's cluster side does not answer: why.
     failed: Option<String>,
-    /// The table as last written, so that requests that change nothing write nothing.
-    saved: Option<crate::table::Snapshot>,
+    /// The table's generation as last written, so that requests that change nothing write
+    /// nothing.
+    saved: Option<u64>,
 }
 
 /// Binds `path` (0600), refusing when another daemon already answers there.
@@ -411,13 +412,13 @@ impl<B: Backend> Server<B> {
 
     /// Writes the table if it changed; false (and logged) on failure.
     fn persist(&mut self) -> bool {
-        let snapshot = self.table.snapshot();
-        if self.saved.as_ref() == Some(&snapshot) {
+        let generation = self.table.generation();
+        if self.saved == Some(generation) {
             return true;
         }
-        match self.state.save(&snapshot) {
+        match self.state.save(&self.table.snapshot()) {
             Ok(()) => {
-                self.saved = Some(snapshot);
+                self.saved = Some(generation);
                 true
             }
             Err(err) => {

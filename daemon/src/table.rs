@@ -101,6 +101,29 @@ pub struct SnapshotLock {
     pub holders: Vec<String>,
 }
 
+/// A [`Snapshot`] borrowed from the live table: writing it copies nothing.
+#[derive(Debug, Serialize)]
+pub struct SnapshotView<'a> {
+    format: u32,
+    backend: &'a str,
+    owners: Vec<SnapshotOwnerView<'a>>,
+    locks: Vec<SnapshotLockView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotOwnerView<'a> {
+    info: &'a OwnerInfo,
+    start_time: u64,
+    action: FailureAction,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotLockView<'a> {
+    spec: &'a ResourceSpec,
+    mode: Mode,
+    holders: Vec<&'a str>,
+}
+
 /// The current snapshot format.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -119,6 +142,8 @@ pub struct LostLock {
 #[derive(Debug)]
 pub struct LockTable<B: Backend> {
     backend: B,
+    /// Bumped by every change worth persisting.
+    generation: u64,
     owners: HashMap<String, Owner>,
     held: BTreeMap<String, Held<B::Handle>>,
 }
@@ -128,6 +153,7 @@ impl<B: Backend> LockTable<B> {
     pub fn new(backend: B) -> Self {
         LockTable {
             backend,
+            generation: 0,
             owners: HashMap::new(),
             held: BTreeMap::new(),
         }
@@ -206,8 +232,15 @@ impl<B: Backend> LockTable<B> {
                 acquired: false,
             };
             self.owners.insert(info.uuid.clone(), owner);
+            self.generation += 1;
         }
         let owner = self.owners.get_mut(&info.uuid).expect("inserted above");
+        if owner.info.uri.as_ref() != info.uri.as_ref().or(owner.info.uri.as_ref())
+            || owner.info.name != info.name
+            || owner.info.id != info.id
+        {
+            self.generation += 1;
+        }
         // libvirt sends uri only for start/resume/attach; keep the last one it gave.
         if info.uri.is_some() {
             owner.info.uri.clone_from(&info.uri);
@@ -246,7 +279,12 @@ impl<B: Backend> LockTable<B> {
                 ));
             }
         }
-        self.ensure_owner(info)?.action = action;
+        let owner = self.ensure_owner(info)?;
+        let action_changed = owner.action != action;
+        owner.action = action;
+        if action_changed {
+            self.generation += 1;
+        }
         let uuid = info.uuid.as_str();
 
         // Plan without touching anything: what to join, what to lock, what conflicts.
@@ -328,6 +366,7 @@ impl<B: Backend> LockTable<B> {
         if let Some(owner) = self.owners.get_mut(uuid) {
             owner.acquired = true;
         }
+        self.generation += 1;
         Ok(())
     }
 
@@ -352,6 +391,7 @@ impl<B: Backend> LockTable<B> {
             if !held.holders.remove(&info.uuid) {
                 continue;
             }
+            self.generation += 1;
             if held.holders.is_empty() {
                 let held = self.held.remove(&target.id).expect("present");
                 self.backend.unlock(&held.target, held.handle)?;
@@ -395,6 +435,7 @@ impl<B: Backend> LockTable<B> {
             }
         }
         self.owners.remove(uuid);
+        self.generation += 1;
         freed
     }
 
@@ -443,32 +484,34 @@ impl<B: Backend> LockTable<B> {
         (owners, locks)
     }
 
-    /// What to persist.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut owners: Vec<SnapshotOwner> = self
-            .owners
-            .values()
-            .map(|o| SnapshotOwner {
-                info: o.info.clone(),
-                start_time: o.start_time,
-                action: o.action,
-            })
-            .collect();
-        owners.sort_by(|a, b| a.info.uuid.cmp(&b.info.uuid));
-        let locks = self
-            .held
-            .values()
-            .map(|h| SnapshotLock {
-                spec: h.spec.clone(),
-                mode: h.mode,
-                holders: h.holders.iter().cloned().collect(),
-            })
-            .collect();
-        Snapshot {
+    /// A number that changes whenever the table changes in a way worth persisting.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// What to persist, borrowed from the table (serialized as a [`Snapshot`]).
+    pub fn snapshot(&self) -> SnapshotView<'_> {
+        SnapshotView {
             format: SNAPSHOT_FORMAT,
-            backend: self.backend.name().into(),
-            owners,
-            locks,
+            backend: self.backend.name(),
+            owners: self
+                .owners
+                .values()
+                .map(|o| SnapshotOwnerView {
+                    info: &o.info,
+                    start_time: o.start_time,
+                    action: o.action,
+                })
+                .collect(),
+            locks: self
+                .held
+                .values()
+                .map(|h| SnapshotLockView {
+                    spec: &h.spec,
+                    mode: h.mode,
+                    holders: h.holders.iter().map(String::as_str).collect(),
+                })
+                .collect(),
         }
     }
 
@@ -551,6 +594,7 @@ impl<B: Backend> LockTable<B> {
                 }
             }
         }
+        self.generation += 1;
         lost
     }
 

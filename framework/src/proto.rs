@@ -406,8 +406,19 @@ impl Client {
     }
 }
 
+/// Lowercase hex of `bytes`, table-driven: it runs for every resource of every request.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex_lower(bytes)
 }
 
 /// The prefix and version of lockmgr's state strings.

@@ -472,7 +472,7 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         .map_err(|e| format!("cannot set up the interrupt handler: {e}"))?;
     let scratch = tempfile::Builder::new()
         .prefix("lockmgr-bench-")
-        .tempdir()
+        .tempdir_in(scratch_base())
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut errors = Vec::new();
@@ -1205,6 +1205,17 @@ fn floor_serve(args: &FloorArgs) -> Result<(), String> {
             .write_all(if ok { b"k" } else { b"e" })
             .map_err(|e| format!("reply: {e}"))?;
     }
+}
+
+/// Where the bench's scratch tree goes: `$TMPDIR` if set, else `/dev/shm`. lockmgrd keeps its
+/// lock table under `/run`, which is tmpfs on a normal host; a disk-backed scratch dir would
+/// time this machine's disk instead of the lock manager (the floor shares the same tree).
+fn scratch_base() -> std::path::PathBuf {
+    std::env::var_os("TMPDIR")
+        .map(std::path::PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|dir| dir.is_dir()))
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 #[cfg(test)]

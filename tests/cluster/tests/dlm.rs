@@ -159,7 +159,7 @@ impl Bed<'_> {
     fn start_daemon(&self, node: usize) {
         self.sh(
             node,
-            &format!("rm -f /run/lockmgr/dlm.pid; mkdir -p /run/lockmgr /etc/libvirt"),
+            "rm -f /run/lockmgr/dlm.pid; mkdir -p /run/lockmgr /etc/libvirt",
         );
         self.cluster
             .spawn(
@@ -359,8 +359,8 @@ fn hotplug_of_one_disk(bed: &Bed) -> Check {
 fn freed_micros(log: &str, uuid_hint: &str) -> Option<u64> {
     log.lines()
         .filter(|l| l.contains("exited; freed") && l.contains(uuid_hint))
-        .filter_map(|l| l.rsplit_once(" in ")?.1.strip_suffix(" µs")?.parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.rsplit_once(" in ")?.1.strip_suffix(" µs")?.parse().ok())
 }
 
 fn owner_kill_frees(bed: &Bed) -> Check {
@@ -414,8 +414,8 @@ fn daemon_crash_and_adoption(bed: &Bed) -> Check {
     let log = bed.daemon_log(1);
     let restored = log
         .lines()
-        .filter(|l| l.contains("restored"))
-        .last()
+        .rev()
+        .find(|l| l.contains("restored"))
         .unwrap_or("")
         .to_owned();
     if !restored.contains("restored 1 of 2 lock(s) for 1 running domain(s)") {
@@ -636,7 +636,6 @@ fn run_two_nodes(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> {
             println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
         }
     }
-    drop(bed);
     cluster.stop().expect("stop the cluster");
     results
 }
@@ -700,7 +699,6 @@ fn partitioned_node(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> 
     if check.is_err() {
         println!("--- lockmgrd log, node3 ---\n{}", bed.daemon_log(3));
     }
-    drop(bed);
     cluster.stop().expect("stop the cluster");
     vec![("3 nodes: a cut-off node cannot grant", check)]
 }
