@@ -109,6 +109,16 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 impl FileBackend {
+    /// Whether the locked `file` is still the one `path` names. A lockspace file is never
+    /// hard-linked, so an unlink or a rename over it leaves ours with no link: one fstat, no
+    /// path walk. A disk locked directly gets the full device + inode comparison.
+    fn still_named(&self, file: &File, path: &Path) -> bool {
+        if self.created_by_us(path) {
+            return file.metadata().is_ok_and(|m| m.nlink() > 0);
+        }
+        same_file(file, path)
+    }
+
     fn keep_idle(&mut self, path: &Path, id: &str, file: File) {
         if self.created_by_us(path) && self.idle.len() < MAX_IDLE_FILES {
             self.idle.insert(id.to_owned(), file);
@@ -224,7 +234,7 @@ impl Backend for FileBackend {
             }
             // Lock first, then check that the path still names the locked file: virtlockd
             // unlinks lock files it created, and an image may be replaced under its path.
-            if same_file(&file, path) {
+            if self.still_named(&file, path) {
                 return Ok(FileLock { file });
             }
             let _ = sys::ofd_unlock(file.as_fd());
