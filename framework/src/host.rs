@@ -480,36 +480,22 @@ impl Plugin {
         self.refs
     }
 
-    /// `drvNew` for `domain`. On failure there is no Free, as in libvirt.
+    /// `drvNew` for `domain`, with libvirt's five params in libvirt's order. On failure there
+    /// is no Free, as in libvirt.
     pub fn new_manager(&self, domain: &Domain, flags: NewFlags) -> HostResult<Manager<'_>> {
-        let table = self.table();
-        let new = table
-            .drvNew
-            .ok_or(HostError::NullCallback { slot: "drvNew" })?;
-        let params = DomainParams::new(domain)?;
-        let mut raw = Box::new(virLockManager {
-            driver: self.table.cast_mut(),
-            privateData: std::ptr::null_mut(),
-        });
+        let params = [
+            ("uuid".to_owned(), RawParam::Uuid(domain.uuid.0)),
+            ("name".to_owned(), RawParam::String(domain.name.clone())),
+            ("id".to_owned(), RawParam::UInt(domain.id)),
+            ("pid".to_owned(), RawParam::UInt(domain.pid)),
+            ("uri".to_owned(), RawParam::CString(domain.uri.clone())),
+        ];
         let flags = if flags.started {
             abi::VIR_LOCK_MANAGER_NEW_STARTED
         } else {
             0
         };
-        capture::clear();
-        let mut raw_params = params.raw();
-        // SAFETY: a zeroed manager as libvirt allocates it, and 5 params valid for the call.
-        let rc = unsafe {
-            new(
-                &mut *raw,
-                abi::VIR_LOCK_MANAGER_OBJECT_TYPE_DOMAIN,
-                raw_params.len(),
-                raw_params.as_mut_ptr(),
-                flags,
-            )
-        };
-        check("drvNew", rc)?;
-        Ok(Manager { plugin: self, raw })
+        self.new_manager_raw(&params, flags)
     }
 
     /// `drvNew` with hand-made params (for negative tests: unknown keys, wrong types).
@@ -524,12 +510,13 @@ impl Plugin {
             .ok_or(HostError::NullCallback { slot: "drvNew" })?;
         let owned = OwnedParams::new(params)?;
         let mut raw_params = owned.raw();
+        // Zeroed, as libvirt allocates it.
         let mut raw = Box::new(virLockManager {
             driver: self.table.cast_mut(),
             privateData: std::ptr::null_mut(),
         });
         capture::clear();
-        // SAFETY: a zeroed manager and params valid for the call.
+        // SAFETY: a zeroed manager and params (with the strings in `owned`) valid for the call.
         let rc = unsafe {
             new(
                 &mut *raw,
@@ -678,25 +665,6 @@ impl OwnedParams {
                 }
             })
             .collect()
-    }
-}
-
-/// libvirt's five New params for a domain, in libvirt's order.
-struct DomainParams(OwnedParams);
-
-impl DomainParams {
-    fn new(domain: &Domain) -> HostResult<Self> {
-        Ok(DomainParams(OwnedParams::new(&[
-            ("uuid".into(), RawParam::Uuid(domain.uuid.0)),
-            ("name".into(), RawParam::String(domain.name.clone())),
-            ("id".into(), RawParam::UInt(domain.id)),
-            ("pid".into(), RawParam::UInt(domain.pid)),
-            ("uri".into(), RawParam::CString(domain.uri.clone())),
-        ])?))
-    }
-
-    fn raw(&self) -> Vec<virLockManagerParam> {
-        self.0.raw()
     }
 }
 
