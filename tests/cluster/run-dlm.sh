@@ -15,9 +15,12 @@ fail() { echo "run-dlm.sh: $*" >&2; exit 1; }
 [ -c /dev/net/tun ] || fail "/dev/net/tun is missing: QEMU cannot create tap devices"
 
 start=$(date +%s)
+# Namespaces of the test bed present before this run (another run may be going on): only those
+# that appear during this run and stay are ours to complain about.
+namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
 cargo test -p lockmgr-testbed --test dlm --no-run
 cargo test -p lockmgr-testbed --test dlm -- --ignored --nocapture --test-threads=1
 echo "[run-dlm] total $(( $(date +%s) - start )) s"
 
-leftover=$(ip netns list | awk '/^lockmgr-/ { print $1 }')
+leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort))
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

@@ -18,6 +18,9 @@ for tool in qemu-system-x86_64 ip debootstrap cpio depmod apt-get pkg-config; do
 done
 
 start=$(date +%s)
+# Namespaces of the test bed present before this run (another run may be going on): only those
+# that appear during this run and stay are ours to complain about.
+namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
 echo "[run-proof] building dlm-proof and the proof test"
 cargo test -p lockmgr-testbed --test proof --no-run
 built=$(date +%s)
@@ -27,5 +30,5 @@ end=$(date +%s)
 echo "[run-proof] total $((end - start)) s (build $((built - start)) s, proof $((end - built)) s)"
 
 # The harness stops what it started; say so if anything of ours is still around.
-leftover=$(ip netns list | awk '/^lockmgr-/ { print $1 }')
+leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort))
 [ -z "$leftover" ] || echo "[run-proof] warning: namespaces still present: $leftover (lockmgr-testbed down removes leftovers)" >&2
