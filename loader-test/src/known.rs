@@ -45,6 +45,8 @@ pub fn mentions_unreachable_daemon(message: &str) -> bool {
         "Failed to connect socket",
         "Failed to open socket to sanlock daemon",
         "sanlock daemon",
+        // lockmgr's file.so and dlm.so
+        "is lockmgrd running?",
     ]
     .iter()
     .any(|needle| message.contains(needle))
