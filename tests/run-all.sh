@@ -32,4 +32,7 @@ tests/cluster/run-proof.sh
 section "dlm.so and lockmgrd --backend dlm on real DLM clusters (2 and 3 nodes)"
 tests/cluster/run-dlm.sh
 
+section "conformance matrix with a dlm column (owners on two nodes) and dlm.so vs raw libdlm"
+tests/cluster/run-dlm-matrix.sh
+
 section "done in $(( $(date +%s) - started ))s"

@@ -479,7 +479,7 @@ fn dlm_plugin_defaults() {
             require_lease_for_disks: false,
             lockspace_name: "libvirt".into(),
             socket_path: "/run/lockmgr/dlm.sock".into(),
-            state_dir: "/var/lib/lockmgr/dlm".into(),
+            state_dir: "/run/lockmgr/dlm-state".into(),
         }
     );
     let dir = tempfile::tempdir().unwrap();

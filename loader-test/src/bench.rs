@@ -119,6 +119,18 @@ pub struct BenchArgs {
     /// Leave out the floor.
     #[arg(long)]
     pub no_floor: bool,
+    /// Use this program as the floor instead of the built-in one (words split on spaces). It
+    /// speaks the worker protocol on stdin / stdout (`run N COUNT` → one JSON line of samples,
+    /// `quit`) and is given `--disks LIST`, plus `--cpu N` when pinned and `--disk-dir DIR` with
+    /// --disk-dir. E.g. the DLM floor of tests/cluster: `dlm-floor worker --lockspace libvirt`.
+    #[arg(long, value_name = "COMMAND")]
+    pub floor_command: Option<String>,
+    /// Create every worker's disk images in DIR, as `n<N>-<i>.img` (i from 000), instead of in
+    /// each worker's scratch directory, so that a floor or another machine can name the same
+    /// resources (the DLM names a disk after the sha256 of its path). Workers never run at the
+    /// same time and every cycle ends with its disks released, so they can share them.
+    #[arg(long, value_name = "DIR")]
+    pub disk_dir: Option<PathBuf>,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +160,8 @@ pub struct WorkerArgs {
     disks: Vec<usize>,
     #[arg(long)]
     scratch: PathBuf,
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
     #[command(flatten)]
     tools: ToolArgs,
 }
@@ -198,7 +212,7 @@ pub struct Series {
 /// A ratio line.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
-    /// `lockd/file` or `file/floor`.
+    /// `lockd/file`, `file/floor` or `dlm/floor`.
     pub what: String,
     /// The mode of the plugins compared.
     pub mode: String,
@@ -235,7 +249,13 @@ pub struct BenchReport {
     pub ratios: Vec<Ratio>,
     /// Workers that could not run, with why.
     pub errors: Vec<String>,
+    /// What the floor is.
+    pub floor: String,
 }
+
+/// What the built-in floor does per cycle.
+const BUILTIN_FLOOR: &str =
+    "2 unix-socket round trips to a peer that takes N OFD locks, then drops them";
 
 #[derive(Debug, Clone)]
 struct WorkerSpec {
@@ -282,19 +302,35 @@ impl Worker {
         scratch: &Path,
     ) -> Result<Worker, String> {
         std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-        let mut command = Command::new(exe);
-        command.arg("__bench-worker").arg("--scratch").arg(scratch);
-        match &spec.plugin {
-            Some(plugin) => {
+        let external = match (&spec.plugin, &args.floor_command) {
+            (None, Some(line)) => Some(line.split_whitespace().collect::<Vec<_>>()),
+            _ => None,
+        };
+        let mut command = match external.as_deref() {
+            Some([program, rest @ ..]) => {
+                let mut command = Command::new(program);
+                command.args(rest);
+                command
+            }
+            Some([]) => return Err("--floor-command is empty".into()),
+            None => {
+                let mut command = Command::new(exe);
+                command.arg("__bench-worker").arg("--scratch").arg(scratch);
+                command
+            }
+        };
+        match (&spec.plugin, &external) {
+            (Some(plugin), _) => {
                 command
                     .arg("--plugin")
                     .arg(&plugin.path)
                     .arg("--profile")
                     .arg(plugin.profile.as_str());
             }
-            None => {
+            (None, None) => {
                 command.arg("--floor");
             }
+            (None, Some(_)) => {}
         }
         if let Some(mode) = spec.mode {
             command.arg("--mode").arg(mode.as_str());
@@ -304,14 +340,22 @@ impl Worker {
         }
         let disks: Vec<String> = args.disks.iter().map(ToString::to_string).collect();
         command.arg("--disks").arg(disks.join(","));
-        command.args(args.tools.tools().to_args());
+        if let Some(dir) = &args.disk_dir {
+            command.arg("--disk-dir").arg(dir);
+        }
+        if external.is_none() {
+            command.args(args.tools.tools().to_args());
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start a worker: {e}"))?;
+            .map_err(|e| match &external {
+                Some(words) => format!("cannot start the floor {}: {e}", words.join(" ")),
+                None => format!("cannot start a worker: {e}"),
+            })?;
         harness_sys::track_group(child.id());
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -544,6 +588,10 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         series,
         ratios,
         errors,
+        floor: args
+            .floor_command
+            .as_ref()
+            .map_or_else(|| BUILTIN_FLOOR.to_owned(), |c| format!("`{c}`")),
     })
 }
 
@@ -689,6 +737,24 @@ fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
             });
         }
     }
+    // dlm.so against the DLM floor (`--floor-command dlm-floor …`): the issue's target, 1.5×,
+    // holds at every N.
+    let dlm = label_of(Profile::Dlm);
+    for s in series.iter().filter(|s| Some(&s.plugin) == dlm.as_ref()) {
+        if let Some(floor) = find("floor", "-", s.pinned, s.disks) {
+            let median = s.median_ns as f64 / floor.median_ns.max(1) as f64;
+            out.push(Ratio {
+                what: format!("{}/floor", s.plugin),
+                mode: s.mode.clone(),
+                disks: s.disks,
+                pinned: s.pinned,
+                median,
+                p99: s.p99_ns as f64 / floor.p99_ns.max(1) as f64,
+                target: Some("<= 1.5".to_owned()),
+                met: Some(median <= 1.5),
+            });
+        }
+    }
     out
 }
 
@@ -711,9 +777,8 @@ pub fn render(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{} cycles per row and placement, in {} interleaved rounds; floor = 2 unix-socket round \
-         trips to a peer that takes N OFD locks, then drops them",
-        report.iterations, report.rounds
+        "{} cycles per row and placement, in {} interleaved rounds; floor = {}",
+        report.iterations, report.rounds, report.floor
     );
     let cpus = report
         .unpinned_cpus
@@ -839,9 +904,11 @@ pub fn worker_command(args: &WorkerArgs) -> u8 {
             return crate::EXIT_FAIL;
         }
     };
+    // One write per line: the pipe is unbuffered, and a batch's samples are thousands of tokens.
     let mut reply = |r: &Reply| {
-        let _ = serde_json::to_writer(&mut out, r);
-        let _ = out.write_all(b"\n");
+        let mut line = serde_json::to_vec(r).unwrap_or_default();
+        line.push(b'\n');
+        let _ = out.write_all(&line);
         let _ = out.flush();
     };
     let cpus = match args.cpu {
@@ -948,6 +1015,10 @@ impl Subject {
         let layout = Layout::create(&args.scratch)
             .map_err(|e| format!("scratch {}: {e}", args.scratch.display()))?;
         let max = args.disks.iter().copied().max().unwrap_or(1);
+        let disk_dir = args
+            .disk_dir
+            .clone()
+            .unwrap_or_else(|| layout.disks.clone());
         if args.floor {
             let socket = layout.run.join("floor.sock");
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -994,7 +1065,7 @@ impl Subject {
         for (i, &n) in args.disks.iter().enumerate() {
             let mut disks = Vec::new();
             for d in 0..n {
-                let file = layout.disks.join(format!("n{n}-{d:03}.img"));
+                let file = disk_dir.join(format!("n{n}-{d:03}.img"));
                 std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
                 disks.push(Resource::Disk {
                     path: file,

@@ -545,6 +545,11 @@ impl Daemon {
         ))
     }
 
+    /// Everything every instance logged so far (they append to one file).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines the daemon logged.
     pub fn log_tail(&self) -> String {
         let mut text = String::new();

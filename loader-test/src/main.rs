@@ -2,11 +2,13 @@
 //! checks them against libvirt's contract.
 #![deny(unsafe_code)]
 
+mod agent;
 mod bench;
 mod daemons;
 mod harness_sys;
 mod known;
 mod matrix;
+mod node;
 mod output;
 mod scenario;
 mod step;
@@ -98,6 +100,22 @@ enum Commands {
     /// Internal: the floor's peer: a unix socket server that takes raw OFD locks.
     #[command(name = "__bench-floor", hide = true)]
     BenchFloor(bench::FloorArgs),
+    /// Run the owners b, d, … of matrix cells on this machine, for `matrix --remote-node`.
+    #[command(
+        hide = true,
+        long_about = "Listens for matrix cells (matrix --remote-node ADDR:PORT). Each cell gets a \
+        session process of its own on this machine: the plugin's daemon started here (for dlm, a \
+        lockmgrd --backend dlm of this node), the plugin loaded as libvirtd does, and the calls \
+        of the cell's remote owners made here, QEMU stand-ins included. Everything a session \
+        started is stopped when its cell ends. Only the plugins given with --plugin are loaded. \
+        A test tool: listen on a private test network only.",
+        after_help = "Example:\n  \
+        lockmgr-loader-test agent --listen 10.99.0.2:7311 --plugin dlm=/mnt/host/libdlm_plugin.so"
+    )]
+    Agent(agent::AgentArgs),
+    /// Internal: one matrix cell's remote owners, on stdin/stdout (used by `agent`).
+    #[command(name = "__agent-session", hide = true)]
+    AgentSession(agent::SessionArgs),
     /// One libvirt operation per call (register, acquire, pause, release, inquire), each with
     /// the plugin loaded afresh; prints one JSON line. For scripts and the cluster tests.
     #[command(subcommand)]
@@ -130,6 +148,8 @@ fn main() -> ExitCode {
         Commands::BenchWorker(args) => ExitCode::from(bench::worker_command(&args)),
         Commands::BenchFloor(args) => ExitCode::from(bench::floor_command(&args)),
         Commands::Step(command) => ExitCode::from(step::command(&command)),
+        Commands::Agent(args) => ExitCode::from(agent::command(&args)),
+        Commands::AgentSession(args) => ExitCode::from(agent::session_command(&args)),
     }
 }
 

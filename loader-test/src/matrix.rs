@@ -6,6 +6,10 @@
 //! A plugin that crashes or hangs is a ✗ with the step it happened in; whatever the cell left
 //! behind (the QEMU stand-ins, its daemon) is killed by process group, and its scratch directory
 //! is removed.
+//!
+//! With `--remote-node`, the cells of cluster-wide plugins (dlm) put every second owner (b, d, …)
+//! on another machine: their calls are made there by `lockmgr-loader-test agent`, with a daemon
+//! of that machine, while a, c, … stay here (see [`crate::agent`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,15 +17,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use lockmgr::host::{self, ForkedOwner, HostError, Plugin, RegisterOutcome};
-use lockmgr::{AcquireFlags, Domain, Lease, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::{Domain, Lease, Resource, Uuid};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::agent::{self, RemoteNode};
 use crate::daemons::{self, Layout, PluginEnv, PluginSpec, Profile, Tools};
 use crate::harness_sys;
+use crate::node::{Failure, LocalNode, OwnerNode, describe_resource};
 use crate::scenario::{self, Concrete, Corruption, Expect, Op, Scenario, Step};
 
 /// `matrix --help`, long form.
@@ -90,6 +95,22 @@ pub struct MatrixArgs {
     /// Seconds a cell may take before it is killed and marked ✗.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+    /// Also write the JSON report to this file (with the table or --json on stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+    /// Put every second owner of a scenario (b, d, …) on another machine, whose
+    /// `lockmgr-loader-test agent` listens at ADDR:PORT, in the cells of the --remote-profiles.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub remote_node: Option<String>,
+    /// The plugin profiles whose cells get owners on --remote-node: plugins whose locks reach
+    /// that machine (dlm; file when both run on one host, for testing the agent).
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        value_delimiter = ',',
+        default_value = "dlm"
+    )]
+    pub remote_profiles: Vec<String>,
     #[command(flatten)]
     pub tools: ToolArgs,
 }
@@ -105,6 +126,8 @@ pub struct CellCliArgs {
     profile: String,
     #[arg(long)]
     scratch: PathBuf,
+    #[arg(long)]
+    remote_node: Option<String>,
     #[command(flatten)]
     tools: ToolArgs,
 }
@@ -127,12 +150,28 @@ pub fn command(args: &MatrixArgs) -> u8 {
             return if harness_sys::terminating() { 130 } else { 2 };
         }
     };
+    let mut remote_profiles = Vec::new();
+    for name in &args.remote_profiles {
+        match Profile::from_name(name) {
+            Some(profile) => remote_profiles.push(profile),
+            None => {
+                eprintln!(
+                    "lockmgr-loader-test matrix: --remote-profiles {name}: unknown profile \
+                     (known: {})",
+                    Profile::KNOWN.join(", ")
+                );
+                return 2;
+            }
+        }
+    }
     let options = MatrixOptions {
         plugins,
         scenarios: args.scenarios.clone().unwrap_or_else(default_scenario_dir),
         only: args.only.clone(),
         tools: args.tools.tools(),
         timeout: Duration::from_secs(args.timeout.max(1)),
+        remote_node: args.remote_node.clone(),
+        remote_profiles,
     };
     let report = match run_matrix(&options) {
         Ok(report) => report,
@@ -141,14 +180,24 @@ pub fn command(args: &MatrixArgs) -> u8 {
             return if harness_sys::terminating() { 130 } else { 2 };
         }
     };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(err) => {
-                eprintln!("lockmgr-loader-test matrix: cannot encode JSON: {err}");
-                return crate::EXIT_FAIL;
-            }
+    let json = match serde_json::to_string_pretty(&report) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("lockmgr-loader-test matrix: cannot encode JSON: {err}");
+            return crate::EXIT_FAIL;
         }
+    };
+    if let Some(path) = &args.json_file {
+        if let Err(err) = std::fs::write(path, format!("{json}\n")) {
+            eprintln!(
+                "lockmgr-loader-test matrix: cannot write {}: {err}",
+                path.display()
+            );
+            return crate::EXIT_FAIL;
+        }
+    }
+    if args.json {
+        println!("{json}");
     } else {
         print!("{}", render_table(&report, args.verbose));
     }
@@ -175,6 +224,7 @@ pub fn cell_command(args: &CellCliArgs) -> u8 {
             profile,
             scratch: args.scratch.clone(),
             tools: args.tools.tools(),
+            remote_node: args.remote_node.clone(),
         },
         &mut events,
     );
@@ -284,6 +334,9 @@ pub struct PluginColumn {
     pub path: PathBuf,
     /// The profile (daemon and config) used.
     pub profile: String,
+    /// Where owners b, d, … ran (the agent's ADDR:PORT), when not here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_node: Option<String>,
 }
 
 /// A row of the matrix.
@@ -312,6 +365,19 @@ pub struct MatrixOptions {
     pub tools: Tools,
     /// Per-cell time limit.
     pub timeout: Duration,
+    /// The agent that runs owners b, d, … of the `remote_profiles` columns.
+    pub remote_node: Option<String>,
+    /// The profiles whose cells use `remote_node`.
+    pub remote_profiles: Vec<Profile>,
+}
+
+impl MatrixOptions {
+    /// The agent for `plugin`'s cells, if its owners are split across machines.
+    fn remote_for(&self, plugin: &PluginSpec) -> Option<&str> {
+        self.remote_node
+            .as_deref()
+            .filter(|_| self.remote_profiles.contains(&plugin.profile))
+    }
 }
 
 /// Runs the whole matrix; progress goes to stderr.
@@ -381,6 +447,7 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
                 label: p.label.clone(),
                 path: p.path.clone(),
                 profile: p.profile.as_str().into(),
+                remote_node: options.remote_for(p).map(str::to_owned),
             })
             .collect(),
         scenarios: scenarios
@@ -429,6 +496,13 @@ fn run_cell_subprocess(
         .arg(plugin.profile.as_str())
         .arg("--scratch")
         .arg(dir)
+        .args(
+            options
+                .remote_for(plugin)
+                .map(|address| ["--remote-node", address])
+                .into_iter()
+                .flatten(),
+        )
         .args(tools.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -531,13 +605,16 @@ pub struct CellArgs {
     pub scratch: PathBuf,
     /// Where the daemons are.
     pub tools: Tools,
+    /// The agent running owners b, d, … (none: every owner here).
+    pub remote_node: Option<String>,
 }
 
 /// Entry point of `__matrix-cell`: runs one scenario against one plugin, streaming events.
 pub fn run_cell(args: &CellArgs, events: &mut dyn Write) {
     let mut emit = |event: CellEvent| {
-        let _ = serde_json::to_writer(&mut *events, &event);
-        let _ = events.write_all(b"\n");
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        let _ = events.write_all(&line);
         let _ = events.flush();
     };
     let (verdict, reason) = match run_cell_inner(args, &mut emit) {
@@ -585,18 +662,46 @@ fn run_cell_inner(args: &CellArgs, emit: &mut dyn FnMut(CellEvent)) -> Result<St
             },
             reason: format!("setting up {}: {e}", args.profile),
         })?;
-    emit(CellEvent::Setup {
-        detail: format!(
-            "{}{}",
-            env.describe(),
-            if lockspace {
-                format!("; lockspace {}", layout.lockspace.display())
-            } else {
-                "; disks locked directly".into()
-            }
-        ),
-    });
-    let mut runner = Runner::new(&scenario, args, env)?;
+    let mut setup = format!(
+        "{}{}",
+        env.describe(),
+        if lockspace {
+            format!("; lockspace {}", layout.lockspace.display())
+        } else {
+            "; disks locked directly".into()
+        }
+    );
+    // Owners b, d, … run on the agent's node when one is given (only if there is a b).
+    let remote = match &args.remote_node {
+        Some(address) if scenario.owners.len() > 1 => {
+            let (node, detail) = RemoteNode::connect(
+                address,
+                &agent::Setup {
+                    plugin: args.plugin.clone(),
+                    profile: args.profile.as_str().to_owned(),
+                    lockspace: lockspace.then(|| layout.lockspace.clone()),
+                    cell: format!("{} × {}", scenario.name, args.profile),
+                },
+            )
+            .map_err(End::fail)?;
+            let remote_owners: Vec<&str> = scenario
+                .owners
+                .keys()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 1)
+                .map(|(_, name)| name.as_str())
+                .collect();
+            setup.push_str(&format!(
+                "; owners {} on {} ({detail})",
+                remote_owners.join(", "),
+                node.name()
+            ));
+            Some(node)
+        }
+        _ => None,
+    };
+    emit(CellEvent::Setup { detail: setup });
+    let mut runner = Runner::new(&scenario, args, env, remote)?;
     let result = runner.run_steps(emit);
     let cleanup = runner.finish();
     let notes = result?;
@@ -607,20 +712,31 @@ fn run_cell_inner(args: &CellArgs, emit: &mut dyn FnMut(CellEvent)) -> Result<St
 /// Per-owner bookkeeping, as libvirt keeps it per domain.
 struct OwnerState {
     domain: Domain,
-    process: Option<ForkedOwner>,
+    /// Whether the owner runs on the agent's node (its calls made there).
+    remote: bool,
     /// The state string of the last pause (libvirt's `priv->lockState`).
     saved_state: Option<String>,
+}
+
+/// The last `kill` step: when, and on which node.
+struct LastKill {
+    at: Instant,
+    wall: SystemTime,
+    uuid: Uuid,
+    remote: bool,
 }
 
 struct Runner<'a> {
     scenario: &'a Scenario,
     profile: Profile,
-    plugin_path: PathBuf,
-    plugin: Option<Plugin>,
-    env: PluginEnv,
+    local: LocalNode,
+    remote: Option<RemoteNode>,
     owners: BTreeMap<String, OwnerState>,
-    last_kill: Option<Instant>,
+    last_kill: Option<LastKill>,
     plugin_notes: Vec<String>,
+    /// A note about how the current step was judged (e.g. a bound across nodes), kept when the
+    /// step passes.
+    step_note: Option<String>,
 }
 
 /// The result of running a step's calls: success text, or the failure.
@@ -629,24 +745,6 @@ enum Outcome {
     /// The expected outcome came, but only after the step's `within_ms` bound.
     Late(String),
     NotApplicable(String),
-}
-
-struct Failure {
-    message: String,
-    reported: Option<host::ReportedError>,
-}
-
-impl From<HostError> for Failure {
-    fn from(err: HostError) -> Self {
-        let reported = match &err {
-            HostError::Callback { reported, .. } => reported.clone(),
-            _ => None,
-        };
-        Failure {
-            message: err.to_string(),
-            reported,
-        }
-    }
 }
 
 fn owner_uuid(scenario: &str, owner: &str) -> Uuid {
@@ -659,8 +757,24 @@ fn owner_uuid(scenario: &str, owner: &str) -> Uuid {
     Uuid(bytes)
 }
 
+/// When the daemon whose log this is freed the locks of `uuid`'s QEMU (its last "owner … exited;
+/// freed" line), as wall-clock time (lockmgrd logs seconds with milliseconds).
+fn logged_release(log: &str, uuid: &Uuid) -> Option<SystemTime> {
+    let needle = format!("owner {uuid} exited; freed");
+    let line = log.lines().rev().find(|line| line.contains(&needle))?;
+    let stamp = line.split_whitespace().next()?;
+    let (secs, millis) = stamp.split_once('.')?;
+    let at = Duration::from_secs(secs.parse().ok()?) + Duration::from_millis(millis.parse().ok()?);
+    Some(SystemTime::UNIX_EPOCH + at)
+}
+
 impl<'a> Runner<'a> {
-    fn new(scenario: &'a Scenario, args: &CellArgs, env: PluginEnv) -> Result<Self, End> {
+    fn new(
+        scenario: &'a Scenario,
+        args: &CellArgs,
+        env: PluginEnv,
+        remote: Option<RemoteNode>,
+    ) -> Result<Self, End> {
         // Disk images and lease files exist before anything runs (lockd needs both).
         for name in scenario.resources.keys() {
             for resource in scenario.expanded(name).unwrap_or_default() {
@@ -689,29 +803,48 @@ impl<'a> Runner<'a> {
                     name.clone(),
                     OwnerState {
                         domain,
-                        process: None,
+                        remote: remote.is_some() && i % 2 == 1,
                         saved_state: None,
                     },
                 )
             })
             .collect();
-        // As in libvirtd, libvirt.so.0 is loaded (it also keeps the harness's per-call error
-        // lookup cheap for plugins that do not link libvirt).
-        harness_sys::preload(c"libvirt.so.0");
-        let mut plugin = Plugin::open(&args.plugin).map_err(|e| End::fail(e.to_string()))?;
-        plugin
-            .init(&env.config)
-            .map_err(|e| End::fail(format!("drvInit: {e}")))?;
+        let local = LocalNode::new(&args.plugin, env).map_err(End::fail)?;
         Ok(Runner {
             scenario,
             profile: args.profile,
-            plugin_path: args.plugin.clone(),
-            plugin: Some(plugin),
-            env,
+            local,
+            remote,
             owners,
             last_kill: None,
             plugin_notes: Vec::new(),
+            step_note: None,
         })
+    }
+
+    /// The step's label, with the node for an owner of the agent's node (`acquire by b@10.99.0.2`).
+    fn label(&self, step: &Step) -> String {
+        let label = step.label();
+        match (&step.owner, &self.remote) {
+            (Some(owner), Some(remote)) if self.is_remote(owner) => label.replacen(
+                &format!("by {owner}"),
+                &format!("by {owner}@{}", remote.host()),
+                1,
+            ),
+            _ => label,
+        }
+    }
+
+    fn is_remote(&self, owner: &str) -> bool {
+        self.owners.get(owner).is_some_and(|o| o.remote)
+    }
+
+    /// The node that makes `owner`'s calls.
+    fn node(&mut self, owner: &str) -> &mut dyn OwnerNode {
+        match (self.is_remote(owner), self.remote.as_mut()) {
+            (true, Some(remote)) => remote,
+            _ => &mut self.local,
+        }
     }
 
     /// Runs every step; returns the notes of plugin-specific expectations that were met.
@@ -719,13 +852,14 @@ impl<'a> Runner<'a> {
         let scenario = self.scenario;
         for (i, step) in scenario.steps.iter().enumerate() {
             let index = i + 1;
-            let label = step.label();
+            let label = self.label(step);
             emit(CellEvent::Start {
                 index,
                 label: label.clone(),
             });
             let (expect, plugin_note) = step.expectation(self.profile.as_str());
             let started = Instant::now();
+            self.step_note = None;
             let (outcome, timing) = self.run_with_retry(step, expect);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let mut report = StepReport {
@@ -769,6 +903,10 @@ impl<'a> Runner<'a> {
                     report.outcome, self.profile
                 ));
             }
+            if let (Some(note), true) = (self.step_note.take(), report.ok) {
+                self.plugin_notes
+                    .push(format!("step {index} ({label}) {}: {note}", report.outcome));
+            }
             emit(CellEvent::Step(report));
             if let Err(why) = verdict {
                 let note = step
@@ -782,17 +920,37 @@ impl<'a> Runner<'a> {
     }
 
     /// Runs the step; with `within_ms`, again until the expected outcome or the bound.
+    ///
+    /// After a `kill` on one node, a step of an owner on the other node is judged in two parts:
+    /// the killed owner's daemon must have freed its locks within `within_ms` of the SIGKILL (the
+    /// bound is the daemon's, read from its log), and the other node must have been granted
+    /// within `across_nodes_within_ms` (the grant also pays the lock manager's round trips
+    /// between the nodes and the agent's).
     fn run_with_retry(&mut self, step: &Step, expect: Expect) -> (Outcome, Option<String>) {
         let Some(bound_ms) = step.within_ms else {
             return (self.exec(step), None);
         };
-        let since = self.last_kill.unwrap_or_else(Instant::now);
-        let from = if self.last_kill.is_some() {
-            "after the SIGKILL"
+        let owner_remote = step.owner.as_deref().is_some_and(|o| self.is_remote(o));
+        let across = self
+            .last_kill
+            .as_ref()
+            .is_some_and(|kill| kill.remote != owner_remote);
+        let end_bound_ms = if across {
+            step.across_nodes_within_ms.unwrap_or(bound_ms)
         } else {
-            "after the first try"
+            bound_ms
         };
-        let deadline = since + Duration::from_millis(bound_ms);
+        let since = self
+            .last_kill
+            .as_ref()
+            .map_or_else(Instant::now, |kill| kill.at);
+        let from = match (&self.last_kill, across) {
+            (None, _) => "after the first try",
+            (Some(_), false) => "after the SIGKILL",
+            (Some(_), true) => "after the SIGKILL on the other node",
+        };
+        let end_bound = Duration::from_millis(end_bound_ms);
+        let deadline = since + end_bound;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -811,22 +969,77 @@ impl<'a> Runner<'a> {
                     (Outcome::Done(Ok(_)), false) => "ok",
                     _ => "still failing",
                 };
-                let within = if elapsed <= Duration::from_millis(bound_ms) {
-                    format!("within the {bound_ms} ms bound")
-                } else {
-                    format!("OVER the {bound_ms} ms bound")
+                let within = match (elapsed <= end_bound, across) {
+                    (true, false) => format!("within the {end_bound_ms} ms bound"),
+                    (false, false) => format!("OVER the {end_bound_ms} ms bound"),
+                    (true, true) => format!("within the {end_bound_ms} ms bound across nodes"),
+                    (false, true) => format!("OVER the {end_bound_ms} ms bound across nodes"),
                 };
-                let timing = format!(
+                let mut timing = format!(
                     "{word} {:.1} ms {from} ({within}; {tries} tr{}, the last one took {try_ms:.1} ms)",
                     elapsed.as_secs_f64() * 1000.0,
                     if tries == 1 { "y" } else { "ies" }
                 );
-                if !reached || elapsed <= Duration::from_millis(bound_ms) {
+                let mut daemon_late = false;
+                if across && reached {
+                    let (text, late) = self.daemon_part(bound_ms);
+                    timing.push_str(&format!("; {text}"));
+                    daemon_late = late;
+                    if !late && step.across_nodes_within_ms.is_some() {
+                        self.step_note = Some(format!(
+                            "across nodes, {:.1} ms after the SIGKILL (bound {end_bound_ms} ms: \
+                             the grant on the other node also pays round trips between the \
+                             nodes); {text}",
+                            elapsed.as_secs_f64() * 1000.0
+                        ));
+                    }
+                }
+                if !reached || (elapsed <= end_bound && !daemon_late) {
                     return (outcome, Some(timing));
                 }
                 return (Outcome::Late(timing), None);
             }
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The daemon's own part of a release seen across nodes: when the killed owner's daemon
+    /// logged it, against `bound_ms` from the SIGKILL. Measurable when that daemon runs here
+    /// (the same clock) and logs its releases (lockmgrd); otherwise said so. Returns the text
+    /// and whether it was over the bound.
+    fn daemon_part(&mut self, bound_ms: u64) -> (String, bool) {
+        let Some(kill) = &self.last_kill else {
+            return (String::new(), false);
+        };
+        if kill.remote {
+            return (
+                "the killed owner's daemon runs on the other node (another clock): its release \
+                 is not timed separately"
+                    .into(),
+                false,
+            );
+        }
+        let (uuid, wall) = (kill.uuid, kill.wall);
+        let Some(log) = self.local.daemon_log() else {
+            return ("this host has no lock daemon to time".into(), false);
+        };
+        match logged_release(&log, &uuid) {
+            Some(released) => {
+                let ms = released.duration_since(wall).map_or(0, |d| d.as_millis());
+                let late = ms > u128::from(bound_ms);
+                (
+                    format!(
+                        "this host's daemon logged the release {ms} ms after the SIGKILL ({} the \
+                         {bound_ms} ms bound)",
+                        if late { "OVER" } else { "within" }
+                    ),
+                    late,
+                )
+            }
+            None => (
+                "this host's daemon logged no release for the killed owner".into(),
+                false,
+            ),
         }
     }
 
@@ -912,7 +1125,7 @@ impl<'a> Runner<'a> {
     fn identifiers(&self, resource: &Concrete) -> Vec<String> {
         match (&resource.disk, &resource.lease) {
             (Some(disk), _) => {
-                let path = self.env.layout.disks.join(disk);
+                let path = self.local.env().layout.disks.join(disk);
                 let text = path.display().to_string();
                 let hash = Sha256::digest(text.as_bytes());
                 let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
@@ -928,53 +1141,26 @@ impl<'a> Runner<'a> {
         concrete.iter().map(|c| self.resource(c)).collect()
     }
 
+    /// The resource as libvirt passes it; owners on the agent's node get the very same paths
+    /// (the lock manager names resources after them).
     fn resource(&self, concrete: &Concrete) -> Resource {
         let access = concrete.mode.access();
+        let layout = &self.local.env().layout;
         match (&concrete.disk, &concrete.lease) {
             (Some(disk), _) => Resource::Disk {
-                path: self.env.layout.disks.join(disk),
+                path: layout.disks.join(disk),
                 access,
             },
             (None, lease) => Resource::Lease {
                 lease: Lease {
                     key: lease.clone().unwrap_or_default(),
                     lockspace: Some(daemons::LEASE_LOCKSPACE.into()),
-                    path: Some(self.env.layout.leases.clone()),
+                    path: Some(layout.leases.clone()),
                     offset: Some(0),
                 },
                 access,
             },
         }
-    }
-
-    fn plugin(&self) -> Result<&Plugin, Failure> {
-        self.plugin.as_ref().ok_or_else(|| Failure {
-            message: "the plugin is not loaded (an earlier restart failed)".into(),
-            reported: None,
-        })
-    }
-
-    /// A fresh context for `owner`'s domain with the step's resources, as libvirt makes one.
-    fn context(
-        &self,
-        owner: &str,
-        uri: bool,
-        resources: &[Resource],
-    ) -> Result<host::Manager<'_>, Failure> {
-        let state = &self.owners[owner];
-        let mut domain = state.domain.clone();
-        domain.uri = uri.then(|| "qemu:///system".to_owned());
-        let mut manager = self.plugin()?.new_manager(&domain, NewFlags::default())?;
-        for resource in resources {
-            manager.add_resource(resource).map_err(|e| Failure {
-                message: format!("{e} (resource {})", describe_resource(resource)),
-                reported: match e {
-                    HostError::Callback { reported, .. } => reported,
-                    _ => None,
-                },
-            })?;
-        }
-        Ok(manager)
     }
 
     fn exec(&mut self, step: &Step) -> Outcome {
@@ -987,24 +1173,27 @@ impl<'a> Runner<'a> {
             format!("{count} resources")
         };
         match step.op {
-            Op::Register => Outcome::Done(self.register(&owner, &resources)),
-            Op::Acquire | Op::Hotplug => Outcome::Done((|| {
-                let mut manager = self.context(&owner, true, &resources)?;
-                manager.acquire(
-                    None,
-                    AcquireFlags::default(),
-                    LockFailureAction::Default,
-                    false,
-                )?;
-                Ok(format!("{summary} locked"))
-            })()),
+            Op::Register => {
+                let domain = self.owners[&owner].domain.clone();
+                let result = self.node(&owner).register(&owner, &domain, &resources);
+                Outcome::Done(result.map(|(pid, detail)| {
+                    if let Some(state) = self.owners.get_mut(&owner) {
+                        state.domain.pid = pid;
+                    }
+                    detail
+                }))
+            }
+            Op::Acquire | Op::Hotplug => Outcome::Done(
+                self.node(&owner)
+                    .acquire(&owner, &resources, None)
+                    .map(|()| format!("{summary} locked")),
+            ),
             Op::Resume => self.resume(step, &owner, &resources, &summary),
             Op::Pause => Outcome::Done((|| {
                 let mut last = None;
                 let times = step.repeat.unwrap_or(1).max(1);
                 for _ in 0..times {
-                    let mut manager = self.context(&owner, false, &resources)?;
-                    last = manager.release(true)?;
+                    last = self.node(&owner).release(&owner, &resources, true)?;
                 }
                 let detail = format!(
                     "{summary} released{}; state {}",
@@ -1020,54 +1209,23 @@ impl<'a> Runner<'a> {
                 }
                 Ok(detail)
             })()),
-            Op::Detach | Op::Unplug => Outcome::Done((|| {
-                let mut manager = self.context(&owner, false, &resources)?;
-                manager.release(false)?;
-                Ok(format!("{summary} released"))
-            })()),
-            Op::Inquire => Outcome::Done((|| {
-                let mut manager = self.context(&owner, false, &resources)?;
-                let state = manager.inquire()?;
-                Ok(format!("state {}", describe_state(state.as_deref())))
-            })()),
+            Op::Detach | Op::Unplug => Outcome::Done(
+                self.node(&owner)
+                    .release(&owner, &resources, false)
+                    .map(|_| format!("{summary} released")),
+            ),
+            Op::Inquire => Outcome::Done(
+                self.node(&owner)
+                    .inquire(&owner, &resources)
+                    .map(|state| format!("state {}", describe_state(state.as_deref()))),
+            ),
             Op::Kill => Outcome::Done(self.kill(&owner)),
             Op::RestartLibvirtd => Outcome::Done(self.restart_libvirtd()),
-            Op::RestartDaemon => self.restart_daemon(),
-        }
-    }
-
-    fn register(&mut self, owner: &str, resources: &[Resource]) -> Result<String, Failure> {
-        let domain = self.owners[owner].domain.clone();
-        let mut domain = domain;
-        domain.uri = Some("qemu:///system".into());
-        let process = host::start_owner(
-            self.plugin()?,
-            &domain,
-            resources,
-            LockFailureAction::Default,
-        )?;
-        match process.outcome.clone() {
-            RegisterOutcome::Registered {
-                fd,
-                fd_survived_exec,
-            } => {
-                let pid = process.pid();
-                let state = self.owners.get_mut(owner).expect("owner exists");
-                state.domain.pid = pid;
-                state.process = Some(process);
-                Ok(format!(
-                    "QEMU stand-in pid {pid}{}",
-                    match (fd, fd_survived_exec) {
-                        (Some(fd), true) => format!(", holding fd {fd}"),
-                        (Some(fd), false) => format!(", fd {fd} lost at exec (close-on-exec)"),
-                        (None, _) => ", no fd".into(),
-                    }
-                ))
-            }
-            RegisterOutcome::Failed { error, reported } => Err(Failure {
-                message: format!("in the pre-exec child: {error}"),
-                reported,
-            }),
+            Op::RestartDaemon => match self.local.restart_daemon() {
+                Ok(Some(detail)) => Outcome::Done(Ok(detail)),
+                Ok(None) => Outcome::NotApplicable(format!("{} has no lock daemon", self.profile)),
+                Err(failure) => Outcome::Done(Err(failure)),
+            },
         }
     }
 
@@ -1090,19 +1248,15 @@ impl<'a> Runner<'a> {
             (Some(how), Some(text)) => Some(corrupt(&text, how)),
             (None, saved) => saved,
         };
-        let result = (|| {
-            let mut manager = self.context(owner, true, resources)?;
-            manager.acquire(
-                state.as_deref(),
-                AcquireFlags::default(),
-                LockFailureAction::Default,
-                false,
-            )?;
-            Ok(format!(
-                "{summary} locked with state {}",
-                describe_state(state.as_deref())
-            ))
-        })();
+        let result = self
+            .node(owner)
+            .acquire(owner, resources, state.as_deref())
+            .map(|()| {
+                format!(
+                    "{summary} locked with state {}",
+                    describe_state(state.as_deref())
+                )
+            });
         if result.is_ok() && step.corrupt.is_none() {
             // libvirt frees the saved state after a successful resume, and keeps it otherwise.
             if let Some(owner) = self.owners.get_mut(owner) {
@@ -1118,98 +1272,46 @@ impl<'a> Runner<'a> {
     }
 
     fn kill(&mut self, owner: &str) -> Result<String, Failure> {
-        let state = self.owners.get_mut(owner).expect("owner exists");
-        let Some(mut process) = state.process.take() else {
-            return Err(Failure {
-                message: format!("owner '{owner}' has no running QEMU stand-in"),
-                reported: None,
-            });
+        let (uuid, remote) = {
+            let state = &self.owners[owner];
+            (state.domain.uuid, state.remote)
         };
-        let pid = process.pid();
-        self.last_kill = Some(Instant::now());
-        process.kill()?;
-        Ok(format!("QEMU stand-in {pid} SIGKILLed and reaped"))
+        self.last_kill = Some(LastKill {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            uuid,
+            remote,
+        });
+        self.node(owner).kill(owner)
     }
 
+    /// libvirtd restarts on every node of the cell.
     fn restart_libvirtd(&mut self) -> Result<String, Failure> {
-        let started = Instant::now();
-        let mut old = self.plugin.take().ok_or_else(|| Failure {
-            message: "the plugin is not loaded".into(),
-            reported: None,
-        })?;
-        old.deinit()?;
-        drop(old);
-        let mut plugin = Plugin::open(&self.plugin_path)?;
-        plugin.init(&self.env.config)?;
-        self.plugin = Some(plugin);
-        Ok(format!(
-            "drvDeinit + dlclose, dlopen + drvInit in {:.1} ms; the owners kept running",
-            started.elapsed().as_secs_f64() * 1000.0
-        ))
+        let mut detail = self.local.restart_libvirtd()?;
+        if let Some(remote) = self.remote.as_mut() {
+            let there = remote.restart_libvirtd()?;
+            detail = format!("{detail}; on {}: {there}", remote.name());
+        }
+        Ok(detail)
     }
 
-    fn restart_daemon(&mut self) -> Outcome {
-        let Some(daemon) = self.env.daemon.as_mut() else {
-            return Outcome::NotApplicable(format!("{} has no lock daemon", self.profile));
-        };
-        let result = daemon
-            .crash()
-            .and_then(|old| daemon.start().map(|ready| (old, ready)));
-        Outcome::Done(match result {
-            Ok((old, ready)) => Ok(format!(
-                "{} pid {old} SIGKILLed; pid {} accepting connections after {:.1} ms",
-                daemon.name,
-                daemon.pid(),
-                ready.as_secs_f64() * 1000.0
-            )),
-            Err(message) => Err(Failure {
-                message,
-                reported: None,
-            }),
-        })
-    }
-
-    /// Kills the owners, deinits the plugin, stops the daemon; reports what went wrong.
+    /// Kills the owners, deinits the plugin, stops the daemon, on every node; reports what went
+    /// wrong.
     fn finish(&mut self) -> Result<(), String> {
-        for state in self.owners.values_mut() {
-            drop(state.process.take());
-        }
         let mut problems = Vec::new();
-        if let Some(mut plugin) = self.plugin.take() {
-            if let Err(err) = plugin.deinit() {
-                problems.push(format!("at the end, {err}"));
-            }
-        }
-        if let Err(err) = self.env.stop() {
+        if let Err(err) = self.local.finish() {
             problems.push(err);
+        }
+        if let Some(remote) = self.remote.as_mut() {
+            if let Err(err) = remote.finish() {
+                problems.push(format!("on {}: {err}", remote.name()));
+            }
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("; "))
         }
-    }
-}
-
-fn describe_resource(resource: &Resource) -> String {
-    match resource {
-        Resource::Disk { path, access } => format!(
-            "disk {} ({})",
-            path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into()
-            ),
-            access_word(*access)
-        ),
-        Resource::Lease { lease, .. } => format!("lease {}", lease.key),
-    }
-}
-
-fn access_word(access: lockmgr::Access) -> &'static str {
-    match access {
-        lockmgr::Access::Exclusive => "exclusive",
-        lockmgr::Access::Shared => "shared",
-        lockmgr::Access::ReadOnly => "readonly",
     }
 }
 
@@ -1313,6 +1415,15 @@ pub fn render_table(report: &MatrixReport, verbose: bool) -> String {
         out,
         "\n✓ as expected   ✗ not as expected   – not applicable   … cannot run on this machine"
     );
+    for plugin in &report.plugins {
+        if let Some(node) = &plugin.remote_node {
+            let _ = writeln!(
+                out,
+                "{}: owners a, c, … on this host, b, d, … on {node} (its lockmgr-loader-test agent)",
+                plugin.label
+            );
+        }
+    }
     for (i, note) in notes.iter().enumerate() {
         let _ = writeln!(out, "{:>3}. {note}", i + 1);
     }
@@ -1379,6 +1490,24 @@ mod tests {
             "lockmgr1:not-a-state-string"
         );
         assert_eq!(corrupt("ab", Corruption::Flip), "aA");
+    }
+
+    #[test]
+    fn the_release_time_is_read_from_lockmgrd_s_log_for_that_owner() {
+        let a = owner_uuid("s", "a");
+        let b = owner_uuid("s", "b");
+        let log = format!(
+            "1700000000.100 lockmgrd[7]: serving /run/x.sock\n\
+             1700000001.250 lockmgrd[7]: owner {a} exited; freed 1 lock(s) in 80 µs\n\
+             1700000002.005 lockmgrd[7]: owner {b} exited; freed 2 lock(s) in 95 µs\n"
+        );
+        let at = |secs: u64, millis: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+        };
+        assert_eq!(logged_release(&log, &a), Some(at(1_700_000_001, 250)));
+        assert_eq!(logged_release(&log, &b), Some(at(1_700_000_002, 5)));
+        assert_eq!(logged_release(&log, &owner_uuid("s", "c")), None);
+        assert_eq!(logged_release("garbage owner", &a), None);
     }
 
     #[test]

@@ -236,6 +236,12 @@ pub struct Step {
     /// from the last `kill` (or from the step's start).
     #[serde(default)]
     pub within_ms: Option<u64>,
+    /// With `within_ms`, when the last `kill` hit an owner on another machine than this step's
+    /// (matrix `--remote-node`): the bound for this step's outcome, while `within_ms` still bounds
+    /// the killed owner's daemon freeing its locks (read from that daemon's log). The grant across
+    /// machines also pays the lock manager's round trips between them and the agent's.
+    #[serde(default)]
+    pub across_nodes_within_ms: Option<u64>,
     /// Resume only: damage the saved state string first. A plugin that returns no state makes
     /// the scenario not applicable (libvirt never passes a state back to it).
     #[serde(default)]
@@ -477,6 +483,17 @@ impl Scenario {
             if step.repeat.is_some() && step.op != Op::Pause {
                 return Err(at("repeat only applies to pause".into()));
             }
+            match (step.within_ms, step.across_nodes_within_ms) {
+                (None, Some(_)) => {
+                    return Err(at("across_nodes_within_ms needs within_ms".into()));
+                }
+                (Some(within), Some(across)) if across < within => {
+                    return Err(at(format!(
+                        "across_nodes_within_ms ({across}) is below within_ms ({within})"
+                    )));
+                }
+                _ => {}
+            }
             let refusal_possible = step.expect == Some(Expect::Refused)
                 || step.by_plugin.values().any(|p| p.expect == Expect::Refused);
             if (step.error.is_some() || step.names.is_some()) && !refusal_possible {
@@ -622,6 +639,24 @@ mod tests {
         assert!(
             unregistered.0.contains("before its register step"),
             "{unregistered}"
+        );
+        let across_alone = parse(&format!(
+            "{BASE}{REGISTER_A}[[steps]]\ndo = \"acquire\"\nowner = \"a\"\nacross_nodes_within_ms = 500\n"
+        ))
+        .unwrap_err();
+        assert!(
+            across_alone
+                .0
+                .contains("step 2 (acquire by a): across_nodes_within_ms needs within_ms"),
+            "{across_alone}"
+        );
+        let across_below = parse(&format!(
+            "{BASE}{REGISTER_A}[[steps]]\ndo = \"acquire\"\nowner = \"a\"\nwithin_ms = 100\nacross_nodes_within_ms = 50\n"
+        ))
+        .unwrap_err();
+        assert!(
+            across_below.0.contains("is below within_ms"),
+            "{across_below}"
         );
     }
 

@@ -27,35 +27,6 @@ fn scenario_names() -> Vec<String> {
     names
 }
 
-/// Builds a binary target with cargo (like `build_plugin` for cdylibs) and returns its path.
-fn build_binary(package: &str, bin: &str) -> PathBuf {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        package,
-        "--bin",
-        bin,
-        "--message-format=json",
-    ]);
-    if !cfg!(debug_assertions) {
-        cmd.arg("--release");
-    }
-    let output = cmd.output().expect("run cargo build");
-    assert!(
-        output.status.success(),
-        "cargo build -p {package} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| panic!("cargo build -p {package} produced no executable"))
-}
-
 /// A broken example plugin, built now if `cargo test` did not (e.g. with `--test matrix`).
 fn example(name: &str) -> PathBuf {
     let path = profile_dir().join("examples").join(format!("lib{name}.so"));
@@ -582,5 +553,330 @@ fn bench_smoke_with_lockd_and_its_virtlockd() {
     assert!(
         lockd_file.iter().all(|r| r["target"] == ">= 10"),
         "{report:#}"
+    );
+}
+
+/// A free TCP port on the loopback (bound, then released for the agent to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `lockmgr-loader-test agent` on the loopback, with `tmpdir` as its TMPDIR; stopped with
+/// SIGTERM (and its log returned) by `stop`.
+struct Agent {
+    child: std::process::Child,
+    address: String,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl Agent {
+    fn start(plugins: &[String], extra: &[&str], tmpdir: &Path) -> Agent {
+        use std::io::BufRead as _;
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["agent".to_owned(), "--listen".to_owned(), address.clone()];
+        for plugin in plugins {
+            args.extend(["--plugin".to_owned(), plugin.clone()]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut child = Command::new(loader_test())
+            .args(&args)
+            .env("TMPDIR", tmpdir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(first.contains("listening on"), "agent: {first}");
+        let log = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            first + &rest
+        });
+        Agent {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        let log = self.log.join().unwrap();
+        assert!(exit.success(), "agent exit {exit}: {log}");
+        log
+    }
+}
+
+#[test]
+fn owners_b_d_on_an_agent_keep_their_locks_against_this_hosts_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let tmp = tempfile::tempdir().unwrap();
+    // Two lockmgrd on one host, one per "node", lock the same disk files (OFD locks): the file
+    // profile stands in for dlm, whose locks reach another machine.
+    let agent = Agent::start(
+        &[format!("file={}", file.display())],
+        &["--lockmgrd", lockmgrd.to_str().unwrap()],
+        tmp.path(),
+    );
+    let mut args: Vec<String> = [
+        "matrix",
+        "--json",
+        "--scenarios",
+        scenario_dir().to_str().unwrap(),
+        "--plugin",
+        &format!("file={}", file.display()),
+        "--lockmgrd",
+        lockmgrd.to_str().unwrap(),
+        "--remote-node",
+        &agent.address,
+        "--remote-profiles",
+        "file",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for scenario in [
+        "exclusive-vs-exclusive-lockspace",
+        "hundred-disks",
+        "kill-owner",
+        "restart-daemon",
+        "pause-resume",
+    ] {
+        args.extend(["--scenario".to_owned(), scenario.to_owned()]);
+    }
+    let output = Command::new(loader_test())
+        .args(&args)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let log = agent.stop();
+    assert_eq!(report["plugins"][0]["remote_node"], agent_address(&log));
+    let remote = "by b@127.0.0.1 ";
+    for c in report["cells"].as_array().unwrap() {
+        assert_eq!(c["verdict"], "pass", "{c:#}\nagent log:\n{log}");
+        assert!(
+            c["setup"]
+                .as_str()
+                .unwrap()
+                .contains("owners b on 127.0.0.1:"),
+            "{c:#}"
+        );
+        let labels: Vec<&str> = c["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["label"].as_str().unwrap())
+            .collect();
+        assert!(
+            labels
+                .iter()
+                .any(|l| format!("{l} ").contains(remote) && l.starts_with("register")),
+            "b registered on the agent: {labels:?}"
+        );
+        assert!(
+            labels.iter().any(|l| l == &"register by a"),
+            "a registered here: {labels:?}"
+        );
+    }
+    let cells: BTreeMap<String, &serde_json::Value> = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["scenario"].as_str().unwrap().to_owned(), c))
+        .collect();
+    // b, on the agent with its own lockmgrd, is refused a's disk, and the message names it.
+    let refusal = &cells["exclusive-vs-exclusive-lockspace"]["steps"][3];
+    assert_eq!(refusal["label"], "acquire by b@127.0.0.1");
+    assert_eq!(refusal["outcome"], "refused");
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("vm.img"),
+        "{refusal:#}"
+    );
+    // The kill of a here frees the disk for b there: the daemon's part is timed from its log.
+    let grant = cells["kill-owner"]["steps"][5]["detail"].as_str().unwrap();
+    assert!(
+        grant.contains("after the SIGKILL on the other node")
+            && grant.contains("within the 500 ms bound across nodes")
+            && grant.contains("this host's daemon logged the release")
+            && grant.contains("within the 100 ms bound"),
+        "{grant}"
+    );
+    assert!(
+        cells["kill-owner"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("across nodes"),
+        "the footnote says how the bound was applied: {:#}",
+        cells["kill-owner"]
+    );
+    // The agent ran one session per cell and its daemons are gone with them.
+    assert_eq!(log.matches(" set up (").count(), 5, "{log}");
+    let leftovers = processes_of(tmp.path());
+    assert!(leftovers.is_empty(), "left behind: {leftovers:#?}");
+    let files: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert!(files.is_empty(), "files left behind: {files:?}");
+}
+
+/// The address in the agent's first log line.
+fn agent_address(log: &str) -> String {
+    log.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn an_agent_loads_only_the_plugins_it_was_given_and_the_cell_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &[format!("file={}", file.display())],
+        &["--lockmgrd", lockmgrd.to_str().unwrap()],
+        tmp.path(),
+    );
+    let output = Command::new(loader_test())
+        .args([
+            "matrix",
+            "--json",
+            "--scenarios",
+            scenario_dir().to_str().unwrap(),
+            "--plugin",
+            &format!("nop={}", nop.display()),
+            "--remote-node",
+            &agent.address,
+            "--remote-profiles",
+            "nop",
+            "--scenario",
+            "shared-shared",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let log = agent.stop();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let c = &report["cells"][0];
+    assert_eq!(c["verdict"], "fail", "{c:#}");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("the agent on {}", agent_address(&log)))
+            && reason.contains("does not load")
+            && reason.contains("nop.so"),
+        "{reason}"
+    );
+    assert!(processes_of(tmp.path()).is_empty());
+}
+
+#[test]
+fn bench_with_an_external_floor_and_a_shared_disk_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let disks = dir.path().join("disks");
+    std::fs::create_dir(&disks).unwrap();
+    // A floor that answers 1000 ns per cycle and records how it was started.
+    let floor = dir.path().join("floor.sh");
+    let argv = dir.path().join("floor.args");
+    std::fs::write(
+        &floor,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\necho '{{\"ready\":{{\"detail\":\"fake floor\"}}}}'\n\
+             while read cmd n count; do\n  case $cmd in\n    run)\n      printf '{{\"samples\":{{\"ns\":['\n\
+             i=0; while [ $i -lt $count ]; do [ $i -gt 0 ] && printf ','; printf 1000; i=$((i+1)); done\n\
+             printf ']}}}}\\n' ;;\n    quit) exit 0 ;;\n  esac\ndone\n",
+            argv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&floor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let args: Vec<String> = [
+        "bench",
+        "--json",
+        "--plugin",
+        &format!("file={}", file.display()),
+        "--lockmgrd",
+        lockmgrd.to_str().unwrap(),
+        "--modes",
+        "direct",
+        "--iterations",
+        "4",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--disks",
+        "1,3",
+        "--pinning",
+        "unpinned",
+        "--disk-dir",
+        disks.to_str().unwrap(),
+        "--floor-command",
+        &format!("{} worker --lockspace x", floor.display()),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (code, stdout, stderr) = run_clean(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["errors"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert!(
+        report["floor"]
+            .as_str()
+            .unwrap()
+            .contains("floor.sh worker")
+    );
+    let floors: Vec<_> = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["plugin"] == "floor")
+        .collect();
+    assert_eq!(floors.len(), 2, "{report:#}");
+    assert!(
+        floors
+            .iter()
+            .all(|s| s["median_ns"] == 1000 && s["cycles"] == 4)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&argv).unwrap().trim(),
+        format!(
+            "worker --lockspace x --disks 1,3 --disk-dir {}",
+            disks.display()
+        )
+    );
+    // file.so locked the images of the shared directory, named as the floor names them.
+    for name in ["n1-000.img", "n3-000.img", "n3-002.img"] {
+        assert!(disks.join(name).exists(), "{name}");
+    }
+    assert!(
+        stderr.contains("ready: fake floor"),
+        "the floor's own description: {stderr}"
     );
 }

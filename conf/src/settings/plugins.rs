@@ -112,7 +112,7 @@ impl DlmPluginSettings {
     /// The default `socket_path`.
     pub const DEFAULT_SOCKET_PATH: &'static str = "/run/lockmgr/dlm.sock";
     /// The default `state_dir`.
-    pub const DEFAULT_STATE_DIR: &'static str = "/var/lib/lockmgr/dlm";
+    pub const DEFAULT_STATE_DIR: &'static str = "/run/lockmgr/dlm-state";
     /// Every key the file knows.
     pub const KEYS: &'static [&'static str] = &[
         "auto_disk_leases",

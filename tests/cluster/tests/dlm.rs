@@ -207,7 +207,7 @@ impl Bed<'_> {
             &format!(
                 "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
                  'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
-                 'state_dir = \"/var/lib/lockmgr/dlm\"' > {CONFIG}"
+                 'state_dir = \"/run/lockmgr/dlm-state\"' > {CONFIG}"
             ),
         );
         self.start_daemon(node);

@@ -1,0 +1,301 @@
+//! `dlm-floor`: the raw libdlm floor of dlm.so's benchmark, run inside the test-bed nodes.
+//!
+//! `lockmgr-loader-test bench --plugin dlm=… --disk-dir DIR --floor-command "dlm-floor worker"`
+//! times libvirt's resume/pause cycle through dlm.so and `lockmgrd --backend dlm`, which per cycle
+//! takes an EX lock (NOQUEUE | PERSISTENT) on each of the N disks' DLM resources and then drops
+//! them. The floor does just that DLM work, from one process, on the very same resource names
+//! (the 64-hex sha256 of each disk path, as lockmgrd names them) in the same lockspace: no
+//! plugin, no socket, no lock table, no state file.
+//!
+//! - `worker`: the bench worker protocol on stdin / stdout (a `{"ready":…}` line, then per
+//!   `run N COUNT` line one `{"samples":{"ns":[…]}}` line with one duration per cycle; `quit`).
+//! - `hold-nl`: takes an NL lock on every name and holds them until killed, which makes this
+//!   node the resources' master (the DLM makes the first node to use a resource its master); run
+//!   on another node, it makes every cycle of node 1 pay round trips to that master.
+//! - `names`: prints `PATH NAME` per disk, for checks with `dlm_tool lockdebug`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use lockmgr_dlm::{LockFlags, LockId, Lockspace, Mode};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlm-floor",
+    about = "The raw libdlm floor of dlm.so's benchmark (lock + unlock of the same DLM resources)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The resources: the disks a bench run with `--disk-dir DIR --disks LIST` gives dlm.so.
+#[derive(Debug, Args)]
+struct Disks {
+    /// The lockspace lockmgrd uses (its config's `lockspace_name`).
+    #[arg(long, default_value = "libvirt")]
+    lockspace: String,
+    /// Disk counts, as bench's --disks.
+    #[arg(long, value_delimiter = ',', required = true)]
+    disks: Vec<usize>,
+    /// bench's --disk-dir: the disks are `DIR/n<N>-<i>.img`.
+    #[arg(long, value_name = "DIR")]
+    disk_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve bench's worker protocol: per cycle, lock the N names EX, then unlock them.
+    Worker {
+        #[command(flatten)]
+        disks: Disks,
+        /// Pin to this CPU (bench's pinned placement).
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+    /// Hold an NL lock on every name until killed (makes this node their master).
+    HoldNl {
+        #[command(flatten)]
+        disks: Disks,
+    },
+    /// Print `PATH NAME` for every disk.
+    Names {
+        #[command(flatten)]
+        disks: Disks,
+    },
+}
+
+/// What a bench worker answers, one JSON line each (bench's `Reply`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Reply {
+    Ready { detail: String },
+    Samples { ns: Vec<u64> },
+    Error { message: String },
+}
+
+/// Disk paths and their DLM resource names.
+type Names = Vec<(PathBuf, String)>;
+
+/// lockmgrd's name for a disk: the 64-hex-digit sha256 of its path (`DLM_RESNAME_MAXLEN`).
+fn resource_name(path: &Path) -> String {
+    Sha256::digest(path.display().to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// bench's disk `d` of the owner of `n` disks.
+fn disk_path(dir: &Path, n: usize, d: usize) -> PathBuf {
+    dir.join(format!("n{n}-{d:03}.img"))
+}
+
+impl Disks {
+    fn dir(&self) -> Result<&Path, String> {
+        self.disk_dir.as_deref().ok_or_else(|| {
+            "no --disk-dir: run bench with --disk-dir DIR, so that the floor locks the names \
+             dlm.so locks"
+                .to_owned()
+        })
+    }
+
+    /// Every count's names, by count.
+    fn names(&self) -> Result<Vec<(usize, Names)>, String> {
+        let dir = self.dir()?;
+        Ok(self
+            .disks
+            .iter()
+            .map(|&n| {
+                let names = (0..n)
+                    .map(|d| {
+                        let path = disk_path(dir, n, d);
+                        let name = resource_name(&path);
+                        (path, name)
+                    })
+                    .collect();
+                (n, names)
+            })
+            .collect())
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dlm-floor: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Names { disks } => {
+            for (_, names) in disks.names()? {
+                for (path, name) in names {
+                    println!("{} {name}", path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::HoldNl { disks } => hold_nl(&disks),
+        Command::Worker { disks, cpu } => worker(&disks, cpu),
+    }
+}
+
+fn hold_nl(disks: &Disks) -> Result<(), String> {
+    let ls = Lockspace::create_or_open(&disks.lockspace, 0o600).map_err(|e| e.to_string())?;
+    let mut count = 0;
+    let mut held = Vec::new();
+    for (_, names) in disks.names()? {
+        for (_, name) in names {
+            held.push(
+                ls.lock(name.as_bytes(), Mode::Nl, LockFlags::NONE)
+                    .map_err(|e| e.to_string())?,
+            );
+            count += 1;
+        }
+    }
+    println!(
+        "step=hold-nl lockspace={} count={count} result=holding pid={}",
+        disks.lockspace,
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn pin(cpu: usize) -> Result<(), String> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| format!("pinning to CPU {cpu}: {e}"))
+}
+
+/// One cycle: EX | NOQUEUE | PERSISTENT on every name (as lockmgrd takes them), then unlock.
+/// On a refusal the locks taken so far are dropped and the error names the resource.
+fn cycle(
+    ls: &Lockspace,
+    names: &[(PathBuf, String)],
+    taken: &mut Vec<LockId>,
+) -> Result<(), String> {
+    let flags = LockFlags::NOQUEUE | LockFlags::PERSISTENT;
+    let mut failure = None;
+    for (path, name) in names {
+        match ls.lock(name.as_bytes(), Mode::Ex, flags) {
+            Ok(id) => taken.push(id),
+            Err(err) => {
+                failure = Some(format!("{} ({}): {err}", path.display(), name));
+                break;
+            }
+        }
+    }
+    for id in taken.drain(..) {
+        if let Err(err) = ls.unlock(id) {
+            failure.get_or_insert_with(|| err.to_string());
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn worker(disks: &Disks, cpu: Option<usize>) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    let mut reply = |r: &Reply| {
+        let _ = serde_json::to_writer(&mut out, r);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    };
+    let setup = (|| {
+        if let Some(cpu) = cpu {
+            pin(cpu)?;
+        }
+        let names = disks.names()?;
+        let ls = Lockspace::create_or_open(&disks.lockspace, 0o600).map_err(|e| e.to_string())?;
+        Ok::<_, String>((names, ls))
+    })();
+    let (names, ls) = match setup {
+        Ok(ready) => ready,
+        Err(message) => {
+            reply(&Reply::Error {
+                message: message.clone(),
+            });
+            return Err(message);
+        }
+    };
+    let node = lockmgr_dlm::local_node_id().map_or_else(|_| "?".to_owned(), |id| id.to_string());
+    reply(&Reply::Ready {
+        detail: format!(
+            "DLM floor pid {} on node {node}: per cycle, EX|NOQUEUE|PERSISTENT on the N names \
+             sha256({}/n<N>-<i>.img) in lockspace {}, then unlock, from one process (libdlm_lt)",
+            std::process::id(),
+            disks.dir()?.display(),
+            disks.lockspace
+        ),
+    });
+    let mut taken = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["run", n, count] => {
+                let (Ok(n), Ok(count)) = (n.parse::<usize>(), count.parse::<usize>()) else {
+                    reply(&Reply::Error {
+                        message: format!("bad command '{line}'"),
+                    });
+                    continue;
+                };
+                let Some((_, these)) = names.iter().find(|(count, _)| *count == n) else {
+                    reply(&Reply::Error {
+                        message: format!("no names for {n} disks (started with {:?})", disks.disks),
+                    });
+                    continue;
+                };
+                let mut ns = Vec::with_capacity(count);
+                let mut failed = None;
+                for _ in 0..count {
+                    let started = Instant::now();
+                    if let Err(err) = cycle(&ls, these, &mut taken) {
+                        failed = Some(err);
+                        break;
+                    }
+                    ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                }
+                match failed {
+                    Some(message) => reply(&Reply::Error { message }),
+                    None => reply(&Reply::Samples { ns }),
+                }
+            }
+            ["quit"] => break,
+            _ => reply(&Reply::Error {
+                message: format!("bad command '{line}'"),
+            }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_lockmgrd_s_sha256_of_the_bench_paths() {
+        let path = disk_path(Path::new("/tmp/bench-local"), 16, 7);
+        assert_eq!(path, Path::new("/tmp/bench-local/n16-007.img"));
+        let name = resource_name(&path);
+        assert_eq!(name.len(), 64, "DLM_RESNAME_MAXLEN");
+        // sha256("/tmp/bench-local/n16-007.img"), as `printf %s PATH | sha256sum` prints it
+        assert_eq!(
+            name,
+            "ffc7679532f4244843bcdfa515fcb0a6c31fd7c95ebdf951d2a85d975f4a7cd7"
+        );
+    }
+}
