@@ -5,9 +5,10 @@
 //!
 //! Needs root, /dev/net/tun, QEMU and a few minutes: run by `tests/cluster/run-dlm.sh`.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
@@ -15,40 +16,6 @@ use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
 const SHARE: &str = "/mnt/host";
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
 const BUSY: i64 = 87;
-
-/// Builds lockmgrd, loader-test and dlm.so into this profile's target dir, and returns it.
-fn build_binaries() -> PathBuf {
-    let profile_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockmgr-testbed"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args([
-        "build",
-        "-p",
-        "lockmgrd",
-        "-p",
-        "lockmgr-loader-test",
-        "-p",
-        "lockmgr-plugin-dlm",
-    ]);
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "building lockmgrd, loader-test and dlm.so failed"
-    );
-    for file in ["lockmgrd", "lockmgr-loader-test", "libdlm_plugin.so"] {
-        assert!(
-            profile_dir.join(file).exists(),
-            "{} was not built",
-            profile_dir.join(file).display()
-        );
-    }
-    profile_dir
-}
 
 /// What a `step` printed.
 #[derive(Debug, Clone)]
@@ -706,7 +673,7 @@ fn partitioned_node(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> 
 #[test]
 #[ignore = "boots DLM clusters in QEMU VMs; run by tests/cluster/run-dlm.sh"]
 fn dlm_plugin_on_a_real_cluster() {
-    let share = build_binaries();
+    let share = common::build_node_binaries();
     let scratch = tempfile::Builder::new()
         .prefix("lockmgr-scratch-")
         .tempdir_in("/var/tmp")

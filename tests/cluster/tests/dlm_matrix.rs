@@ -13,9 +13,10 @@
 //!
 //! Needs root, /dev/net/tun, QEMU and several minutes: run by `tests/cluster/run-dlm-matrix.sh`.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage, node_address};
@@ -39,52 +40,6 @@ const EXCLUSION: [&str; 10] = [
     "restart-libvirtd",
     "shared-vs-exclusive",
 ];
-
-/// Builds what the nodes run into this profile's target dir, and returns it (shared read-only).
-fn build_binaries() -> PathBuf {
-    let profile_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockmgr-testbed"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args([
-        "build",
-        "-p",
-        "lockmgrd",
-        "-p",
-        "lockmgr-loader-test",
-        "-p",
-        "lockmgr-plugin-dlm",
-        "-p",
-        "lockmgr-plugin-file",
-        "-p",
-        "lockmgr-plugin-nop",
-    ]);
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "building the binaries for the nodes failed"
-    );
-    for file in [
-        "lockmgrd",
-        "lockmgr-loader-test",
-        "libdlm_plugin.so",
-        "libfile.so",
-        "libnop.so",
-        "dlm-floor",
-        "dlm-proof",
-    ] {
-        assert!(
-            profile_dir.join(file).exists(),
-            "{} was not built",
-            profile_dir.join(file).display()
-        );
-    }
-    profile_dir
-}
 
 /// A writable directory shared at /mnt/scratch (world-writable: the 9p share maps ids as is).
 fn scratch_dir() -> tempfile::TempDir {
@@ -168,7 +123,7 @@ fn cells(report: &serde_json::Value) -> BTreeMap<(String, String), serde_json::V
 #[test]
 #[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm-matrix.sh"]
 fn matrix_with_dlm_owners_on_two_nodes() {
-    let share = build_binaries();
+    let share = common::build_node_binaries();
     let scratch = scratch_dir();
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let copied = scratch.path().join("scenarios");
@@ -459,7 +414,7 @@ fn bench_mastered_on(
 #[test]
 #[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm-matrix.sh"]
 fn dlm_so_against_the_raw_libdlm_floor() {
-    let share = build_binaries();
+    let share = common::build_node_binaries();
     let scratch = scratch_dir();
     let cluster = boot(&share, scratch.path());
     // Both nodes in the lockspace before anything is mastered: a later join would re-spread the

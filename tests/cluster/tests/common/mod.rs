@@ -1,0 +1,46 @@
+//! What the cluster tests share: building the binaries the nodes run.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Builds lockmgrd, loader-test and the plugins into this profile's target dir and returns it:
+/// the directory shared read-only at /mnt/host in every node (dlm-proof and dlm-floor are this
+/// package's own binaries, built with the test).
+pub fn build_node_binaries() -> PathBuf {
+    let profile_dir = PathBuf::from(env!("CARGO_BIN_EXE_lockmgr-testbed"))
+        .parent()
+        .expect("a binary has a parent dir")
+        .to_owned();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.arg("build");
+    for package in [
+        "lockmgrd",
+        "lockmgr-loader-test",
+        "lockmgr-plugin-dlm",
+        "lockmgr-plugin-file",
+        "lockmgr-plugin-nop",
+    ] {
+        cargo.args(["-p", package]);
+    }
+    if !cfg!(debug_assertions) {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "building the binaries for the nodes failed"
+    );
+    for file in [
+        "lockmgrd",
+        "lockmgr-loader-test",
+        "libdlm_plugin.so",
+        "libfile.so",
+        "libnop.so",
+        "dlm-floor",
+        "dlm-proof",
+    ] {
+        let path = profile_dir.join(file);
+        assert!(path.exists(), "{} was not built", path.display());
+    }
+    profile_dir
+}
