@@ -689,6 +689,25 @@ fn percentile(sorted: &[u64], pct: usize) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// An issue's target for a ratio: its text and whether a median meets it.
+type Target = (&'static str, fn(f64) -> bool);
+
+/// `numerator ÷ denominator` (medians and p99s), described by the numerator's mode, disks and
+/// pinning, with the target when one applies: its text and whether a median meets it.
+fn ratio(numerator: &Series, denominator: &Series, target: Option<Target>) -> Ratio {
+    let median = numerator.median_ns as f64 / denominator.median_ns.max(1) as f64;
+    Ratio {
+        what: format!("{}/{}", numerator.plugin, denominator.plugin),
+        mode: numerator.mode.clone(),
+        disks: numerator.disks,
+        pinned: numerator.pinned,
+        median,
+        p99: numerator.p99_ns as f64 / denominator.p99_ns.max(1) as f64,
+        target: target.map(|(text, _)| text.to_owned()),
+        met: target.map(|(_, meets)| meets(median)),
+    }
+}
+
 fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
     let label_of = |profile: Profile| {
         plugins
@@ -711,30 +730,12 @@ fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
             .as_deref()
             .and_then(|l| find(l, &s.mode, s.pinned, s.disks))
         {
-            let median = lockd.median_ns as f64 / s.median_ns.max(1) as f64;
-            out.push(Ratio {
-                what: format!("{}/{}", lockd.plugin, s.plugin),
-                mode: s.mode.clone(),
-                disks: s.disks,
-                pinned: s.pinned,
-                median,
-                p99: lockd.p99_ns as f64 / s.p99_ns.max(1) as f64,
-                target: at_target.then(|| ">= 10".to_owned()),
-                met: at_target.then_some(median >= 10.0),
-            });
+            let target: Target = (">= 10", |m| m >= 10.0);
+            out.push(ratio(lockd, s, at_target.then_some(target)));
         }
         if let Some(floor) = find("floor", "-", s.pinned, s.disks) {
-            let median = s.median_ns as f64 / floor.median_ns.max(1) as f64;
-            out.push(Ratio {
-                what: format!("{}/floor", s.plugin),
-                mode: s.mode.clone(),
-                disks: s.disks,
-                pinned: s.pinned,
-                median,
-                p99: s.p99_ns as f64 / floor.p99_ns.max(1) as f64,
-                target: at_target.then(|| "<= 2".to_owned()),
-                met: at_target.then_some(median <= 2.0),
-            });
+            let target: Target = ("<= 2", |m| m <= 2.0);
+            out.push(ratio(s, floor, at_target.then_some(target)));
         }
     }
     // dlm.so against the DLM floor (`--floor-command dlm-floor …`): the target, 1.5×,
@@ -742,17 +743,7 @@ fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
     let dlm = label_of(Profile::Dlm);
     for s in series.iter().filter(|s| Some(&s.plugin) == dlm.as_ref()) {
         if let Some(floor) = find("floor", "-", s.pinned, s.disks) {
-            let median = s.median_ns as f64 / floor.median_ns.max(1) as f64;
-            out.push(Ratio {
-                what: format!("{}/floor", s.plugin),
-                mode: s.mode.clone(),
-                disks: s.disks,
-                pinned: s.pinned,
-                median,
-                p99: s.p99_ns as f64 / floor.p99_ns.max(1) as f64,
-                target: Some("<= 1.5".to_owned()),
-                met: Some(median <= 1.5),
-            });
+            out.push(ratio(s, floor, Some(("<= 1.5", |m| m <= 1.5))));
         }
     }
     out
