@@ -674,15 +674,7 @@ fn partitioned_node(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> 
 #[ignore = "boots DLM clusters in QEMU VMs; run by tests/cluster/run-dlm.sh"]
 fn dlm_plugin_on_a_real_cluster() {
     let share = common::build_node_binaries();
-    let scratch = tempfile::Builder::new()
-        .prefix("lockmgr-scratch-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        scratch.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    let scratch = common::scratch_dir("lockmgr-scratch-");
     let mut results = run_two_nodes(&share, scratch.path());
     results.extend(partitioned_node(&share, scratch.path()));
     print_table("dlm.so on a real DLM cluster", &results);

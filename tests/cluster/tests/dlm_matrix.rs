@@ -41,20 +41,6 @@ const EXCLUSION: [&str; 10] = [
     "shared-vs-exclusive",
 ];
 
-/// A writable directory shared at /mnt/scratch (world-writable: the 9p share maps ids as is).
-fn scratch_dir() -> tempfile::TempDir {
-    let scratch = tempfile::Builder::new()
-        .prefix("lockmgr-dlmx-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        scratch.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    scratch
-}
-
 fn boot(share: &Path, scratch: &Path) -> Cluster {
     let image = NodeImage::ensure().expect("node image");
     let spec = ClusterSpec::with_nodes(2).share(share).scratch(scratch);
@@ -124,7 +110,7 @@ fn cells(report: &serde_json::Value) -> BTreeMap<(String, String), serde_json::V
 #[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm-matrix.sh"]
 fn matrix_with_dlm_owners_on_two_nodes() {
     let share = common::build_node_binaries();
-    let scratch = scratch_dir();
+    let scratch = common::scratch_dir("lockmgr-dlmx-");
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let copied = scratch.path().join("scenarios");
     std::fs::create_dir(&copied).unwrap();
@@ -415,7 +401,7 @@ fn bench_mastered_on(
 #[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm-matrix.sh"]
 fn dlm_so_against_the_raw_libdlm_floor() {
     let share = common::build_node_binaries();
-    let scratch = scratch_dir();
+    let scratch = common::scratch_dir("lockmgr-dlmx-");
     let cluster = boot(&share, scratch.path());
     // Both nodes in the lockspace before anything is mastered: a later join would re-spread the
     // resource directory while the benchmark runs.

@@ -1,4 +1,4 @@
-//! What the cluster tests share: building the binaries the nodes run.
+//! What the cluster tests share: building the binaries the nodes run, and the scratch share.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,4 +43,18 @@ pub fn build_node_binaries() -> PathBuf {
         assert!(path.exists(), "{} was not built", path.display());
     }
     profile_dir
+}
+
+/// A writable directory to share at /mnt/scratch (world-writable: 9p maps ids as they are).
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    let scratch = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .expect("create a scratch dir in /var/tmp");
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("make the scratch dir world-writable");
+    scratch
 }
