@@ -92,7 +92,7 @@ impl Daemon {
     }
 
     fn call(&self, request: Request) -> Reply {
-        self.client().call(request).expect("call")
+        self.client().call(&request).expect("call")
     }
 
     fn locks(&self) -> Vec<LockStatus> {

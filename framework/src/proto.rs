@@ -182,6 +182,14 @@ pub struct RequestFrame {
     pub request: Request,
 }
 
+/// [`RequestFrame`] borrowing its request, for sending: the same JSON, without copying every
+/// resource of the request.
+#[derive(Serialize)]
+struct RequestFrameRef<'a> {
+    version: u32,
+    request: &'a Request,
+}
+
 /// Why the daemon refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -376,12 +384,12 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply.
-    pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+    pub fn call(&mut self, request: &Request) -> Result<Reply, ClientError> {
         let fail = |error| ClientError {
             socket: self.socket.clone(),
             error,
         };
-        let frame = encode(&RequestFrame {
+        let frame = encode(&RequestFrameRef {
             version: PROTOCOL_VERSION,
             request,
         })

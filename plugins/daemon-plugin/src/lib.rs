@@ -129,7 +129,7 @@ impl<P: PluginProfile> DaemonPlugin<P> {
                 );
             }
             let client = connection.as_mut().expect("connected above");
-            match client.call(request.clone()) {
+            match client.call(&request) {
                 Ok(Reply::Ok { state }) => return Ok(state),
                 Ok(Reply::Error { kind, message }) => return Err(Self::refusal(kind, message)),
                 Ok(other) => {
@@ -151,7 +151,7 @@ impl<P: PluginProfile> DaemonPlugin<P> {
         let mut client =
             Client::connect(&self.settings.socket_path).map_err(|e| self.unreachable(&e))?;
         match client
-            .call(Request::Register { owner, restrict })
+            .call(&Request::Register { owner, restrict })
             .map_err(|e| self.unreachable(&e))?
         {
             Reply::Ok { .. } => {}
