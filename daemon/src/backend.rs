@@ -26,6 +26,15 @@ pub enum BackendError {
     Io(String),
 }
 
+/// An unlock that failed: why, and the lock, still held, to try again later.
+#[derive(Debug)]
+pub struct UnlockFailed<H> {
+    /// Why.
+    pub error: BackendError,
+    /// The lock, still held.
+    pub handle: H,
+}
+
 /// A lock backend.
 pub trait Backend {
     /// What the backend keeps for one held lock.
@@ -45,8 +54,12 @@ pub trait Backend {
         mode: Mode,
     ) -> Result<Self::Handle, BackendError>;
 
-    /// Drops it.
-    fn unlock(&mut self, target: &Target, handle: Self::Handle) -> Result<(), BackendError>;
+    /// Drops it; on failure the lock is still held and comes back to be retried.
+    fn unlock(
+        &mut self,
+        target: &Target,
+        handle: Self::Handle,
+    ) -> Result<(), UnlockFailed<Self::Handle>>;
 
     /// After a restart: takes back a lock the previous daemon held for a domain that still
     /// runs. File locks died with the old daemon and are simply taken again; DLM persistent

@@ -9,7 +9,7 @@
 use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
 use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
 
-use crate::backend::{Backend, BackendError, Target};
+use crate::backend::{Backend, BackendError, Target, UnlockFailed};
 use crate::file_backend::sha256_hex;
 
 /// How often the health probe takes its lock.
@@ -102,8 +102,11 @@ impl Backend for DlmBackend {
         }
     }
 
-    fn unlock(&mut self, _target: &Target, handle: LockId) -> Result<(), BackendError> {
-        self.lockspace.unlock(handle).map_err(io)
+    fn unlock(&mut self, _target: &Target, handle: LockId) -> Result<(), UnlockFailed<LockId>> {
+        self.lockspace.unlock(handle).map_err(|err| UnlockFailed {
+            error: io(err),
+            handle,
+        })
     }
 
     fn reclaim(
@@ -137,7 +140,7 @@ impl Backend for DlmBackend {
             .lockspace
             .adopt_orphan(target.id.as_bytes(), dlm_mode(mode), false)
         {
-            Ok(id) => self.unlock(target, id),
+            Ok(id) => self.unlock(target, id).map_err(|failed| failed.error),
             Err(DlmError::NoOrphan { .. }) => Ok(()),
             Err(err) => Err(BackendError::Io(format!("{}: {err}", spec.describe()))),
         }

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
 use sha2::{Digest, Sha256};
 
-use crate::backend::{Backend, BackendError, Target};
+use crate::backend::{Backend, BackendError, Target, UnlockFailed};
 use crate::sys::{self, LockKind};
 
-/// How many unlocked lock files stay open for reuse.
-const MAX_IDLE_FILES: usize = 1024;
+/// How many unlocked lock files stay open for reuse, at most (see [`FileBackend::idle_limit`]).
+pub const MAX_IDLE_FILES: usize = 1024;
 
 /// The file backend.
 #[derive(Debug)]
@@ -28,6 +28,9 @@ pub struct FileBackend {
     /// was most of a request's cost. Disks locked directly are never kept (an open fd would
     /// pin a deleted image's blocks).
     idle: HashMap<String, File>,
+    /// The cache's bound: well below the process's file-descriptor limit, which held locks,
+    /// clients and owners' pidfds share.
+    max_idle: usize,
 }
 
 /// An open, locked file.
@@ -55,7 +58,22 @@ impl FileBackend {
         Ok(FileBackend {
             lockspace_dir,
             idle: HashMap::new(),
+            max_idle: MAX_IDLE_FILES,
         })
+    }
+
+    /// Bounds the cache of idle lock files to a quarter of `fd_limit` (the process's
+    /// `RLIMIT_NOFILE`), and to [`MAX_IDLE_FILES`].
+    pub fn idle_limit(mut self, fd_limit: u64) -> Self {
+        self.max_idle = usize::try_from(fd_limit / 4)
+            .unwrap_or(usize::MAX)
+            .min(MAX_IDLE_FILES);
+        self
+    }
+
+    /// How many idle lock files are open now.
+    pub fn idle_files(&self) -> usize {
+        self.idle.len()
     }
 
     fn in_lockspace(&self, name: &str, what: &str) -> Result<PathBuf, BackendError> {
@@ -75,7 +93,33 @@ impl FileBackend {
             .is_some_and(|dir| path.parent() == Some(dir))
     }
 
-    fn open(&self, path: &Path) -> Result<File, BackendError> {
+    fn open(&mut self, path: &Path) -> Result<File, BackendError> {
+        match self.open_once(path) {
+            // Out of descriptors: the idle cache is the one thing here that can give some back.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && !self.idle.is_empty() =>
+            {
+                crate::log(&format!(
+                    "out of file descriptors opening {}: closing {} idle lock file(s)",
+                    path.display(),
+                    self.idle.len()
+                ));
+                self.idle.clear();
+                self.open_once(path)
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BackendError::Config(format!("cannot lock {}: it does not exist", path.display()))
+            } else {
+                BackendError::Io(format!("cannot open {} for locking: {e}", path.display()))
+            }
+        })
+    }
+
+    fn open_once(&self, path: &Path) -> std::io::Result<File> {
         let mut options = OpenOptions::new();
         // F_WRLCK needs a writable open; lock files are created private and never followed.
         options
@@ -88,13 +132,7 @@ impl FileBackend {
                 .mode(0o600)
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW);
         }
-        options.open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                BackendError::Config(format!("cannot lock {}: it does not exist", path.display()))
-            } else {
-                BackendError::Io(format!("cannot open {} for locking: {e}", path.display()))
-            }
-        })
+        options.open(path)
     }
 }
 
@@ -120,7 +158,7 @@ impl FileBackend {
     }
 
     fn keep_idle(&mut self, path: &Path, id: &str, file: File) {
-        if self.created_by_us(path) && self.idle.len() < MAX_IDLE_FILES {
+        if self.created_by_us(path) && self.idle.len() < self.max_idle {
             self.idle.insert(id.to_owned(), file);
         }
     }
@@ -245,11 +283,15 @@ impl Backend for FileBackend {
         )))
     }
 
-    fn unlock(&mut self, target: &Target, handle: FileLock) -> Result<(), BackendError> {
+    fn unlock(&mut self, target: &Target, handle: FileLock) -> Result<(), UnlockFailed<FileLock>> {
         // Closing the only fd of the open file description would drop the lock too; unlocking
         // first makes a failure visible.
-        sys::ofd_unlock(handle.file.as_fd())
-            .map_err(|e| BackendError::Io(format!("cannot unlock {}: {e}", target.id)))?;
+        if let Err(e) = sys::ofd_unlock(handle.file.as_fd()) {
+            return Err(UnlockFailed {
+                error: BackendError::Io(format!("cannot unlock {}: {e}", target.id)),
+                handle,
+            });
+        }
         self.keep_idle(Path::new(&target.id), &target.id, handle.file);
         Ok(())
     }

@@ -4,14 +4,16 @@
 //! each QEMU, and not at all when QEMU dies. So the locks live here, held on behalf of *owners*
 //! (domains: uuid, name, id, QEMU pid): registered from the child, taken and released from
 //! libvirtd, freed at once when QEMU exits (pidfd), and kept across libvirtd restarts. One
-//! backend per instance: `file` (OFD locks) now, `dlm` later.
+//! backend per instance: `file` (OFD locks) or `dlm` (cluster-wide DLM locks).
 #![deny(unsafe_code)]
 
 pub mod backend;
 #[cfg(feature = "dlm")]
 pub mod dlm_backend;
+pub mod failpoint;
 pub mod file_backend;
 pub mod health;
+pub mod instance;
 pub mod persist;
 pub mod process;
 pub mod server;

@@ -10,10 +10,12 @@ use lockmgr_conf::DlmPluginSettings;
 use lockmgr_conf::FilePluginSettings;
 use lockmgrd::backend::Backend;
 use lockmgrd::file_backend::FileBackend;
+use lockmgrd::instance::{self, Instance};
 use lockmgrd::persist::StateFile;
-use lockmgrd::server::{self, Server};
+use lockmgrd::server::Server;
 use lockmgrd::table::LockTable;
 use lockmgrd::{log, sys};
+use std::os::unix::net::UnixListener;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
@@ -75,6 +77,28 @@ fn print_warnings(warnings: Vec<lockmgr_conf::Warning>) {
     }
 }
 
+/// What a daemon owns before it touches anything: its state directory and its socket.
+struct Claim {
+    _instance: Instance,
+    listener: UnixListener,
+    /// The soft limit on open files, raised to the hard one.
+    fd_limit: u64,
+}
+
+/// Claims `state_dir`, then binds `socket_path`: a second daemon on the same configuration
+/// stops here, before it restores, locks or kills anything.
+fn claim(state_dir: &Path, socket_path: &Path) -> Result<Claim, String> {
+    let instance = Instance::claim(state_dir)?;
+    let listener = instance::bind(socket_path)?;
+    let fd_limit =
+        sys::raise_fd_limit().map_err(|e| format!("cannot read the open-files limit: {e}"))?;
+    Ok(Claim {
+        _instance: instance,
+        listener,
+        fd_limit,
+    })
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     match cli.backend {
         BackendKind::File => {
@@ -85,14 +109,17 @@ fn run(cli: &Cli) -> Result<(), String> {
             let (settings, warnings) =
                 FilePluginSettings::from_file(&config).map_err(|e| e.to_string())?;
             print_warnings(warnings);
-            let backend =
-                FileBackend::new(settings.file_lockspace_dir.clone()).map_err(|e| e.to_string())?;
+            let claim = claim(&settings.state_dir, &settings.socket_path)?;
+            let backend = FileBackend::new(settings.file_lockspace_dir.clone())
+                .map_err(|e| e.to_string())?
+                .idle_limit(claim.fd_limit);
             let what = settings
                 .file_lockspace_dir
                 .as_ref()
                 .map_or("the disks themselves".into(), |d| d.display().to_string());
             serve(
                 cli,
+                claim,
                 backend,
                 &settings.socket_path,
                 &settings.state_dir,
@@ -111,6 +138,7 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         .unwrap_or_else(|| DlmPluginSettings::PATH.into());
     let (settings, warnings) = DlmPluginSettings::from_file(&config).map_err(|e| e.to_string())?;
     print_warnings(warnings);
+    let claim = claim(&settings.state_dir, &settings.socket_path)?;
     let backend = lockmgrd::dlm_backend::DlmBackend::join(&settings.lockspace_name)
         .map_err(|e| e.to_string())?;
     let what = format!(
@@ -120,6 +148,7 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
     );
     serve(
         cli,
+        claim,
         backend,
         &settings.socket_path,
         &settings.state_dir,
@@ -134,17 +163,16 @@ fn run_dlm(_cli: &Cli) -> Result<(), String> {
 
 fn serve<B: Backend>(
     cli: &Cli,
+    claim: Claim,
     backend: B,
     socket_path: &Path,
     state_dir: &Path,
     what: &str,
 ) -> Result<(), String> {
     let state = StateFile::open(state_dir, backend.durable_state()).map_err(|e| e.to_string())?;
-    let mut table = LockTable::new(backend);
-    if let Some(snapshot) = state
-        .load(table.backend_name())
-        .map_err(|e| e.to_string())?
-    {
+    let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
+    let mut table = LockTable::new(backend, state);
+    if let Some(snapshot) = snapshot {
         let lost = table.restore(&snapshot);
         let (owners, locks) = table.status();
         log(&format!(
@@ -152,7 +180,7 @@ fn serve<B: Backend>(
             locks.len(),
             snapshot.locks.len(),
             owners.len(),
-            state.path().display()
+            table.store().path().display()
         ));
         for lost in lost {
             log(&format!(
@@ -160,9 +188,8 @@ fn serve<B: Backend>(
                 lost.resource, lost.owner, lost.outcome
             ));
         }
-        state.save(&table.snapshot()).map_err(|e| e.to_string())?;
+        table.save().map_err(|refusal| refusal.message)?;
     }
-    let listener = server::bind(socket_path)?;
     let stop =
         sys::install_stop_signals().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     if let Some(pid_file) = &cli.pid_file {
@@ -170,20 +197,14 @@ fn serve<B: Backend>(
             .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
     }
     log(&format!(
-        "serving {} (backend {}, {what}, state {})",
+        "serving {} (backend {}, {what}, state {}, up to {} open files)",
         socket_path.display(),
         table.backend_name(),
-        state.path().display()
+        table.store().path().display(),
+        claim.fd_limit
     ));
     let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
-    let mut server = Server::new(
-        listener,
-        socket_path.to_owned(),
-        table,
-        state,
-        stop,
-        timeout,
-    );
+    let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout);
     let result = server.run();
     let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {

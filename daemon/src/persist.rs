@@ -40,7 +40,8 @@ pub enum StateError {
 }
 
 impl StateFile {
-    /// The state file in `dir` (created 0700 if missing).
+    /// The state file in `dir` (created 0700 if missing; [`crate::instance::Instance::claim`]
+    /// creates it first in the daemon).
     pub fn open(dir: &Path, durable: bool) -> Result<Self, StateError> {
         let io = |source| StateError::Io {
             path: dir.display().to_string(),
@@ -79,10 +80,13 @@ impl StateFile {
                 path: shown.clone(),
                 why: e.to_string(),
             })?;
-        if snapshot.format != SNAPSHOT_FORMAT {
+        if !(1..=SNAPSHOT_FORMAT).contains(&snapshot.format) {
             return Err(StateError::Corrupt {
                 path: shown,
-                why: format!("format {} (expected {SNAPSHOT_FORMAT})", snapshot.format),
+                why: format!(
+                    "format {} (this daemon reads 1 to {SNAPSHOT_FORMAT})",
+                    snapshot.format
+                ),
             });
         }
         if snapshot.backend != backend {
@@ -94,6 +98,10 @@ impl StateFile {
                 ),
             });
         }
+        snapshot.check().map_err(|why| StateError::Corrupt {
+            path: shown,
+            why: format!("inconsistent lock table: {why}"),
+        })?;
         Ok(Some(snapshot))
     }
 

@@ -2,21 +2,22 @@
 //! pidfds and a signal pipe.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lockmgr::proto::{
-    self, ErrorKind, FrameError, PROTOCOL_VERSION, Reply, ReplyFrame, Request, RequestFrame,
+    self, ErrorKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply, ReplyFrame, Request,
+    RequestFrame,
 };
 
 use crate::backend::Backend;
 use crate::health::Health;
 use crate::log;
-use crate::persist::StateFile;
 use crate::sys;
 use crate::table::{LockTable, Refusal};
 
@@ -39,43 +40,22 @@ pub struct Server<B: Backend> {
     listener: UnixListener,
     socket_path: PathBuf,
     table: LockTable<B>,
-    state: StateFile,
     clients: HashMap<RawFd, Client>,
+    /// A descriptor kept in reserve: when `accept` fails for lack of descriptors, closing it
+    /// lets the daemon take the waiting connection, answer it and close it, instead of polling
+    /// a listener that stays readable at full speed.
+    reserve: Option<File>,
+    /// When the last "out of file descriptors" was logged.
+    fd_shortage_logged: Option<Instant>,
     stop: RawFd,
     health: Option<Arc<Health>>,
     failure_timeout: Duration,
     /// Set while the backend's cluster side does not answer: why.
     failed: Option<String>,
-    /// The table's generation as last written, so that requests that change nothing write
-    /// nothing.
-    saved: Option<u64>,
 }
 
-/// Binds `path` (0600), refusing when another daemon already answers there.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "another lockmgrd is already serving {}",
-                path.display()
-            ));
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
-    }
-    // Created private from the start: no window in which others could connect.
-    let old = sys::set_umask(0o177);
-    let bound = UnixListener::bind(path);
-    sys::set_umask(old);
-    let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(listener)
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
 }
 
 fn refusal_reply(refusal: Refusal) -> Reply {
@@ -91,7 +71,6 @@ impl<B: Backend> Server<B> {
         listener: UnixListener,
         socket_path: PathBuf,
         table: LockTable<B>,
-        state: StateFile,
         stop: RawFd,
         failure_timeout: Duration,
     ) -> Self {
@@ -100,13 +79,13 @@ impl<B: Backend> Server<B> {
             listener,
             socket_path,
             table,
-            state,
             clients: HashMap::new(),
+            reserve: open_reserve(),
+            fd_shortage_logged: None,
             stop,
             health,
             failure_timeout,
             failed: None,
-            saved: None,
         }
     }
 
@@ -172,6 +151,11 @@ impl<B: Backend> Server<B> {
             // The timeout only bounds how long a finished `virsh suspend` stays a zombie.
             let ready = sys::poll_readable(&fds, 1000).map_err(|e| format!("poll: {e}"))?;
             sys::reap_children();
+            if self.stalled().is_none() {
+                self.table.retry_stuck();
+            }
+            // A save that failed (a full disk) is retried until it succeeds; it logs once.
+            let _ = self.table.save_if_dirty();
             for index in ready {
                 let fd = fds[index];
                 if index == 0 {
@@ -189,7 +173,6 @@ impl<B: Backend> Server<B> {
                             "owner {uuid} exited; freed {freed} lock(s) in {} µs",
                             seen.elapsed().as_micros()
                         ));
-                        self.persist();
                     }
                 }
             }
@@ -201,12 +184,45 @@ impl<B: Backend> Server<B> {
             match self.listener.accept() {
                 Ok((stream, _)) => self.admit(stream),
                 Err(err) if err.kind() == IoErrorKind::WouldBlock => return,
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    self.turn_away(&err);
+                    return;
+                }
                 Err(err) => {
                     log(&format!("accept on {}: {err}", self.socket_path.display()));
                     return;
                 }
             }
         }
+    }
+
+    /// Out of descriptors: spends the reserve to take one waiting connection, tells it why,
+    /// and closes it, so the listener does not stay readable; logs at most every 10 s.
+    fn turn_away(&mut self, err: &std::io::Error) {
+        let open = self.clients.len();
+        if self
+            .fd_shortage_logged
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(10))
+        {
+            log(&format!(
+                "accept on {}: {err} ({open} client connection(s) open); refusing new connections until some close",
+                self.socket_path.display()
+            ));
+            self.fd_shortage_logged = Some(Instant::now());
+        }
+        self.reserve = None;
+        if let Ok((mut stream, _)) = self.listener.accept() {
+            let _ = send(
+                &mut stream,
+                Reply::Error {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "lockmgrd is out of file descriptors ({open} connections open); try again"
+                    ),
+                },
+            );
+        }
+        self.reserve = open_reserve();
     }
 
     fn admit(&mut self, stream: UnixStream) {
@@ -312,7 +328,13 @@ impl<B: Backend> Server<B> {
                 );
                 return false;
             }
-            let reply = self.handle(client, frame.request);
+            let reply = match frame.request.check_limits() {
+                Ok(()) => self.handle(client, frame.request),
+                Err(message) => Reply::Error {
+                    kind: ErrorKind::Invalid,
+                    message,
+                },
+            };
             if send(&mut client.stream, reply).is_err() {
                 log(&format!(
                     "client (peer pid {}) does not read its replies; closed",
@@ -339,8 +361,7 @@ impl<B: Backend> Server<B> {
     }
 
     fn handle(&mut self, client: &mut Client, request: Request) -> Reply {
-        let changed = !matches!(request, Request::Status | Request::Inquire { .. });
-        let reply = match request {
+        match request {
             Request::Register { owner, restrict } => {
                 if client.peer_pid != owner.pid {
                     return Reply::Error {
@@ -386,55 +407,96 @@ impl<B: Backend> Server<B> {
                 Ok(state) => Reply::Ok { state: Some(state) },
                 Err(refusal) => refusal_reply(refusal),
             },
-            Request::Inquire { owner } => Reply::Ok {
-                state: Some(self.table.inquire(&owner)),
+            Request::Inquire { owner } => match self.table.inquire(&owner) {
+                Ok(state) => Reply::Ok { state: Some(state) },
+                Err(refusal) => refusal_reply(refusal),
             },
             Request::Status => {
                 let (owners, locks) = self.table.status();
-                Reply::Status {
-                    backend: self.table.backend_name().into(),
-                    owners,
-                    locks,
-                }
-            }
-        };
-        if changed && !matches!(reply, Reply::Error { .. }) && !self.persist() {
-            return Reply::Error {
-                kind: ErrorKind::Internal,
-                message: format!(
-                    "cannot record the lock table in {}",
-                    self.state.path().display()
-                ),
-            };
-        }
-        reply
-    }
-
-    /// Writes the table if it changed; false (and logged) on failure.
-    fn persist(&mut self) -> bool {
-        let generation = self.table.generation();
-        if self.saved == Some(generation) {
-            return true;
-        }
-        match self.state.save(&self.table.snapshot()) {
-            Ok(()) => {
-                self.saved = Some(generation);
-                true
-            }
-            Err(err) => {
-                log(&format!("cannot save the lock table: {err}"));
-                false
+                fit_status(self.table.backend_name(), owners, locks)
             }
         }
     }
 }
 
+/// The status reply, with owners and locks left out (and said so) until it fits in a frame.
+fn fit_status(backend: &str, mut owners: Vec<String>, mut locks: Vec<LockStatus>) -> Reply {
+    let (all_owners, all_locks) = (owners.len(), locks.len());
+    let mut truncated = None;
+    loop {
+        let reply = Reply::Status {
+            backend: backend.into(),
+            owners,
+            locks,
+            truncated,
+        };
+        let size = serde_json::to_vec(&reply).map_or(usize::MAX, |body| body.len());
+        // Room for the frame's version wrapper.
+        if size + 64 <= proto::MAX_FRAME {
+            return reply;
+        }
+        let Reply::Status {
+            owners: mut o,
+            locks: mut l,
+            ..
+        } = reply
+        else {
+            unreachable!("built above");
+        };
+        if l.len() >= o.len() {
+            l.truncate(l.len() / 2);
+        } else {
+            o.truncate(o.len() / 2);
+        }
+        truncated = Some(format!(
+            "{} of {all_owners} owner(s) and {} of {all_locks} lock(s) not shown: a reply must fit in {} bytes",
+            all_owners - o.len(),
+            all_locks - l.len(),
+            proto::MAX_FRAME
+        ));
+        (owners, locks) = (o, l);
+    }
+}
+
 fn send(stream: &mut UnixStream, reply: Reply) -> Result<(), FrameError> {
-    let frame = proto::encode(&ReplyFrame {
+    let frame = match proto::encode(&ReplyFrame {
         version: PROTOCOL_VERSION,
         reply,
-    })?;
-    // Nonblocking: a reply is far smaller than the socket buffer, so WouldBlock means the client
-    // stopped reading; it is dropped rather than allowed to stall the daemon.
-    stream.write_all(&frame).map_err(FrameError::Io)
+    }) {
+        Ok(frame) => frame,
+        // Inputs are bounded so that this cannot happen; should it, say so rather than close.
+        Err(err) => proto::encode(&ReplyFrame {
+            version: PROTOCOL_VERSION,
+            reply: Reply::Error {
+                kind: ErrorKind::Internal,
+                message: format!("the reply could not be sent: {err}"),
+            },
+        })?,
+    };
+    write_within(stream, &frame, Duration::from_secs(2)).map_err(FrameError::Io)
+}
+
+/// Writes all of `bytes` to a nonblocking socket. A reply is usually far smaller than the
+/// socket buffer; a large one (a status) may wait for the reader, but only until `limit`: a
+/// client that stops reading is dropped rather than allowed to stall the daemon.
+fn write_within(stream: &mut UnixStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(IoErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == IoErrorKind::Interrupted => {}
+            Err(err) if err.kind() == IoErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(err);
+                }
+                let wait = i32::try_from(left.as_millis().min(100)).unwrap_or(100);
+                sys::poll_writable(stream.as_raw_fd(), wait)?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,12 @@
 //! The daemon's lock table: owners (domains), what each holds, all-or-none acquisition,
 //! sharing between domains of this host, and the snapshot persisted across restarts.
+//!
+//! Every change is recorded before it is answered, and a refused request leaves no trace: an
+//! Acquire records its intent (the locks it is about to take) before it asks the backend, then
+//! the committed table before it answers; a Release records the table without the lock, with the
+//! lock as *unsettled*, before it unlocks. A restart drops whatever unsettled lock the backend
+//! still has. So at every instant each lock the backend holds for this daemon is in the table
+//! on disk or will be dropped at the next start (crash points: [`crate::failpoint`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -7,7 +14,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use lockmgr::proto::{self, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo, ResourceSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, Target};
+use crate::backend::{Backend, BackendError, Target, UnlockFailed};
+use crate::failpoint;
+use crate::persist::StateFile;
 use crate::process;
 use crate::sys;
 
@@ -53,6 +62,17 @@ struct Owner {
     acquired: bool,
 }
 
+/// What an owner was before a request changed it, to put back when the request is refused.
+#[derive(Debug)]
+enum OwnerBefore {
+    Absent,
+    Present {
+        info: OwnerInfo,
+        action: FailureAction,
+        acquired: bool,
+    },
+}
+
 /// One lock this daemon holds, possibly shared by several domains of this host.
 #[derive(Debug)]
 struct Held<H> {
@@ -61,6 +81,16 @@ struct Held<H> {
     mode: Mode,
     holders: BTreeSet<String>,
     handle: H,
+}
+
+/// A lock whose unlock failed: still held through the backend, retried until it goes.
+#[derive(Debug)]
+struct Stuck<H> {
+    target: Target,
+    spec: ResourceSpec,
+    mode: Mode,
+    handle: H,
+    error: String,
 }
 
 /// What survives a daemon restart (`<state_dir>/locks.json`).
@@ -75,6 +105,10 @@ pub struct Snapshot {
     pub owners: Vec<SnapshotOwner>,
     /// Held locks.
     pub locks: Vec<SnapshotLock>,
+    /// Locks the backend may hold that no domain does (an Acquire or a Release was under way):
+    /// dropped at restore. Absent in format 1.
+    #[serde(default)]
+    pub unsettled: Vec<SnapshotUnsettled>,
 }
 
 /// A domain in a [`Snapshot`].
@@ -101,6 +135,61 @@ pub struct SnapshotLock {
     pub holders: Vec<String>,
 }
 
+/// An unsettled lock in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotUnsettled {
+    /// The resource.
+    pub spec: ResourceSpec,
+    /// The mode it was (or was about to be) taken in.
+    pub mode: Mode,
+}
+
+impl Snapshot {
+    /// Checks what JSON cannot: every holder is a listed owner, every lock has a holder, an
+    /// exclusive lock has one, nothing is listed twice.
+    pub fn check(&self) -> Result<(), String> {
+        let mut uuids = BTreeSet::new();
+        for owner in &self.owners {
+            if !uuids.insert(owner.info.uuid.as_str()) {
+                return Err(format!("domain {} is listed twice", owner.info.uuid));
+            }
+        }
+        let mut resources = std::collections::HashSet::new();
+        for lock in &self.locks {
+            let what = lock.spec.describe();
+            if !resources.insert((&lock.spec.kind, &lock.spec.name)) {
+                return Err(format!("{what} is listed twice"));
+            }
+            if lock.holders.is_empty() {
+                return Err(format!("{what} has no holder"));
+            }
+            if lock.mode == Mode::Exclusive && lock.holders.len() > 1 {
+                return Err(format!(
+                    "{what} is exclusive but has {} holders",
+                    lock.holders.len()
+                ));
+            }
+            if let Some(stranger) = lock.holders.iter().find(|u| !uuids.contains(u.as_str())) {
+                return Err(format!(
+                    "{what} is held by domain {stranger}, which is not in the owner list"
+                ));
+            }
+        }
+        if let Some(both) = self
+            .unsettled
+            .iter()
+            .find(|u| resources.contains(&(&u.spec.kind, &u.spec.name)))
+        {
+            return Err(format!(
+                "{} is listed both as held and as unsettled",
+                both.spec.describe()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A [`Snapshot`] borrowed from the live table: writing it copies nothing.
 #[derive(Debug, Serialize)]
 pub struct SnapshotView<'a> {
@@ -108,6 +197,7 @@ pub struct SnapshotView<'a> {
     backend: &'a str,
     owners: Vec<SnapshotOwnerView<'a>>,
     locks: Vec<SnapshotLockView<'a>>,
+    unsettled: Vec<SnapshotUnsettledView<'a>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,8 +214,14 @@ struct SnapshotLockView<'a> {
     holders: Vec<&'a str>,
 }
 
-/// The current snapshot format.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+#[derive(Debug, Serialize)]
+struct SnapshotUnsettledView<'a> {
+    spec: &'a ResourceSpec,
+    mode: Mode,
+}
+
+/// The current snapshot format (format 1, without `unsettled`, is still read).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// A lock that could not be taken back after a restart, and what was done about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,20 +238,35 @@ pub struct LostLock {
 #[derive(Debug)]
 pub struct LockTable<B: Backend> {
     backend: B,
+    store: StateFile,
     /// Bumped by every change worth persisting.
     generation: u64,
+    /// The generation last written to the store.
+    saved: Option<u64>,
+    /// The last save error logged, so a failing disk is logged once, not every second.
+    save_error: Option<String>,
     owners: HashMap<String, Owner>,
     held: BTreeMap<String, Held<B::Handle>>,
+    /// Locks between the backend and the table: an Acquire's intent while it asks the backend,
+    /// a Release's locks between recording and unlocking (durable backends only).
+    pending: Vec<(ResourceSpec, Mode)>,
+    /// Locks whose unlock failed.
+    stuck: Vec<Stuck<B::Handle>>,
 }
 
 impl<B: Backend> LockTable<B> {
-    /// An empty table over `backend`.
-    pub fn new(backend: B) -> Self {
+    /// An empty table over `backend`, recorded in `store`.
+    pub fn new(backend: B, store: StateFile) -> Self {
         LockTable {
             backend,
+            store,
             generation: 0,
+            saved: None,
+            save_error: None,
             owners: HashMap::new(),
             held: BTreeMap::new(),
+            pending: Vec::new(),
+            stuck: Vec::new(),
         }
     }
 
@@ -164,9 +275,51 @@ impl<B: Backend> LockTable<B> {
         self.backend.name()
     }
 
+    /// The backend, for tests and diagnostics.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Whether changes must be synced before replying.
     pub fn durable(&self) -> bool {
         self.backend.durable_state()
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &StateFile {
+        &self.store
+    }
+
+    /// Writes the table.
+    pub fn save(&mut self) -> Result<(), Refusal> {
+        match self.store.save(&self.snapshot()) {
+            Ok(()) => {
+                if self.save_error.take().is_some() {
+                    crate::log(&format!(
+                        "the lock table is recorded again in {}",
+                        self.store.path().display()
+                    ));
+                }
+                self.saved = Some(self.generation);
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("cannot record the lock table: {err}");
+                if self.save_error.as_ref() != Some(&message) {
+                    crate::log(&message);
+                    self.save_error = Some(message.clone());
+                }
+                Err(Refusal::new(ErrorKind::Internal, message))
+            }
+        }
+    }
+
+    /// Writes the table if it changed since it was last written.
+    pub fn save_if_dirty(&mut self) -> Result<(), Refusal> {
+        if self.saved == Some(self.generation) {
+            return Ok(());
+        }
+        self.save()
     }
 
     /// The pidfds to watch, with the owning domain's uuid.
@@ -177,60 +330,102 @@ impl<B: Backend> LockTable<B> {
             .collect()
     }
 
-    /// Registers (or refreshes) a domain; its process must be alive.
+    /// Registers (or refreshes) a domain; its process must be alive. Recorded before it returns.
     pub fn register(&mut self, info: &OwnerInfo) -> Result<(), Refusal> {
-        self.ensure_owner(info).map(|_| ())
+        self.check_identity(info, true)?;
+        self.transaction(&info.uuid, |table| {
+            table.upsert_owner(info)?;
+            table.save_if_dirty()
+        })
     }
 
-    fn ensure_owner(&mut self, info: &OwnerInfo) -> Result<&mut Owner, Refusal> {
-        if info.pid == 0 {
-            return Err(Refusal::new(
-                ErrorKind::Invalid,
-                format!("domain '{}' has no pid", info.name),
-            ));
-        }
-        if let Some(existing) = self.owners.get(&info.uuid) {
-            if existing.info.pid != info.pid {
-                if process::is_alive(&existing.pidfd) {
-                    return Err(Refusal::new(
-                        ErrorKind::Busy,
-                        format!(
-                            "domain '{}' ({}) is already running on this host as pid {}",
-                            existing.info.name, existing.info.uuid, existing.info.pid
-                        ),
-                    ));
+    /// Runs `change` on behalf of domain `uuid`; if it is refused, the domain is put back as it
+    /// was, and the table is written again only if `change` had written it (an intent).
+    fn transaction<T>(
+        &mut self,
+        uuid: &str,
+        change: impl FnOnce(&mut Self) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let before = match self.owners.get(uuid) {
+            None => OwnerBefore::Absent,
+            Some(o) => OwnerBefore::Present {
+                info: o.info.clone(),
+                action: o.action,
+                acquired: o.acquired,
+            },
+        };
+        let (generation, saved) = (self.generation, self.saved);
+        let result = change(self);
+        if result.is_err() {
+            match before {
+                OwnerBefore::Absent => {
+                    self.owners.remove(uuid);
                 }
-                // The old QEMU died and its death is not processed yet: clean up first.
-                let uuid = info.uuid.clone();
-                self.owner_died(&uuid);
+                OwnerBefore::Present {
+                    info,
+                    action,
+                    acquired,
+                } => {
+                    if let Some(owner) = self.owners.get_mut(uuid) {
+                        owner.info = info;
+                        owner.action = action;
+                        owner.acquired = acquired;
+                    }
+                }
+            }
+            self.pending.clear();
+            if self.saved == saved {
+                self.generation = generation;
+            } else {
+                // An intent was written: clear it (if this fails too, the next start drops it).
+                let _ = self.save();
             }
         }
+        result
+    }
+
+    /// Settles who `info.uuid` is before a request: an owner whose process exited is cleaned
+    /// up first; a live one must be the process the request names. `starting`: the request may
+    /// start the domain (register, acquire), so a mismatch means it already runs.
+    fn check_identity(&mut self, info: &OwnerInfo, starting: bool) -> Result<(), Refusal> {
+        let Some(existing) = self.owners.get(&info.uuid) else {
+            return Ok(());
+        };
+        if !process::is_alive(&existing.pidfd) {
+            // Its death is not processed yet: clean up first.
+            let (name, pid) = (existing.info.name.clone(), existing.info.pid);
+            let freed = self.owner_died(&info.uuid);
+            crate::log(&format!(
+                "domain '{name}' (pid {pid}) had exited; freed {freed} lock(s) before serving its next request"
+            ));
+            return Ok(());
+        }
+        if existing.info.pid == info.pid {
+            return Ok(());
+        }
+        Err(if starting {
+            Refusal::new(
+                ErrorKind::Busy,
+                format!(
+                    "domain '{}' ({}) is already running on this host as pid {}",
+                    existing.info.name, existing.info.uuid, existing.info.pid
+                ),
+            )
+        } else {
+            Refusal::new(
+                ErrorKind::Denied,
+                format!(
+                    "domain '{}' ({}) runs as pid {} on this host; a request for pid {} ('{}') may not touch its locks",
+                    existing.info.name, existing.info.uuid, existing.info.pid, info.pid, info.name
+                ),
+            )
+        })
+    }
+
+    /// Adds the domain (checking its process) or refreshes what libvirt may change.
+    fn upsert_owner(&mut self, info: &OwnerInfo) -> Result<&mut Owner, Refusal> {
         if !self.owners.contains_key(&info.uuid) {
-            let pidfd = sys::pidfd_open(info.pid).map_err(|e| {
-                Refusal::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "domain '{}': process {} is not running ({e})",
-                        info.name, info.pid
-                    ),
-                )
-            })?;
-            let start_time = process::start_time(info.pid).map_err(|e| {
-                Refusal::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "domain '{}': cannot read /proc/{}/stat: {e}",
-                        info.name, info.pid
-                    ),
-                )
-            })?;
-            let owner = Owner {
-                info: info.clone(),
-                start_time,
-                pidfd,
-                action: FailureAction::Default,
-                acquired: false,
-            };
+            let owner = new_owner(info)?;
             self.owners.insert(info.uuid.clone(), owner);
             self.generation += 1;
         }
@@ -257,7 +452,7 @@ impl<B: Backend> LockTable<B> {
         )
     }
 
-    /// Takes every resource for `info`, all or none.
+    /// Takes every resource for `info`, all or none; recorded before it returns.
     pub fn acquire(
         &mut self,
         info: &OwnerInfo,
@@ -279,7 +474,19 @@ impl<B: Backend> LockTable<B> {
                 ));
             }
         }
-        let owner = self.ensure_owner(info)?;
+        self.check_identity(info, true)?;
+        self.transaction(&info.uuid, |table| {
+            table.acquire_for(info, resources, action)
+        })
+    }
+
+    fn acquire_for(
+        &mut self,
+        info: &OwnerInfo,
+        resources: &[ResourceSpec],
+        action: FailureAction,
+    ) -> Result<(), Refusal> {
+        let owner = self.upsert_owner(info)?;
         let action_changed = owner.action != action;
         owner.action = action;
         if action_changed {
@@ -295,6 +502,16 @@ impl<B: Backend> LockTable<B> {
             let target = self.backend.resolve(spec)?;
             if !seen.insert(target.id.clone()) {
                 continue;
+            }
+            if let Some(stuck) = self.stuck.iter().find(|s| s.target == target) {
+                return Err(Refusal::new(
+                    ErrorKind::Internal,
+                    format!(
+                        "{} is still being released (its unlock failed: {}); try again later",
+                        spec.describe(),
+                        stuck.error
+                    ),
+                ));
             }
             match self.held.get(&target.id) {
                 Some(held) if held.holders.contains(uuid) => {
@@ -332,46 +549,118 @@ impl<B: Backend> LockTable<B> {
             }
         }
 
-        let mut taken: Vec<(Target, &ResourceSpec, B::Handle)> = Vec::with_capacity(to_lock.len());
+        if !to_lock.is_empty() && self.backend.durable_state() {
+            self.pending = to_lock
+                .iter()
+                .map(|(_, spec)| ((*spec).clone(), spec.mode))
+                .collect();
+            self.generation += 1;
+            self.save()?;
+            failpoint::hit("acquire:intent-recorded");
+        }
+
+        let mut taken: Vec<Held<B::Handle>> = Vec::with_capacity(to_lock.len());
         for (target, spec) in to_lock {
             match self.backend.lock(&target, spec, spec.mode) {
-                Ok(handle) => taken.push((target, spec, handle)),
+                Ok(handle) => {
+                    taken.push(Held {
+                        target,
+                        spec: spec.clone(),
+                        mode: spec.mode,
+                        holders: BTreeSet::from([uuid.to_owned()]),
+                        handle,
+                    });
+                    failpoint::hit("acquire:locked-some");
+                }
                 Err(err) => {
-                    for (target, _, handle) in taken {
-                        let _ = self.backend.unlock(&target, handle);
-                    }
+                    self.unlock_all(taken);
                     return Err(err.into());
                 }
             }
         }
-        for id in to_join {
-            if let Some(held) = self.held.get_mut(&id) {
+        failpoint::hit("acquire:locked");
+
+        for id in &to_join {
+            if let Some(held) = self.held.get_mut(id) {
                 held.holders.insert(uuid.to_owned());
             }
         }
-        for (target, spec, handle) in taken {
-            let holders = BTreeSet::from([uuid.to_owned()]);
-            let id = target.id.clone();
-            self.held.insert(
-                id,
-                Held {
-                    target,
-                    spec: spec.clone(),
-                    mode: spec.mode,
-                    holders,
-                    handle,
-                },
-            );
+        let taken_ids: Vec<String> = taken.iter().map(|h| h.target.id.clone()).collect();
+        for held in taken {
+            self.held.insert(held.target.id.clone(), held);
         }
         if let Some(owner) = self.owners.get_mut(uuid) {
             owner.acquired = true;
         }
+        self.pending.clear();
         self.generation += 1;
+        if let Err(refusal) = self.save() {
+            for id in &to_join {
+                if let Some(held) = self.held.get_mut(id) {
+                    held.holders.remove(uuid);
+                }
+            }
+            let undone = taken_ids
+                .iter()
+                .filter_map(|id| self.held.remove(id))
+                .collect();
+            self.unlock_all(undone);
+            return Err(refusal);
+        }
+        failpoint::hit("acquire:committed");
         Ok(())
     }
 
+    /// Unlocks locks no domain holds any more; failures are kept and retried.
+    fn unlock_all(&mut self, locks: Vec<Held<B::Handle>>) {
+        for held in locks {
+            self.unlock_one(held.target, held.spec, held.mode, held.handle);
+        }
+    }
+
+    fn unlock_one(&mut self, target: Target, spec: ResourceSpec, mode: Mode, handle: B::Handle) {
+        if let Err(UnlockFailed { error, handle }) = self.backend.unlock(&target, handle) {
+            crate::log(&format!(
+                "cannot release {}: {error}; retrying until it goes",
+                spec.describe()
+            ));
+            self.stuck.push(Stuck {
+                target,
+                spec,
+                mode,
+                handle,
+                error: error.to_string(),
+            });
+            self.generation += 1;
+        }
+    }
+
+    /// Tries the failed unlocks again.
+    pub fn retry_stuck(&mut self) {
+        if self.stuck.is_empty() {
+            return;
+        }
+        for stuck in std::mem::take(&mut self.stuck) {
+            match self.backend.unlock(&stuck.target, stuck.handle) {
+                Ok(()) => {
+                    crate::log(&format!(
+                        "released {} (its unlock had failed: {})",
+                        stuck.spec.describe(),
+                        stuck.error
+                    ));
+                    self.generation += 1;
+                }
+                Err(UnlockFailed { error, handle }) => self.stuck.push(Stuck {
+                    handle,
+                    error: error.to_string(),
+                    ..stuck
+                }),
+            }
+        }
+    }
+
     /// Drops `resources` held by `info` (idempotent); returns the state string of what was
-    /// held among them.
+    /// requested. Recorded before anything is unlocked.
     pub fn release(
         &mut self,
         info: &OwnerInfo,
@@ -383,35 +672,77 @@ impl<B: Backend> LockTable<B> {
             .iter()
             .map(|spec| (spec.mode, spec.fingerprint()))
             .collect();
-        for spec in resources {
-            let target = self.backend.resolve(spec)?;
+        let state = proto::encode_state(&requested);
+        self.check_identity(info, false)?;
+        let targets = resources
+            .iter()
+            .map(|spec| self.backend.resolve(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let uuid = info.uuid.as_str();
+        let mut left: Vec<String> = Vec::new();
+        let mut freed: Vec<Held<B::Handle>> = Vec::new();
+        for target in targets {
             let Some(held) = self.held.get_mut(&target.id) else {
                 continue;
             };
-            if !held.holders.remove(&info.uuid) {
+            if !held.holders.remove(uuid) {
                 continue;
             }
-            self.generation += 1;
+            left.push(target.id.clone());
             if held.holders.is_empty() {
-                let held = self.held.remove(&target.id).expect("present");
-                self.backend.unlock(&held.target, held.handle)?;
+                freed.extend(self.held.remove(&target.id));
             }
         }
-        Ok(proto::encode_state(&requested))
+        if left.is_empty() {
+            return Ok(state);
+        }
+        let generation = self.generation;
+        self.generation += 1;
+        if self.backend.durable_state() {
+            self.pending = freed.iter().map(|h| (h.spec.clone(), h.mode)).collect();
+        }
+        if let Err(refusal) = self.save() {
+            for held in freed {
+                self.held.insert(held.target.id.clone(), held);
+            }
+            for id in &left {
+                if let Some(held) = self.held.get_mut(id) {
+                    held.holders.insert(uuid.to_owned());
+                }
+            }
+            self.pending.clear();
+            self.generation = generation;
+            return Err(refusal);
+        }
+        failpoint::hit("release:recorded");
+        for held in freed {
+            self.unlock_one(held.target, held.spec, held.mode, held.handle);
+            failpoint::hit("release:unlocked-some");
+        }
+        failpoint::hit("release:unlocked");
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.generation += 1;
+            // Best effort: if it fails, the next start drops the (released) unsettled locks.
+            let _ = self.save();
+        }
+        Ok(state)
     }
 
     /// The state string of everything `info` holds now.
-    pub fn inquire(&self, info: &OwnerInfo) -> String {
+    pub fn inquire(&mut self, info: &OwnerInfo) -> Result<String, Refusal> {
+        self.check_identity(info, false)?;
         let held: Vec<_> = self
             .held
             .values()
             .filter(|h| h.holders.contains(&info.uuid))
             .map(|h| (h.mode, h.spec.fingerprint()))
             .collect();
-        proto::encode_state(&held)
+        Ok(proto::encode_state(&held))
     }
 
-    /// The owner's process exited: free everything it held, at once.
+    /// The owner's process exited: free everything it held, at once, then record it (a crash
+    /// in between is harmless: a restart drops the locks of domains that are gone).
     pub fn owner_died(&mut self, uuid: &str) -> usize {
         let mut freed = 0;
         let ids: Vec<String> = self
@@ -426,16 +757,15 @@ impl<B: Backend> LockTable<B> {
             freed += 1;
             if held.holders.is_empty() {
                 let held = self.held.remove(&id).expect("listed");
-                if let Err(err) = self.backend.unlock(&held.target, held.handle) {
-                    eprintln!(
-                        "lockmgrd: releasing {} after its owner died: {err}",
-                        held.spec.describe()
-                    );
-                }
+                self.unlock_one(held.target, held.spec, held.mode, held.handle);
+                failpoint::hit("owner-death:unlocked-some");
             }
         }
+        failpoint::hit("owner-death:unlocked");
         self.owners.remove(uuid);
         self.generation += 1;
+        // Best effort: the server retries a failed save.
+        let _ = self.save();
         freed
     }
 
@@ -463,7 +793,7 @@ impl<B: Backend> LockTable<B> {
             .map(|o| format!("{} ({}) pid {}", o.info.name, o.info.uuid, o.info.pid))
             .collect();
         owners.sort();
-        let locks = self
+        let mut locks: Vec<LockStatus> = self
             .held
             .values()
             .map(|h| LockStatus {
@@ -481,6 +811,12 @@ impl<B: Backend> LockTable<B> {
                     .collect(),
             })
             .collect();
+        locks.extend(self.stuck.iter().map(|s| LockStatus {
+            resource: s.spec.describe(),
+            target: s.target.id.clone(),
+            mode: s.mode,
+            owners: vec![format!("(no domain: its unlock failed: {})", s.error)],
+        }));
         (owners, locks)
     }
 
@@ -512,18 +848,27 @@ impl<B: Backend> LockTable<B> {
                     holders: h.holders.iter().map(String::as_str).collect(),
                 })
                 .collect(),
+            unsettled: self
+                .pending
+                .iter()
+                .map(|(spec, mode)| (spec, *mode))
+                .chain(self.stuck.iter().map(|s| (&s.spec, s.mode)))
+                .map(|(spec, mode)| SnapshotUnsettledView { spec, mode })
+                .collect(),
         }
     }
 
     /// After a restart: re-register the domains of `snapshot` that still run (same pid and
-    /// start time) and take their locks again. A lock someone else took meanwhile is lost:
-    /// its owners' `<on_lockfailure>` actions are applied and reported.
+    /// start time), drop the unsettled locks, and take the domains' locks again. A lock someone
+    /// else took meanwhile is lost: its owners' `<on_lockfailure>` actions are applied and
+    /// reported. The caller records the result.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Vec<LostLock> {
         let mut lost = Vec::new();
         for saved in &snapshot.owners {
-            let alive = sys::pidfd_open(saved.info.pid)
-                .ok()
-                .filter(|_| process::start_time(saved.info.pid).ok() == Some(saved.start_time));
+            let alive = sys::pidfd_open(saved.info.pid).ok().filter(|pidfd| {
+                process::is_alive(pidfd)
+                    && process::start_time(saved.info.pid).ok() == Some(saved.start_time)
+            });
             match alive {
                 Some(pidfd) => {
                     let owner = Owner {
@@ -542,6 +887,9 @@ impl<B: Backend> LockTable<B> {
                 )),
             }
         }
+        for unsettled in &snapshot.unsettled {
+            self.discard(&unsettled.spec, unsettled.mode);
+        }
         for saved in &snapshot.locks {
             let holders: Vec<&String> = saved
                 .holders
@@ -549,16 +897,7 @@ impl<B: Backend> LockTable<B> {
                 .filter(|u| self.owners.contains_key(*u))
                 .collect();
             if holders.is_empty() {
-                let discarded = self
-                    .backend
-                    .resolve(&saved.spec)
-                    .and_then(|t| self.backend.discard(&t, &saved.spec, saved.mode));
-                if let Err(err) = discarded {
-                    eprintln!(
-                        "lockmgrd: cannot drop the left-over lock on {}: {err}",
-                        saved.spec.describe()
-                    );
-                }
+                self.discard(&saved.spec, saved.mode);
                 continue;
             }
             let taken = self.backend.resolve(&saved.spec).and_then(|t| {
@@ -579,6 +918,7 @@ impl<B: Backend> LockTable<B> {
                             handle,
                         },
                     );
+                    failpoint::hit("restore:reclaimed-some");
                 }
                 Err(err) => {
                     for uuid in holders {
@@ -594,8 +934,23 @@ impl<B: Backend> LockTable<B> {
                 }
             }
         }
+        failpoint::hit("restore:reclaimed");
         self.generation += 1;
         lost
+    }
+
+    /// Drops what the previous daemon may have left of a lock no running domain holds.
+    fn discard(&mut self, spec: &ResourceSpec, mode: Mode) {
+        let discarded = self
+            .backend
+            .resolve(spec)
+            .and_then(|t| self.backend.discard(&t, spec, mode));
+        if let Err(err) = discarded {
+            crate::log(&format!(
+                "cannot drop the left-over lock on {}: {err}",
+                spec.describe()
+            ));
+        }
     }
 
     /// Checks whether the owner behind a pidfd really exited (the pidfd polled readable).
@@ -609,4 +964,40 @@ impl<B: Backend> LockTable<B> {
     pub fn pidfd_of(&self, uuid: &str) -> Option<RawFd> {
         self.owners.get(uuid).map(|o| o.pidfd.as_fd().as_raw_fd())
     }
+}
+
+/// A domain seen for the first time: its process must run, and be one that can exit.
+fn new_owner(info: &OwnerInfo) -> Result<Owner, Refusal> {
+    let invalid = |why: String| {
+        Refusal::new(
+            ErrorKind::Invalid,
+            format!("domain '{}' ({}): {why}", info.name, info.uuid),
+        )
+    };
+    if info.pid == 0 {
+        return Err(invalid("no pid".into()));
+    }
+    if let Some(why) = process::never_an_owner(info.pid) {
+        return Err(invalid(format!(
+            "{why}, not a QEMU: its locks could never be freed"
+        )));
+    }
+    let pidfd = sys::pidfd_open(info.pid).map_err(|e| {
+        invalid(match e.raw_os_error() {
+            Some(libc::ESRCH) => format!("process {} is not running", info.pid),
+            _ => format!("cannot watch process {}: {e}", info.pid),
+        })
+    })?;
+    if !process::is_alive(&pidfd) {
+        return Err(invalid(format!("process {} has exited", info.pid)));
+    }
+    let start_time = process::start_time(info.pid)
+        .map_err(|e| invalid(format!("cannot read /proc/{}/stat: {e}", info.pid)))?;
+    Ok(Owner {
+        info: info.clone(),
+        start_time,
+        pidfd,
+        action: FailureAction::Default,
+        acquired: false,
+    })
 }

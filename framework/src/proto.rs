@@ -172,6 +172,101 @@ pub enum Request {
     Status,
 }
 
+/// The longest disk path or lease target path a request may carry (`PATH_MAX` less its NUL).
+pub const MAX_PATH: usize = 4095;
+/// The longest domain name, lease key or lease lockspace (`NAME_MAX`: each is a file name in
+/// libvirt's own lock managers).
+pub const MAX_NAME: usize = 255;
+/// The longest domain uuid text.
+pub const MAX_UUID: usize = 64;
+/// The most resources one request may carry.
+pub const MAX_RESOURCES: usize = 1024;
+
+fn check_len(what: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        let shown: String = value.chars().take(60).collect();
+        return Err(format!(
+            "{what} '{shown}…' is {} bytes long; at most {max} are accepted",
+            value.len()
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("{what} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+impl OwnerInfo {
+    /// Checks the lengths libvirt itself never exceeds.
+    pub fn check_limits(&self) -> Result<(), String> {
+        check_len("domain uuid", &self.uuid, MAX_UUID)?;
+        check_len("domain name", &self.name, MAX_NAME)?;
+        if let Some(uri) = &self.uri {
+            check_len("connection uri", uri, MAX_PATH)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResourceSpec {
+    /// Checks the lengths libvirt itself never exceeds.
+    pub fn check_limits(&self) -> Result<(), String> {
+        match &self.kind {
+            ResourceKind::Disk => check_len("disk path", &self.name, MAX_PATH),
+            ResourceKind::Lease {
+                lockspace, path, ..
+            } => {
+                check_len("lease key", &self.name, MAX_NAME)?;
+                if let Some(lockspace) = lockspace {
+                    check_len("lease lockspace", lockspace, MAX_NAME)?;
+                }
+                if let Some(path) = path {
+                    check_len("lease path", path, MAX_PATH)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Request {
+    /// Checks every input against the limits above, so that anything accepted fits in every
+    /// reply and state file: a clear refusal at the boundary instead of a failure later.
+    pub fn check_limits(&self) -> Result<(), String> {
+        match self {
+            Request::Register { owner, .. } | Request::Inquire { owner } => owner.check_limits(),
+            Request::Acquire {
+                owner,
+                resources,
+                state,
+                ..
+            } => {
+                owner.check_limits()?;
+                check_resources(resources)?;
+                if let Some(state) = state {
+                    check_len("lock state", state, MAX_STATE_LEN)?;
+                }
+                Ok(())
+            }
+            Request::Release { owner, resources } => {
+                owner.check_limits()?;
+                check_resources(resources)
+            }
+            Request::Status => Ok(()),
+        }
+    }
+}
+
+fn check_resources(resources: &[ResourceSpec]) -> Result<(), String> {
+    if resources.len() > MAX_RESOURCES {
+        return Err(format!(
+            "{} resources in one request; at most {MAX_RESOURCES} are accepted",
+            resources.len()
+        ));
+    }
+    resources.iter().try_for_each(ResourceSpec::check_limits)
+}
+
 /// A request with its protocol version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +332,9 @@ pub enum Reply {
         owners: Vec<String>,
         /// Every lock.
         locks: Vec<LockStatus>,
+        /// Set when owners or locks were left out so that the reply fits in a frame: how many.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncated: Option<String>,
     },
     /// Refused.
     Error {
@@ -543,6 +641,64 @@ mod tests {
                 .contains("unknown version")
         );
         assert_eq!(decode_state(&encode_state(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn inputs_beyond_libvirts_limits_are_refused_with_the_field_named() {
+        let owner = OwnerInfo {
+            uuid: "7c1e0001-5a2b-4c3d-8e9f-0a1b2c3d4e5f".into(),
+            name: "vm".into(),
+            id: 1,
+            pid: 42,
+            uri: None,
+        };
+        let acquire = |resources: Vec<ResourceSpec>| Request::Acquire {
+            owner: owner.clone(),
+            resources,
+            action: FailureAction::Poweroff,
+            state: None,
+        };
+        assert!(
+            acquire(vec![disk(&"/a".repeat(2047), Mode::Exclusive)])
+                .check_limits()
+                .is_ok()
+        );
+        let long = acquire(vec![disk(
+            &format!("/{}", "a".repeat(MAX_PATH)),
+            Mode::Exclusive,
+        )]);
+        let why = long.check_limits().unwrap_err();
+        assert!(
+            why.starts_with("disk path '/aaa") && why.contains("4096 bytes long"),
+            "{why}"
+        );
+        let many = acquire(vec![disk("/a", Mode::Shared); MAX_RESOURCES + 1]);
+        assert!(many.check_limits().unwrap_err().contains("1025 resources"));
+        let lease = ResourceSpec {
+            kind: ResourceKind::Lease {
+                lockspace: Some("ls".into()),
+                path: None,
+                offset: None,
+            },
+            name: "k".repeat(MAX_NAME + 1),
+            mode: Mode::Exclusive,
+        };
+        assert!(
+            acquire(vec![lease])
+                .check_limits()
+                .unwrap_err()
+                .contains("lease key")
+        );
+        let named = Request::Register {
+            owner: OwnerInfo {
+                name: "n".repeat(300),
+                ..owner.clone()
+            },
+            restrict: false,
+        };
+        assert!(named.check_limits().unwrap_err().contains("domain name"));
+        let nul = acquire(vec![disk("/a\0b", Mode::Exclusive)]);
+        assert!(nul.check_limits().unwrap_err().contains("NUL"));
     }
 
     #[test]
