@@ -11,6 +11,8 @@ pub mod backend;
 #[cfg(feature = "dlm")]
 pub mod dlm_backend;
 pub mod failpoint;
+#[cfg(feature = "dlm")]
+pub mod fencing;
 pub mod file_backend;
 pub mod health;
 pub mod instance;

@@ -38,7 +38,10 @@ enum BackendKind {
         <state_dir>/locks.json: after a restart (or a crash) it takes back the locks of the \
         domains that still run — file locks are taken again, DLM persistent locks are adopted \
         from the orphans they became — drops those of domains that stopped meanwhile, and \
-        applies <on_lockfailure> to any lock someone else took in between.",
+        applies <on_lockfailure> to any lock someone else took in between.\n\n\
+        With --backend dlm it refuses to start unless dlm_controld fences failed nodes \
+        (enable_fencing=1 with a fence agent): without fencing, the other nodes take a cut-off \
+        node's disks while its domains may still write to them.",
     after_help = "Examples:\n  lockmgrd --config /etc/libvirt/qemu-file.conf\n  \
         lockmgrd --backend dlm --config /etc/libvirt/qemu-dlm.conf --pid-file /run/lockmgr/dlm.pid"
 )]
@@ -54,10 +57,15 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
     /// dlm: after this many seconds without an answer from the DLM (lockspace stopped, quorum
-    /// lost), apply every domain's <on_lockfailure> and refuse new locks. Keep it above the
-    /// cluster's recovery time after a node failure (corosync token + consensus, ~7 s).
+    /// lost), apply every domain's <on_lockfailure> and refuse new locks. Fencing, not this
+    /// timeout, is what keeps a cut-off node from writing while the others take its disks.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     lock_failure_timeout: u64,
+    /// dlm: start even though dlm_controld runs without fencing (enable_fencing=0). UNSAFE:
+    /// a cut-off or frozen node keeps writing while the other nodes take its disks. Only for
+    /// test beds that must show that failure.
+    #[arg(long)]
+    unsafe_allow_no_fencing: bool,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +146,17 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         .unwrap_or_else(|| DlmPluginSettings::PATH.into());
     let (settings, warnings) = DlmPluginSettings::from_file(&config).map_err(|e| e.to_string())?;
     print_warnings(warnings);
+    match lockmgrd::fencing::check_running_cluster() {
+        Ok(fencing) => log(&fencing),
+        Err(unsafe_cluster) if cli.unsafe_allow_no_fencing => log(&format!(
+            "UNSAFE: {unsafe_cluster} (started anyway: --unsafe-allow-no-fencing)"
+        )),
+        Err(unsafe_cluster) => {
+            return Err(format!(
+                "refusing to serve DLM locks: {unsafe_cluster}. (--unsafe-allow-no-fencing                  starts anyway, for test beds only)"
+            ));
+        }
+    }
     let claim = claim(&settings.state_dir, &settings.socket_path)?;
     let backend = lockmgrd::dlm_backend::DlmBackend::join(&settings.lockspace_name)
         .map_err(|e| e.to_string())?;
