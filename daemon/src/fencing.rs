@@ -7,11 +7,15 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-/// The options `dlm_tool dump_config` prints, one `name=value` a line.
+/// The options `dlm_tool dump_config` prints, one `name=value` a line, the value maybe followed
+/// by where it was set (`enable_fencing=1 (dlm.conf)`).
 fn parse_config(text: &str) -> HashMap<&str, &str> {
     text.lines()
         .filter_map(|line| line.trim().split_once('='))
-        .map(|(key, value)| (key.trim(), value.trim()))
+        .map(|(key, value)| {
+            let value = value.split_whitespace().next().unwrap_or_default();
+            (key.trim(), value)
+        })
         .collect()
 }
 
@@ -66,9 +70,10 @@ pub fn check_running_cluster() -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const FENCED: &str = "daemon_debug=0\nforeground=0\nlog_debug=1\npost_join_delay=5\n\
-        enable_fencing=1\nenable_concurrent_fencing=0\nenable_startup_fencing=0\n\
-        enable_quorum_fencing=1\nenable_quorum_lockspace=1\n";
+    /// As dlm_tool 4.2 prints it: a value set in dlm.conf or on the command line says so.
+    const FENCED: &str = "daemon_debug=0\nforeground=0\nlog_debug=1 (dlm.conf)\n\
+        post_join_delay=5 (dlm.conf)\nenable_fencing=1 (dlm.conf)\nenable_concurrent_fencing=0\n\
+        enable_startup_fencing=0 (dlm.conf)\nenable_quorum_fencing=1\nenable_quorum_lockspace=1\n";
 
     #[test]
     fn a_fencing_cluster_is_accepted() {
@@ -78,7 +83,10 @@ mod tests {
 
     #[test]
     fn a_cluster_without_fencing_is_refused_with_the_way_out() {
-        let unfenced = FENCED.replace("enable_fencing=1", "enable_fencing=0");
+        let unfenced = FENCED.replace(
+            "enable_fencing=1 (dlm.conf)",
+            "enable_fencing=0 (cli option)",
+        );
         let why = check_config(&unfenced).unwrap_err();
         assert!(
             why.starts_with("dlm_controld runs with enable_fencing=0")

@@ -153,7 +153,7 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         )),
         Err(unsafe_cluster) => {
             return Err(format!(
-                "refusing to serve DLM locks: {unsafe_cluster}. (--unsafe-allow-no-fencing                  starts anyway, for test beds only)"
+                "refusing to serve DLM locks: {unsafe_cluster}. (--unsafe-allow-no-fencing starts anyway, for test beds only)"
             ));
         }
     }
