@@ -30,5 +30,7 @@ end=$(date +%s)
 echo "[run-proof] total $((end - start)) s (build $((built - start)) s, proof $((end - built)) s)"
 
 # The harness stops what it started; say so if anything of ours is still around.
-leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort))
+# lockmgr-<owner pid>-<n>: one whose owner still runs belongs to another run going on meanwhile.
+leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort) |
+    while read -r ns; do owner=${ns#lockmgr-}; [ -d "/proc/${owner%%-*}" ] || echo "$ns"; done)
 [ -z "$leftover" ] || echo "[run-proof] warning: namespaces still present: $leftover (lockmgr-testbed down removes leftovers)" >&2

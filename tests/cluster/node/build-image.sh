@@ -6,7 +6,7 @@
 #
 # Usage: build-image.sh KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR
 #   KERNEL_PKG  exact package, e.g. linux-image-6.1.0-56-amd64 (resolved by the caller from the meta package)
-#   SRC_DIR     holds init, packages and dlm.conf (tests/cluster/node/)
+#   SRC_DIR     holds init, packages, dlm.conf and fence_testbed (tests/cluster/node/)
 #   CACHE_DIR   downloaded .debs are kept here between builds (kernel + debootstrap cache)
 #   OUT_DIR     created; must not exist yet (the caller moves it into place when this succeeds)
 #
@@ -39,7 +39,7 @@ die() { echo "[image] error: $*" >&2; exit 1; }
 for tool in apt-get apt-cache dpkg debootstrap depmod modprobe cpio chroot; do
     command -v "$tool" >/dev/null || die "missing host tool '$tool' (Debian packages: apt, dpkg, debootstrap, kmod, cpio)"
 done
-for f in init packages dlm.conf; do
+for f in init packages dlm.conf fence_testbed; do
     [ -f "$src/$f" ] || die "missing $src/$f"
 done
 [ ! -e "$out" ] || die "output directory $out already exists"
@@ -106,6 +106,8 @@ rm -rf "$root"/usr/share/{doc,man,info,locale,lintian,zoneinfo,common-licenses,b
 install -m 0755 "$src/init" "$root/init"
 install -d "$root/etc/dlm" "$root/mnt/host" "$root/var/log/corosync"
 install -m 0644 "$src/dlm.conf" "$root/etc/dlm/dlm.conf"
+# dlm_controld's fence agent (fence_all in dlm.conf): asks the host to power a node off
+install -m 0755 "$src/fence_testbed" "$root/usr/sbin/fence_testbed"
 # The kernel opens /dev/console of the initramfs before /init runs; without it init has no output.
 [ -c "$root/dev/console" ] || mknod -m 600 "$root/dev/console" c 5 1
 [ -c "$root/dev/null" ] || mknod -m 666 "$root/dev/null" c 1 3

@@ -4,6 +4,9 @@
 //! `state.json`), so that a cluster is stopped by pid (cmdline-checked) and its namespace
 //! deleted: on drop, on SIGINT/SIGTERM/SIGHUP of the process that owns it, at the next
 //! [`Cluster::start`] when its owner died, or by `lockmgr-testbed down`.
+//!
+//! With fencing on (the default), each node also has a fence channel to the host: see
+//! [`crate::fence`].
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -12,13 +15,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, Output};
 use crate::error::{Error, IoContext, Result};
+use crate::fence::{FENCE_PORT_NAME, FenceEvent, Fencer};
 use crate::host;
 use crate::image::{NodeImage, lock_cache};
 
@@ -49,6 +53,16 @@ pub struct ClusterSpec {
     pub boot_timeout: Duration,
     /// Where the run dir is created.
     pub run_dir: PathBuf,
+    /// Power fencing (default on): dlm_controld runs with `enable_fencing=1` and the
+    /// `fence_testbed` agent, and the host powers off the nodes it asks for (see
+    /// [`crate::fence`]). Off (`dlmnode.fencing=0` on the kernel command line): the survivors take
+    /// a failed node's locks as soon as corosync drops it, even while a node that is only cut off
+    /// still runs; for control runs that must show that.
+    pub fencing: bool,
+    /// Two-node clusters only: how long the host holds back a request to power off node1 while
+    /// node1 runs. Both halves of a split stay quorate (`two_node: 1`) and ask to fence each other
+    /// at once; this makes node1 win (pacemaker's `pcmk_delay_base` on node1's device).
+    pub fence_tie_break: Duration,
 }
 
 impl Default for ClusterSpec {
@@ -60,6 +74,8 @@ impl Default for ClusterSpec {
             memory_mib: 768,
             boot_timeout: Duration::from_secs(300),
             run_dir: default_run_dir(),
+            fencing: true,
+            fence_tie_break: Duration::from_secs(5),
         }
     }
 }
@@ -82,6 +98,12 @@ impl ClusterSpec {
     /// Shares `dir` read-write at `/mnt/scratch` in every node.
     pub fn scratch(mut self, dir: impl Into<PathBuf>) -> Self {
         self.scratch = Some(dir.into());
+        self
+    }
+
+    /// Power fencing on (the default) or off (control runs only: unsafe by design).
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
         self
     }
 }
@@ -108,6 +130,18 @@ pub struct ClusterState {
     pub share: Option<PathBuf>,
     /// The kernel the nodes run.
     pub kernel: String,
+    /// Whether the nodes run with power fencing ([`ClusterSpec::fencing`]).
+    #[serde(default)]
+    pub fencing: bool,
+    /// The two-node tie-break in milliseconds (0 for other sizes; [`ClusterSpec::fence_tie_break`]).
+    #[serde(default)]
+    pub fence_tie_break_ms: u64,
+    /// The `lockmgr-testbed fencer` process serving a detached cluster's fence requests.
+    #[serde(default)]
+    pub fencer_pid: Option<u32>,
+    /// Its start time, against pid reuse.
+    #[serde(default)]
+    pub fencer_start: Option<u64>,
     /// The nodes, node1 first.
     pub nodes: Vec<NodeRecord>,
 }
@@ -127,12 +161,22 @@ pub struct NodeRecord {
     pub console: PathBuf,
     /// Its guest agent socket.
     pub agent_socket: PathBuf,
-    /// Set once [`Cluster::kill_node`] killed it.
+    /// Its fence channel (a virtio-serial port in the node), when the cluster has fencing.
+    #[serde(default)]
+    pub fence_socket: Option<PathBuf>,
+    /// Set once it was powered off: by [`Cluster::kill_node`] or by a fence request.
     pub killed: bool,
+    /// The node whose fence request powered it off.
+    #[serde(default)]
+    pub fenced_by: Option<usize>,
+    /// When its current QEMU was started (Unix seconds): a fence request about a failure before
+    /// that is about an earlier incarnation, already gone.
+    #[serde(default)]
+    pub started_unix: Option<u64>,
 }
 
 impl ClusterState {
-    fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         let path = self.dir.join("state.json");
         let tmp = self.dir.join("state.json.tmp");
         let text =
@@ -175,6 +219,10 @@ pub struct Cluster {
     agents: Vec<Mutex<Option<Agent>>>,
     boot_time: Duration,
     owned: bool,
+    /// The host side of the fence channels, while this process serves them.
+    fencer: Mutex<Option<Fencer>>,
+    /// What the nodes were started from, for [`Cluster::restart_node`].
+    launched_from: Option<(NodeImage, ClusterSpec)>,
 }
 
 /// Clusters owned by this process, for the signal handler.
@@ -251,7 +299,10 @@ impl Cluster {
                 address: node_address(index),
                 console: dir.join(format!("node{index}.console")),
                 agent_socket: dir.join(format!("node{index}.qga")),
+                fence_socket: spec.fencing.then(|| dir.join(format!("node{index}.fence"))),
                 killed: false,
+                fenced_by: None,
+                started_unix: None,
             })
             .collect();
         let state = ClusterState {
@@ -261,6 +312,14 @@ impl Cluster {
             owner_start: host::start_time(me),
             share: spec.share.clone(),
             kernel: image.kernel_package.clone(),
+            fencing: spec.fencing,
+            fence_tie_break_ms: if spec.nodes == 2 {
+                u64::try_from(spec.fence_tie_break.as_millis()).unwrap_or(u64::MAX)
+            } else {
+                0
+            },
+            fencer_pid: None,
+            fencer_start: None,
             nodes,
         };
         state.save()?;
@@ -273,14 +332,21 @@ impl Cluster {
             agents: (0..spec.nodes).map(|_| Mutex::new(None)).collect(),
             boot_time: Duration::ZERO,
             owned: true,
+            fencer: Mutex::new(None),
+            launched_from: Some((image.clone(), spec.clone())),
         };
         let accel = host::accelerator();
         println!(
-            "[cluster] {name}: starting {} node(s) ({}, {} MiB each), kernel {}",
+            "[cluster] {name}: starting {} node(s) ({}, {} MiB each), kernel {}, fencing {}",
             spec.nodes,
             accel.join(" "),
             spec.memory_mib,
-            image.kernel_release
+            image.kernel_release,
+            if spec.fencing {
+                "on (fence_testbed -> host)"
+            } else {
+                "OFF (control run)"
+            }
         );
         create_network(&name, spec.nodes)?;
         host::become_subreaper();
@@ -289,15 +355,16 @@ impl Cluster {
             // Shared: an image rebuild (exclusive) cannot swap the files while QEMU opens them.
             let _image_lock = lock_cache(image.dir.parent().unwrap_or(&image.dir), false)?;
             for index in 1..=spec.nodes {
-                let pid = cluster.launch(image, spec, accel, index)?;
-                let mut state = cluster.state();
-                state.nodes[index - 1].pid = Some(pid);
-                state.save()?;
+                cluster.launch(image, spec, accel, index)?;
             }
         }
+        if spec.fencing {
+            *locked(&cluster.fencer) = Some(Fencer::start(&cluster.state));
+        }
         host::reap_qemu_zombies();
-        cluster.wait_ready(started, spec.boot_timeout)?;
-        cluster.connect_agents(Duration::from_secs(60))?;
+        let all: Vec<usize> = (1..=spec.nodes).collect();
+        cluster.wait_ready(&all, started, spec.boot_timeout)?;
+        cluster.connect_agents(&all, Duration::from_secs(60))?;
         cluster.boot_time = started.elapsed();
         println!(
             "[cluster] {name}: {} node(s) ready, guest agents answering, {:.1} s after QEMU start",
@@ -339,6 +406,8 @@ impl Cluster {
             agents,
             boot_time: Duration::ZERO,
             owned: false,
+            fencer: Mutex::new(None),
+            launched_from: None,
         })
     }
 
@@ -406,7 +475,7 @@ impl Cluster {
         };
         if killed {
             return Err(Error::Usage(format!(
-                "node{node} was killed; it runs nothing any more"
+                "node{node} is powered off (killed or fenced); it runs nothing any more"
             )));
         }
         let mut slot = locked(&self.agents[node - 1]);
@@ -478,18 +547,127 @@ impl Cluster {
             )));
         }
         state.nodes[node - 1].killed = true;
+        state.nodes[node - 1].fenced_by = None;
         state.save()?;
         drop(state);
         *locked(&self.agents[node - 1]) = None;
         Ok(())
     }
 
+    /// Whether node `node`'s QEMU runs (its recorded pid is alive and still our QEMU, and it was
+    /// neither killed nor fenced).
+    pub fn node_running(&self, node: usize) -> bool {
+        crate::fence::node_running(&self.state(), node)
+    }
+
+    /// Whether the nodes run with power fencing.
+    pub fn fencing(&self) -> bool {
+        self.state().fencing
+    }
+
+    /// Cuts node `node` off the cluster network: its tap device on the namespace's bridge goes
+    /// down, so nothing reaches it and nothing it sends gets anywhere, as when its switch port
+    /// dies. Done on the host side, so the node cannot undo it; its guest agent and fence channel
+    /// (virtio-serial, not network) keep working.
+    pub fn cut_node(&self, node: usize) -> Result<()> {
+        self.set_link(node, "down")
+    }
+
+    /// Undoes [`Cluster::cut_node`].
+    pub fn reconnect_node(&self, node: usize) -> Result<()> {
+        self.set_link(node, "up")
+    }
+
+    fn set_link(&self, node: usize, updown: &str) -> Result<()> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let name = self.name();
+        host::run(Command::new("ip").args([
+            "-n",
+            &name,
+            "link",
+            "set",
+            &format!("tap{node}"),
+            updown,
+        ]))
+        .map(drop)
+    }
+
+    /// The cluster's fence log: every fence request the nodes made and what the host did, oldest
+    /// first (empty without fencing). Read it before the cluster stops: it lives in the run dir.
+    pub fn fence_events(&self) -> Result<Vec<FenceEvent>> {
+        crate::fence::read_log(&self.state().dir)
+    }
+
+    /// Boots node `node` again after it was killed or fenced (a clean, RAM-only node, as at
+    /// start, with its network link back if [`Cluster::cut_node`] had cut it), waits until it is
+    /// ready and its agent answers, and returns how long that took. Only for clusters this process
+    /// started. Its previous console is kept as `nodeN.console.before-restart`.
+    pub fn restart_node(&self, node: usize) -> Result<Duration> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let (image, spec) = self.launched_from.as_ref().ok_or_else(|| {
+            Error::Usage("only the process that started a cluster can restart its nodes".to_owned())
+        })?;
+        if self.node_running(node) {
+            return Err(Error::Usage(format!(
+                "node{node} still runs: kill or fence it before restarting it"
+            )));
+        }
+        *locked(&self.agents[node - 1]) = None;
+        self.reconnect_node(node)?;
+        let console = self.console_path(node)?;
+        let _ = fs::rename(&console, console.with_extension("console.before-restart"));
+        let started = Instant::now();
+        {
+            let _image_lock = lock_cache(image.dir.parent().unwrap_or(&image.dir), false)?;
+            self.launch(image, spec, host::accelerator(), node)?;
+        }
+        host::reap_qemu_zombies();
+        self.wait_ready(&[node], started, spec.boot_timeout)?;
+        self.connect_agents(&[node], Duration::from_secs(60))?;
+        let took = started.elapsed();
+        println!(
+            "[cluster] {}: node{node} restarted, ready in {:.1} s",
+            self.name(),
+            took.as_secs_f64()
+        );
+        Ok(took)
+    }
+
     /// Leaves the cluster running after this handle is gone (for `lockmgr-testbed up`); it is
-    /// then stopped by `lockmgr-testbed down`. Returns what the run dir records.
-    pub fn detach(mut self) -> Result<ClusterState> {
+    /// then stopped by `lockmgr-testbed down`. With fencing, `fencer` (the `lockmgr-testbed`
+    /// binary) is started in the background as `lockmgr-testbed fencer` to serve the nodes' fence
+    /// requests from then on; `down` stops it. Returns what the run dir records.
+    pub fn detach(mut self, fencer: &Path) -> Result<ClusterState> {
         self.owned = false;
         locked(&LIVE).retain(|live| !Arc::ptr_eq(live, &self.state));
+        if let Some(threads) = locked(&self.fencer).take() {
+            threads.stop();
+        }
         let mut state = self.state();
+        if state.fencing {
+            let run_dir = state.dir.parent().unwrap_or(&state.dir).to_owned();
+            let out_path = state.dir.join("fencer.out");
+            let out = fs::File::create(&out_path).at(&out_path, "create")?;
+            let err = out.try_clone().at(&out_path, "dup")?;
+            let mut command = Command::new(fencer);
+            command
+                .arg("--run-dir")
+                .arg(&run_dir)
+                .args(["fencer", "--cluster", &state.name])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err);
+            // Its own process group: a ^C in the shell that ran `up` does not reach it.
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command.spawn().map_err(|err| Error::Command {
+                command: host::describe(&command),
+                detail: format!("cannot start the fencer: {err}"),
+            })?;
+            state.fencer_pid = Some(child.id());
+            state.fencer_start = host::start_time(child.id());
+        }
         state.owner_pid = None;
         state.owner_start = None;
         state.save()?;
@@ -517,6 +695,9 @@ impl Cluster {
             live.retain(|entry| !Arc::ptr_eq(entry, &self.state));
             live.len() != before
         };
+        if let Some(fencer) = locked(&self.fencer).take() {
+            fencer.stop();
+        }
         if !was_live {
             return Vec::new(); // the signal handler got there first
         }
@@ -527,6 +708,7 @@ impl Cluster {
         teardown(&state, keep_consoles)
     }
 
+    /// Starts node `index`'s QEMU and records its pid.
     fn launch(
         &self,
         image: &NodeImage,
@@ -548,8 +730,9 @@ impl Cluster {
         let log_err = log.try_clone().at(&log_path, "dup")?;
         let append = format!(
             "console=ttyS0 quiet panic=-1 mitigations=off random.trust_cpu=on \
-             dlmnode.node={index} dlmnode.nodes={} dlmnode.net={NETWORK_PREFIX}",
-            spec.nodes
+             dlmnode.node={index} dlmnode.nodes={} dlmnode.net={NETWORK_PREFIX} dlmnode.fencing={}",
+            spec.nodes,
+            u8::from(spec.fencing)
         );
         let mut command = Command::new("ip");
         command
@@ -597,6 +780,21 @@ impl Cluster {
                 "-device",
                 "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
             ]);
+        if let Some(fence_socket) = &record.fence_socket {
+            // The node's own fence channel: the host knows who asks by the socket.
+            command
+                .args([
+                    "-chardev",
+                    &format!(
+                        "socket,id=fence0,path={},server=on,wait=off",
+                        fence_socket.display()
+                    ),
+                ])
+                .args([
+                    "-device",
+                    &format!("virtserialport,chardev=fence0,name={FENCE_PORT_NAME}"),
+                ]);
+        }
         if let Some(share) = &spec.share {
             command.args([
                 "-virtfs",
@@ -634,6 +832,17 @@ impl Cluster {
                 .and_then(|text| text.trim().parse::<u32>().ok())
             {
                 if host::is_our_qemu(pid, &record.qemu_name) {
+                    let mut state = self.state();
+                    let node = &mut state.nodes[index - 1];
+                    node.pid = Some(pid);
+                    node.killed = false;
+                    node.fenced_by = None;
+                    node.started_unix = Some(
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |since| since.as_secs()),
+                    );
+                    state.save()?;
                     return Ok(pid);
                 }
             }
@@ -668,13 +877,18 @@ impl Cluster {
         }
     }
 
-    fn wait_ready(&self, started: Instant, timeout: Duration) -> Result<()> {
-        let nodes = self.snapshot().nodes;
+    /// Waits for the readiness marker of each of `indexes` on its console.
+    fn wait_ready(&self, indexes: &[usize], started: Instant, timeout: Duration) -> Result<()> {
+        let nodes: Vec<NodeRecord> = self
+            .snapshot()
+            .nodes
+            .into_iter()
+            .filter(|node| indexes.contains(&node.index))
+            .collect();
         let mut ready = vec![false; nodes.len()];
         let deadline = started + timeout;
         while ready.iter().any(|ready| !ready) {
-            for node in &nodes {
-                let slot = node.index - 1;
+            for (slot, node) in nodes.iter().enumerate() {
                 if ready[slot] {
                     continue;
                 }
@@ -701,8 +915,9 @@ impl Cluster {
             if Instant::now() >= deadline {
                 let waiting: Vec<String> = nodes
                     .iter()
-                    .filter(|node| !ready[node.index - 1])
-                    .map(|node| format!("node{}", node.index))
+                    .zip(&ready)
+                    .filter(|(_, ready)| !**ready)
+                    .map(|(node, _)| format!("node{}", node.index))
                     .collect();
                 return Err(self.boot_error(format!(
                     "{} not ready (no `{READY_MARKER}` on the console) after {} s",
@@ -716,9 +931,13 @@ impl Cluster {
     }
 
     /// The agent socket exists before qemu-ga runs (server=on,wait=off): ping with retries.
-    fn connect_agents(&self, timeout: Duration) -> Result<()> {
+    fn connect_agents(&self, indexes: &[usize], timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        for (slot, node) in self.snapshot().nodes.iter().enumerate() {
+        for node in self.snapshot().nodes.iter() {
+            if !indexes.contains(&node.index) {
+                continue;
+            }
+            let slot = node.index - 1;
             loop {
                 match Agent::connect(node.index, &node.agent_socket) {
                     Ok(agent) => {
@@ -797,6 +1016,12 @@ fn create_network(namespace: &str, nodes: usize) -> Result<()> {
 /// deletes the namespace and the run dir. Returns what could not be done.
 pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String> {
     let mut problems = Vec::new();
+    if let Some(pid) = state.fencer_pid {
+        // First, so that it kills no node while they go down.
+        if let Err(problem) = host::stop_fencer(pid, state.fencer_start, &state.name) {
+            problems.push(problem);
+        }
+    }
     let ours: Vec<(u32, &str)> = state
         .nodes
         .iter()
@@ -833,6 +1058,10 @@ pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String>
                     keep.join(format!("node{}.console", node.index)),
                 );
             }
+            let _ = fs::copy(
+                state.dir.join(crate::fence::FENCE_LOG),
+                keep.join(crate::fence::FENCE_LOG),
+            );
             eprintln!(
                 "[cluster] {}: consoles kept in {}",
                 state.name,
@@ -846,6 +1075,13 @@ pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String>
         }
     }
     problems
+}
+
+/// Whether the `lockmgr-testbed fencer` recorded for a detached cluster still runs.
+pub fn fencer_alive(state: &ClusterState) -> bool {
+    state
+        .fencer_pid
+        .is_some_and(|pid| host::is_our_fencer(pid, state.fencer_start, &state.name))
 }
 
 /// Every cluster recorded under `run_dir`.
@@ -962,6 +1198,10 @@ mod tests {
             owner_start: owner_pid.and_then(host::start_time),
             share: None,
             kernel: "k".to_owned(),
+            fencing: false,
+            fence_tie_break_ms: 0,
+            fencer_pid: None,
+            fencer_start: None,
             nodes: vec![NodeRecord {
                 index: 1,
                 qemu_name: "lockmgr-test-node1".to_owned(),
@@ -970,7 +1210,10 @@ mod tests {
                 address: node_address(1),
                 console: dir.join("node1.console"),
                 agent_socket: dir.join("node1.qga"),
+                fence_socket: None,
                 killed: false,
+                fenced_by: None,
+                started_unix: None,
             }],
         }
     }

@@ -84,6 +84,34 @@ pub(crate) fn signal_qemu(pid: u32, qemu_name: &str, signal: Signal) -> bool {
     kill(Pid::from_raw(raw), signal).is_ok()
 }
 
+/// Whether `pid` is the `lockmgr-testbed fencer` serving cluster `name`, started at `start`.
+pub(crate) fn is_our_fencer(pid: u32, start: Option<u64>, name: &str) -> bool {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|byte| *byte == 0).collect();
+    owner_alive(pid, start)
+        && args.contains(&b"fencer".as_slice())
+        && args.contains(&name.as_bytes())
+}
+
+/// Stops the fencer process of cluster `name` (SIGTERM, SIGKILL after 2 s) if `pid` is still it.
+pub(crate) fn stop_fencer(pid: u32, start: Option<u64>, name: &str) -> Result<(), String> {
+    let Ok(raw) = i32::try_from(pid) else {
+        return Ok(());
+    };
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        if !is_our_fencer(pid, start, name) {
+            return Ok(());
+        }
+        let _ = kill(Pid::from_raw(raw), signal);
+        if wait_gone(&[pid], Duration::from_secs(2)).is_empty() {
+            return Ok(());
+        }
+    }
+    Err(format!("the fencer of {name} (pid {pid}) survived SIGKILL"))
+}
+
 /// Makes this process the reaper of its orphaned descendants: a `-daemonize`d QEMU is then
 /// re-parented to us (not to init, which on some machines never reaps) and [`reap`]ed here.
 pub(crate) fn become_subreaper() {

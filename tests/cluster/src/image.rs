@@ -18,6 +18,7 @@ const BUILD_SCRIPT: &str = include_str!("../node/build-image.sh");
 const INIT: &str = include_str!("../node/init");
 const PACKAGES: &str = include_str!("../node/packages");
 const DLM_CONF: &str = include_str!("../node/dlm.conf");
+const FENCE_AGENT: &str = include_str!("../node/fence_testbed");
 
 /// Where images and downloaded .debs are kept (`LOCKMGR_CACHE_DIR` overrides).
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/lockmgr";
@@ -70,7 +71,8 @@ pub struct NodeImage {
 
 impl NodeImage {
     /// Returns the cached image, building it first when it is missing or its inputs changed
-    /// (the build script, init, package list, dlm.conf, or the kernel version apt resolves).
+    /// (the build script, init, package list, dlm.conf, the fence agent, or the kernel version apt
+    /// resolves).
     pub fn ensure() -> Result<NodeImage> {
         Self::ensure_with(&ImageOptions::default())
     }
@@ -109,7 +111,7 @@ impl NodeImage {
         } else if !complete {
             "no complete image yet"
         } else {
-            "its inputs changed (build script, init, packages or kernel)"
+            "its inputs changed (build script, init, packages, dlm.conf, fence agent or kernel)"
         };
         println!(
             "[image] building the node image in {}: {why}",
@@ -202,6 +204,7 @@ fn stamp(kernel_pkg: &str, kernel_version: &str) -> String {
         INIT,
         PACKAGES,
         DLM_CONF,
+        FENCE_AGENT,
         kernel_pkg,
         kernel_version,
     ] {
@@ -224,6 +227,7 @@ fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
         ("init", INIT),
         ("packages", PACKAGES),
         ("dlm.conf", DLM_CONF),
+        ("fence_testbed", FENCE_AGENT),
     ] {
         fs::write(src.join(name), text).at(src.join(name), "write")?;
     }
@@ -287,5 +291,12 @@ mod tests {
                 "{package} not in node/packages"
             );
         }
+        // dlm_controld runs the agent the build script installs, which talks through the port
+        // init links and the host side serves.
+        assert!(DLM_CONF.contains("fence_all /usr/sbin/fence_testbed"));
+        assert!(BUILD_SCRIPT.contains("\"$root/usr/sbin/fence_testbed\""));
+        assert!(INIT.contains(crate::fence::FENCE_PORT_NAME));
+        assert!(FENCE_AGENT.contains(crate::fence::FENCE_PORT_NAME));
+        assert!(INIT.contains("dlmnode.fencing"));
     }
 }

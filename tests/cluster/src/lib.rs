@@ -9,6 +9,11 @@
 //! - [`Cluster::exec`] runs a command in a node through qemu-guest-agent; a host directory can be
 //!   shared read-only into every node at `/mnt/host` (the workspace's binaries run there as is:
 //!   host and nodes are both bookworm).
+//! - Power fencing is on by default: dlm_controld's agent in a node asks the host, over the node's
+//!   own virtio-serial port, to power a failed node off, and the host kills that node's QEMU
+//!   before it answers ([`fence`], [`Cluster::fence_events`]). [`ClusterSpec::fencing`] turns it
+//!   off for control runs. [`Cluster::cut_node`], [`Cluster::kill_node`] and
+//!   [`Cluster::restart_node`] make partitions, crashes and power cycles.
 //!
 //! ```no_run
 //! use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
@@ -26,14 +31,16 @@
 mod agent;
 mod cluster;
 mod error;
+pub mod fence;
 mod host;
 mod image;
 
 pub use agent::{ExitStatus, Output, shell_quote};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, MAX_NODES,
-    NETWORK_PREFIX, NodeRecord, READY_MARKER, check_interrupted, default_run_dir, down, list,
-    node_address,
+    NETWORK_PREFIX, NodeRecord, READY_MARKER, check_interrupted, default_run_dir, down,
+    fencer_alive, list, node_address,
 };
 pub use error::{Error, Result};
+pub use fence::{FENCE_LOG, FENCE_PORT_NAME, FenceEvent, FenceOutcome, serve_fencing};
 pub use image::{DEFAULT_CACHE_DIR, DEFAULT_KERNEL_META, ImageOptions, NodeImage};

@@ -21,9 +21,14 @@ What it builds and runs (all as root, nothing installed on the host):
          bridge inside a private network namespace (node N = 10.99.0.N, no uplink), waits until
          every node is quorate and dlm_tool answers (about 11 s for 2 nodes), prints how to
          reach them and exits, leaving the cluster running. State: /run/lockmgr-testbed/NAME.
+         Power fencing is on: dlm_controld's agent (fence_testbed) asks the host, over the
+         node's own virtio-serial port, to power a failed node off; a background
+         `lockmgr-testbed fencer` kills that node's QEMU and logs to NAME/fence.log.
+         --no-fencing boots the nodes with enable_fencing=0 (unsafe; control runs only).
   exec   Runs a shell command in a node through its guest agent (no ssh in the nodes).
   down   Stops detached clusters and leftovers of dead test runs (SIGTERM, then SIGKILL of
-         the recorded QEMU pids, cmdline-checked), deletes their namespaces and run dirs.
+         the recorded QEMU and fencer pids, cmdline-checked), deletes their namespaces and run
+         dirs.
 
 Examples:
   lockmgr-testbed up --nodes 3 --share target/debug
@@ -69,6 +74,17 @@ enum Command {
         /// Memory per node in MiB.
         #[arg(long, default_value_t = 768)]
         memory: u32,
+        /// Boot the nodes with dlm_controld's fencing off (enable_fencing=0): the survivors take
+        /// a failed node's locks even while it still runs. For control runs only.
+        #[arg(long)]
+        no_fencing: bool,
+    },
+    /// Serve the fence requests of a detached cluster (started in the background by `up`).
+    #[command(hide = true)]
+    Fencer {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
     },
     /// Run a shell command in a node (1-based: 1 or node1) and exit with its status.
     Exec {
@@ -127,6 +143,7 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
             nodes,
             share,
             memory,
+            no_fencing,
         } => {
             let image = NodeImage::ensure()?;
             let share = share
@@ -141,12 +158,20 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
                 share,
                 memory_mib: memory,
                 run_dir: cli.run_dir,
+                fencing: !no_fencing,
                 ..ClusterSpec::default()
             };
+            let fencer = std::env::current_exe().map_err(|err| {
+                lockmgr_testbed::Error::Usage(format!("cannot find this program's path: {err}"))
+            })?;
             let cluster = Cluster::start(&image, &spec)?;
             let boot = cluster.boot_time();
-            let state = cluster.detach()?;
+            let state = cluster.detach(&fencer)?;
             print_up(&state, boot);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fencer { cluster } => {
+            lockmgr_testbed::serve_fencing(&cli.run_dir, &cluster)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec {
@@ -194,8 +219,16 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
                     Some(pid) if state.owner_alive() => format!("owned by live pid {pid}"),
                     Some(pid) => format!("LEFTOVER of dead pid {pid} (`down` removes it)"),
                 };
+                let fencing = match (state.fencing, state.fencer_pid) {
+                    (false, _) => "fencing OFF".to_owned(),
+                    (true, Some(pid)) if lockmgr_testbed::fencer_alive(&state) => {
+                        format!("fencing on (fencer pid {pid})")
+                    }
+                    (true, Some(pid)) => format!("fencing on, but its fencer (pid {pid}) is GONE"),
+                    (true, None) => "fencing on (served by its owner)".to_owned(),
+                };
                 println!(
-                    "{}: {} node(s), {} QEMU running, {owner}",
+                    "{}: {} node(s), {} QEMU running, {owner}, {fencing}",
                     state.name,
                     state.nodes.len(),
                     state.running_pids().len()
@@ -226,6 +259,15 @@ fn print_up(state: &lockmgr_testbed::ClusterState, boot: Duration) {
         boot.as_secs_f64()
     );
     println!("  run dir   {}", state.dir.display());
+    match state.fencer_pid {
+        Some(pid) if state.fencing => println!(
+            "  fencing   on: fencer pid {pid} powers off the nodes dlm_controld asks for; log {}",
+            state.dir.join(lockmgr_testbed::FENCE_LOG).display()
+        ),
+        _ => {
+            println!("  fencing   OFF (enable_fencing=0): a cut-off node keeps its domains running")
+        }
+    }
     for node in &state.nodes {
         println!(
             "  node{}     {}  qemu pid {}  console {}  agent {}",

@@ -1,17 +1,28 @@
-//! dlm.so and `lockmgrd --backend dlm` on a real DLM cluster (QEMU nodes, corosync,
-//! dlm_controld): libvirt's calls replayed with owners on different nodes, the daemon's crash and
-//! orphan adoption, node failure, a race test with a ledger, and a partitioned node in a 3-node
-//! cluster. Figures are printed, never asserted.
+//! dlm.so and `lockmgrd --backend dlm` on real DLM clusters (QEMU nodes, corosync,
+//! dlm_controld, power fencing through the test bed's host): libvirt's calls replayed with owners
+//! on different nodes, the daemon's crash and orphan adoption, a race test with a ledger, and node
+//! failures on 2 and 3 nodes:
+//!
+//! - **partition**: an owner on the node that gets cut off holds EX on a disk; from the cut (t = 0)
+//!   node1 retries an Acquire of the SAME disk every 250 ms. With fencing, node1 must be granted
+//!   only after the host powered the cut-off node off (fence log), on 2 and 3 nodes;
+//! - **control**: the same check on a 3-node cluster booted without fencing must observe the
+//!   violation (node1 granted while the cut-off node still runs), so the checker can fail;
+//! - **node crash**: a node's QEMU SIGKILLed; the survivor's grant time.
+//!
+//! Failover times are printed in a table, never asserted; the ordering is.
 //!
 //! Needs root, /dev/net/tun, QEMU and a few minutes: run by `tests/cluster/run-dlm.sh`.
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
+use lockmgr_testbed::{Cluster, ClusterSpec, FenceEvent, NodeImage};
 
 const SHARE: &str = "/mnt/host";
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
@@ -55,9 +66,75 @@ struct Dom {
 
 struct Bed<'c> {
     cluster: &'c Cluster,
+    /// Failover figures measured on this cluster, for the summary.
+    figures: RefCell<Vec<Figure>>,
 }
 
-impl Bed<'_> {
+/// A node's clock against the host's: `node_ns - offset_ns` is the host time, ± `error`.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    offset_ns: i128,
+    error: Duration,
+}
+
+fn host_ns(time: SystemTime) -> i128 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i128::try_from(since.as_nanos()).unwrap_or(0))
+}
+
+/// `later - earlier` in seconds (negative when `later` is earlier).
+fn secs_between(earlier: SystemTime, later: SystemTime) -> f64 {
+    match later.duration_since(earlier) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
+}
+
+/// One row of the failover table; times in seconds from the cut or the kill (host clock).
+#[derive(Debug, Clone)]
+struct Figure {
+    scenario: String,
+    nodes: usize,
+    fencing: bool,
+    victim_dead: Option<f64>,
+    granted: Option<f64>,
+    note: String,
+}
+
+impl<'c> Bed<'c> {
+    fn new(cluster: &'c Cluster) -> Self {
+        Bed {
+            cluster,
+            figures: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Measures node `node`'s clock against ours (the best of a few round trips).
+    fn clock(&self, node: usize) -> Result<Clock, String> {
+        let mut best: Option<Clock> = None;
+        for _ in 0..4 {
+            let before = SystemTime::now();
+            let out = self
+                .cluster
+                .exec_ok(node, "date +%s%N")
+                .map_err(|e| e.to_string())?;
+            let after = SystemTime::now();
+            let guest: i128 = out
+                .trim()
+                .parse()
+                .map_err(|e| format!("node{node}: date +%s%N: {out:?}: {e}"))?;
+            let middle = (host_ns(before) + host_ns(after)) / 2;
+            let error = after.duration_since(before).unwrap_or_default() / 2;
+            if best.is_none_or(|best| error < best.error) {
+                best = Some(Clock {
+                    offset_ns: guest - middle,
+                    error,
+                });
+            }
+        }
+        best.ok_or_else(|| "no clock sample".to_owned())
+    }
+
     fn sh(&self, node: usize, cmd: &str) -> String {
         let out = self
             .cluster
@@ -66,14 +143,24 @@ impl Bed<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
-    fn step(&self, node: usize, op: &str, domain: &str, pid: u32, extra: &str) -> Step {
-        let cmd = format!(
+    fn step_cmd(op: &str, domain: &str, pid: u32, extra: &str) -> String {
+        format!(
             "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {CONFIG} \
              --domain {domain} --pid {pid} {extra}"
-        );
+        )
+    }
+
+    fn step(&self, node: usize, op: &str, domain: &str, pid: u32, extra: &str) -> Step {
+        self.run_step(node, &Self::step_cmd(op, domain, pid, extra))
+            .0
+    }
+
+    /// Runs a step command; also returns the node's clock (ns) read right after it ended.
+    fn run_step(&self, node: usize, cmd: &str) -> (Step, Option<i128>) {
+        let timed = format!("{cmd}; date +%s%N >&2");
         let out = self
             .cluster
-            .exec(node, &cmd)
+            .exec(node, &timed)
             .unwrap_or_else(|e| panic!("node{node}: {cmd}: {e}"));
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();
         let line = raw.lines().last().unwrap_or("").to_owned();
@@ -83,7 +170,20 @@ impl Bed<'_> {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        Step { json, raw }
+        let ended = out
+            .stderr_text()
+            .lines()
+            .last()
+            .and_then(|line| line.trim().parse().ok());
+        (Step { json, raw }, ended)
+    }
+
+    /// Acquire, with the node's clock (ns) when it returned.
+    fn acquire_timed(&self, dom: &Dom, disks: &str) -> (Step, Option<i128>) {
+        self.run_step(
+            dom.node,
+            &Self::step_cmd("acquire", &dom.name, dom.pid, disks),
+        )
     }
 
     /// libvirt's start: the pre-exec child registers; the real Acquire follows separately.
@@ -128,10 +228,16 @@ impl Bed<'_> {
             node,
             "rm -f /run/lockmgr/dlm.pid; mkdir -p /run/lockmgr /etc/libvirt",
         );
+        // lockmgrd refuses a cluster without fencing; the control run must run it there anyway.
+        let unsafe_flag = if self.cluster.fencing() {
+            ""
+        } else {
+            " --unsafe-allow-no-fencing"
+        };
         self.cluster
             .spawn(
                 node,
-                &format!("{SHARE}/lockmgrd --backend dlm --config {CONFIG} --pid-file /run/lockmgr/dlm.pid --lock-failure-timeout 8"),
+                &format!("{SHARE}/lockmgrd --backend dlm --config {CONFIG} --pid-file /run/lockmgr/dlm.pid --lock-failure-timeout 8{unsafe_flag}"),
                 "/run/lockmgr/lockmgrd.log.current",
             )
             .unwrap();
@@ -413,19 +519,313 @@ fn daemon_crash_and_adoption(bed: &Bed) -> Check {
     Ok(sequence.join("; "))
 }
 
-fn node_failure(bed: &Bed) -> Check {
-    let disk = "--disk /vm/node.img";
-    let a = bed.register(1, "node-a", disk);
-    let b = bed.register(2, "node-b", disk);
-    granted(&bed.acquire(&a, disk), "A on node1")?;
-    refused_across_nodes(&bed.acquire(&b, disk), "B before node1 dies")?;
-    let killed = Instant::now();
-    bed.cluster.kill_node(1).map_err(|e| e.to_string())?;
-    bed.acquire_until_granted(&b, disk, Duration::from_secs(60))?;
+/// When node1 (or `taker`) learned it holds the disk: the node's clock when its Acquire returned,
+/// converted to the host's.
+fn granted_at(clock: Clock, node_end_ns: Option<i128>) -> Result<SystemTime, String> {
+    let node_end = node_end_ns.ok_or("the node printed no time after its Acquire")?;
+    let host = u64::try_from(node_end - clock.offset_ns).map_err(|e| e.to_string())?;
+    Ok(UNIX_EPOCH + Duration::from_nanos(host))
+}
+
+/// Retries `taker`'s Acquire every 250 ms until granted; returns the host time the grant
+/// returned, the attempt count and how long the granted attempt took inside the node.
+fn retry_until_granted(
+    bed: &Bed,
+    taker: &Dom,
+    disk: &str,
+    clock: Clock,
+    limit: Duration,
+) -> Result<(SystemTime, usize, Duration), String> {
+    let start = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (step, ended) = bed.acquire_timed(taker, disk);
+        if step.ok() {
+            let inside = Duration::from_micros(step.json["micros"].as_u64().unwrap_or(0));
+            return Ok((granted_at(clock, ended)?, attempts, inside));
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "node{} not granted after {} attempts in {limit:?}: {}",
+                taker.node,
+                attempts,
+                step.error()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The fence requests that reached the host at or after `since` (the cluster's fence log also
+/// holds those of earlier checks).
+fn fence_events_since(bed: &Bed, since: SystemTime) -> Result<Vec<FenceEvent>, String> {
+    Ok(bed
+        .cluster
+        .fence_events()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|event| event.received_at() >= since)
+        .collect())
+}
+
+/// The first fence request about `victim` that the host answered "fenced".
+fn fenced(events: &[FenceEvent], victim: usize) -> Option<&FenceEvent> {
+    events
+        .iter()
+        .find(|event| event.victim == Some(victim) && event.outcome.fenced())
+}
+
+/// A node crash: `victim`'s QEMU is SIGKILLed while its owner holds EX on a disk; `taker` retries
+/// an Acquire of that disk until granted. With fencing, the survivors' fence request about the
+/// dead node is answered at once (already dead).
+fn node_crash(bed: &Bed, victim: usize, taker: usize) -> Check {
+    let nodes = bed.cluster.node_count();
+    let disk = format!("--disk /vm/crash-{nodes}.img");
+    let owner = bed.register(victim, &format!("crash{nodes}-owner"), &disk);
+    let other = bed.register(taker, &format!("crash{nodes}-taker"), &disk);
+    granted(
+        &bed.acquire(&owner, &disk),
+        &format!("owner on node{victim}"),
+    )?;
+    refused_across_nodes(
+        &bed.acquire(&other, &disk),
+        &format!("node{taker} before the crash"),
+    )?;
+    let clock = bed.clock(taker)?;
+    let killed = SystemTime::now();
+    bed.cluster.kill_node(victim).map_err(|e| e.to_string())?;
+    let (granted_at, attempts, _) =
+        retry_until_granted(bed, &other, &disk, clock, Duration::from_secs(90))?;
+    let granted_after = secs_between(killed, granted_at);
+    let events = fence_events_since(bed, killed)?;
+    let fence = fenced(&events, victim);
+    if bed.cluster.fencing() && fence.is_none() {
+        return Err(format!(
+            "node{taker} was granted, but no fence request about node{victim} was answered: {events:?}"
+        ));
+    }
+    let how = fence.map_or_else(String::new, |event| {
+        format!(
+            "; node{} asked to fence node{victim} {:.2} s after the kill, answered {} ({})",
+            event.requester,
+            secs_between(killed, event.received_at()),
+            if event.outcome == lockmgr_testbed::FenceOutcome::AlreadyDead {
+                "at once: already dead"
+            } else {
+                "after a power-off"
+            },
+            event.detail
+        )
+    });
+    bed.figures.borrow_mut().push(Figure {
+        scenario: format!("node crash: node{victim}'s QEMU SIGKILLed"),
+        nodes,
+        fencing: bed.cluster.fencing(),
+        victim_dead: Some(0.0),
+        granted: Some(granted_after),
+        note: format!("±{} ms", clock.error.as_millis()),
+    });
     Ok(format!(
-        "node1 killed hard (QEMU SIGKILL); node2 granted the disk {:.2} s later (DLM recovery: corosync token 3 s + consensus)",
-        killed.elapsed().as_secs_f64()
+        "node{victim} killed hard (QEMU SIGKILL); node{taker} granted the disk {granted_after:.2} s later \
+         (±{} ms, {attempts} attempts){how}",
+        clock.error.as_millis()
     ))
+}
+
+/// What was seen after node `victim` was cut off, in seconds from the cut (host clock).
+#[derive(Debug)]
+struct Partition {
+    victim: usize,
+    /// t = 0.
+    cut: SystemTime,
+    /// When node1's Acquire of the disk returned success.
+    granted: f64,
+    /// ± of the conversion of node1's clock.
+    clock_error: f64,
+    attempts: usize,
+    /// How long the granted attempt took inside node1 (a request caught by the DLM's recovery
+    /// waits in it).
+    attempt: f64,
+    /// When the host saw the victim's QEMU gone, per the fence log.
+    victim_dead: Option<f64>,
+    /// Whether the victim's QEMU still ran once node1's grant was back on the host.
+    victim_ran_after_grant: bool,
+    /// The owner's process in the cut-off node: last seen alive, first seen gone.
+    owner_last_alive: Option<f64>,
+    owner_gone: Option<f64>,
+    fence: Vec<FenceEvent>,
+}
+
+impl Partition {
+    fn describe(&self) -> String {
+        let dead = self
+            .victim_dead
+            .map_or("never (still running)".to_owned(), |dead| {
+                format!("{dead:.2} s")
+            });
+        let owner = match (self.owner_last_alive, self.owner_gone) {
+            (_, Some(gone)) => format!("owner seen gone at {gone:.2} s"),
+            (Some(alive), None) => format!("owner last seen alive at {alive:.2} s"),
+            (None, None) => "owner never polled".to_owned(),
+        };
+        format!(
+            "node{} cut off at t=0; its QEMU gone: {dead}; node1 granted at {:.2} s (±{:.2} s, attempt {} of {}, \
+             {:.2} s inside node1); {owner}",
+            self.victim, self.granted, self.clock_error, self.attempts, self.attempts, self.attempt
+        )
+    }
+
+    /// With fencing: granted strictly after the victim's QEMU was gone (counting the clock error
+    /// against the grant). Without: a grant while the victim still ran is a violation.
+    fn violation(&self) -> Option<String> {
+        match self.victim_dead {
+            _ if self.victim_ran_after_grant => Some(format!(
+                "node1 was granted at {:.2} s while node{}'s QEMU still ran",
+                self.granted, self.victim
+            )),
+            None => Some(format!(
+                "node1 was granted at {:.2} s and node{}'s QEMU was never seen gone",
+                self.granted, self.victim
+            )),
+            Some(dead) if self.granted - self.clock_error <= dead => Some(format!(
+                "node1 was granted at {:.2} s (±{:.2} s), not after node{}'s QEMU was gone at {dead:.2} s",
+                self.granted, self.clock_error, self.victim
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The partition check: an owner on `victim` holds EX on a disk; `victim` is cut off from the
+/// host side (its tap goes down: the node cannot undo it, and its agent still answers over
+/// virtio-serial); from the cut, node1 retries an Acquire of the SAME disk every 250 ms, while the
+/// owner's existence in the victim and the victim's QEMU are polled.
+fn partition(bed: &Bed, victim: usize, tag: &str) -> Result<Partition, String> {
+    let disk = format!("--disk /vm/{tag}.img");
+    let owner = bed.register(victim, &format!("{tag}-owner"), &disk);
+    let taker = bed.register(1, &format!("{tag}-taker"), &disk);
+    granted(
+        &bed.acquire(&owner, &disk),
+        &format!("owner on node{victim} before the cut"),
+    )?;
+    refused_across_nodes(&bed.acquire(&taker, &disk), "node1 before the cut")?;
+    let clock = bed.clock(1)?;
+    let cut = SystemTime::now();
+    bed.cluster.cut_node(victim).map_err(|e| e.to_string())?;
+    let since_cut = |time: SystemTime| secs_between(cut, time);
+    let stop = AtomicBool::new(false);
+    let (grant, owner_seen) = std::thread::scope(|scope| {
+        // The owner's existence, through the victim's guest agent, until it is gone, the node is
+        // powered off, or 60 s.
+        let watcher = scope.spawn(|| {
+            let (mut last_alive, mut gone) = (None, None);
+            let probe = format!(
+                "kill -0 {} 2>/dev/null && echo alive || echo gone",
+                owner.pid
+            );
+            while !stop.load(Ordering::SeqCst) && since_cut(SystemTime::now()) < 60.0 {
+                let asked = SystemTime::now();
+                match bed
+                    .cluster
+                    .exec_timeout(victim, &probe, Duration::from_secs(15))
+                {
+                    Ok(out) if out.stdout_text().contains("alive") => {
+                        last_alive = Some(since_cut(asked));
+                    }
+                    Ok(_) => {
+                        gone = Some(since_cut(SystemTime::now()));
+                        break;
+                    }
+                    Err(_) => break, // powered off: gone with its node
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (last_alive, gone)
+        });
+        let grant = retry_until_granted(bed, &taker, &disk, clock, Duration::from_secs(90))
+            .map(|(at, attempts, inside)| (at, attempts, inside, bed.cluster.node_running(victim)));
+        if grant.is_err() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        let owner_seen = watcher.join().unwrap_or((None, None));
+        (grant, owner_seen)
+    });
+    let (granted_at, attempts, inside, victim_ran_after_grant) = grant?;
+    let fence = fence_events_since(bed, cut)?;
+    let victim_dead = fenced(&fence, victim)
+        .and_then(FenceEvent::victim_dead_at)
+        .map(since_cut);
+    Ok(Partition {
+        victim,
+        cut,
+        granted: since_cut(granted_at),
+        clock_error: clock.error.as_secs_f64(),
+        attempts,
+        attempt: inside.as_secs_f64(),
+        victim_dead,
+        victim_ran_after_grant,
+        owner_last_alive: owner_seen.0,
+        owner_gone: owner_seen.1,
+        fence,
+    })
+}
+
+/// The partition check with fencing on: node1 is granted only after the victim was powered off.
+fn partition_fenced(bed: &Bed, victim: usize, tag: &str) -> Check {
+    let nodes = bed.cluster.node_count();
+    let seen = partition(bed, victim, tag)?;
+    bed.figures.borrow_mut().push(Figure {
+        scenario: format!("partition: node{victim} cut off"),
+        nodes,
+        fencing: true,
+        victim_dead: seen.victim_dead,
+        granted: Some(seen.granted),
+        note: format!("±{:.2} s", seen.clock_error),
+    });
+    if let Some(violation) = seen.violation() {
+        return Err(format!("{violation}; {}", seen.describe()));
+    }
+    let fencer = fenced(&seen.fence, victim).map_or(0, |event| event.requester);
+    let mut detail = format!(
+        "{}; node{fencer} fenced node{victim}; granted {:.2} s after the power-off",
+        seen.describe(),
+        seen.granted - seen.victim_dead.unwrap_or_default()
+    );
+    if nodes == 2 {
+        // Both halves stay quorate and ask to fence each other: exactly one may survive.
+        let survivors: Vec<usize> = (1..=2)
+            .filter(|node| bed.cluster.node_running(*node))
+            .collect();
+        if survivors != [1] {
+            return Err(format!(
+                "after the split, running nodes are {survivors:?}, expected node1 alone; fence log: {:?}",
+                seen.fence
+            ));
+        }
+        // The loser's own request may still be held back by the tie-break (5 s): wait for its
+        // outcome in the log.
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let mut log = seen.fence.clone();
+        while !log.iter().any(|event| event.requester == victim) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            log = fence_events_since(bed, seen.cut)?;
+        }
+        let losers: Vec<String> = log
+            .iter()
+            .filter(|event| event.requester == victim)
+            .map(|event| format!("{:?}, {}", event.outcome, event.detail))
+            .collect();
+        detail.push_str(&format!(
+            "; node1 alone survives; node{victim}'s own request: {}",
+            if losers.is_empty() {
+                "none reached the host".to_owned()
+            } else {
+                losers.join(", ")
+            }
+        ));
+    }
+    Ok(detail)
 }
 
 /// The race: two processes per node, two domains each, three contended disks, with a shared
@@ -541,133 +941,282 @@ fn print_table(title: &str, results: &[(&str, Check)]) {
     }
 }
 
-fn run_two_nodes(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> {
-    let image = NodeImage::ensure().expect("node image");
-    let spec = ClusterSpec::with_nodes(2).share(share).scratch(scratch);
-    let cluster = Cluster::start(&image, &spec).expect("start a 2-node cluster");
+fn print_figures(figures: &[Figure]) {
     println!(
-        "2-node cluster ready in {:.1} s",
+        "\nfailover, t = 0 at the cut or the kill (host clock; a grant is when node1's Acquire returned)"
+    );
+    println!(
+        "  {:<34} {:>5}  {:<7} {:>16}  {:>14}  note",
+        "scenario", "nodes", "fencing", "victim QEMU gone", "survivor grant"
+    );
+    for figure in figures {
+        let secs = |value: Option<f64>| value.map_or("never".to_owned(), |v| format!("{v:.2} s"));
+        println!(
+            "  {:<34} {:>5}  {:<7} {:>16}  {:>14}  {}",
+            figure.scenario,
+            figure.nodes,
+            if figure.fencing { "on" } else { "OFF" },
+            secs(figure.victim_dead),
+            secs(figure.granted),
+            figure.note
+        );
+    }
+}
+
+/// Sets up lockmgrd on the restarted `node`, then waits out dlm_controld's post_join_delay (5 s
+/// after the node joined), which would otherwise hold back the next fencing and skew its figure.
+fn restart(bed: &Bed, node: usize) -> Result<Duration, String> {
+    let took = bed.cluster.restart_node(node).map_err(|e| e.to_string())?;
+    let ready = Instant::now();
+    bed.setup(node);
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(ready.elapsed()));
+    Ok(took)
+}
+
+fn boot(share: &Path, scratch: &Path, nodes: usize, fencing: bool) -> Cluster {
+    let image = NodeImage::ensure().expect("node image");
+    let spec = ClusterSpec::with_nodes(nodes)
+        .share(share)
+        .scratch(scratch)
+        .fencing(fencing);
+    let cluster = Cluster::start(&image, &spec)
+        .unwrap_or_else(|e| panic!("start a {nodes}-node cluster: {e}"));
+    println!(
+        "{nodes}-node cluster (fencing {}) ready in {:.1} s",
+        if fencing { "on" } else { "OFF" },
         cluster.boot_time().as_secs_f64()
     );
-    let bed = Bed { cluster: &cluster };
+    cluster
+}
+
+fn report(name: &str, started: Instant, result: &Check) {
+    match result {
+        Ok(_) => println!("  ok   {name} ({:.1} s)", started.elapsed().as_secs_f64()),
+        Err(why) => println!(
+            "  FAIL {name} ({:.1} s): {why}",
+            started.elapsed().as_secs_f64()
+        ),
+    }
+}
+
+/// A named check to run on a cluster.
+type Named<'b> = (&'static str, Box<dyn FnOnce(&'b Bed) -> Check + 'b>);
+
+fn run_checks<'b>(bed: &'b Bed, checks: Vec<Named<'b>>, results: &mut Vec<(&'static str, Check)>) {
+    for (name, check) in checks {
+        let started = Instant::now();
+        let result = check(bed);
+        report(name, started, &result);
+        results.push((name, result));
+    }
+}
+
+fn print_fence_log(cluster: &Cluster) {
+    match cluster.fence_events() {
+        Ok(events) => {
+            for event in events {
+                println!("  [fence log] {}", event.summary());
+            }
+        }
+        Err(err) => println!("  [fence log] {err}"),
+    }
+}
+
+/// 2 nodes, fencing on: the functional checks, the race, a node crash, then (node1 restarted) a
+/// split where node1 must win.
+fn run_two_nodes(
+    share: &Path,
+    scratch: &Path,
+    figures: &mut Vec<Figure>,
+) -> Vec<(&'static str, Check)> {
+    let cluster = boot(share, scratch, 2, true);
+    let bed = Bed::new(&cluster);
     for node in 1..=2 {
         bed.setup(node);
     }
     let race_seconds = 20;
     let mut results: Vec<(&'static str, Check)> = Vec::new();
-    type CheckFn = fn(&Bed) -> Check;
-    let checks: [(&'static str, CheckFn); 8] = [
-        (
-            "exclusive vs exclusive across nodes",
-            exclusive_across_nodes,
-        ),
-        (
-            "shared + shared across nodes, exclusive refused",
-            shared_across_nodes,
-        ),
-        ("read-only disks", read_only_is_not_locked),
-        ("lease conflict across nodes", lease_across_nodes),
-        (
-            "pause frees, resume re-takes with the state",
-            pause_resume_with_state,
-        ),
-        ("hotplug of one disk", hotplug_of_one_disk),
-        ("owner SIGKILL frees the lock", owner_kill_frees),
-        (
-            "lockmgrd crash: orphans protect, restart adopts",
-            daemon_crash_and_adoption,
-        ),
-    ];
-    for (name, check) in checks {
-        let started = Instant::now();
-        let result = check(&bed);
-        match &result {
-            Ok(_) => println!("  ok   {name} ({:.1} s)", started.elapsed().as_secs_f64()),
-            Err(why) => println!(
-                "  FAIL {name} ({:.1} s): {why}",
-                started.elapsed().as_secs_f64()
+    run_checks(
+        &bed,
+        vec![
+            (
+                "exclusive vs exclusive across nodes",
+                Box::new(exclusive_across_nodes),
             ),
-        }
-        results.push((name, result));
-    }
-    results.push((
-        "race: no two exclusive holders overlap",
-        race(&bed, scratch, race_seconds),
-    ));
-    results.push((
-        "node1 killed hard → node2 gets the lock",
-        node_failure(&bed),
-    ));
+            (
+                "shared + shared across nodes, exclusive refused",
+                Box::new(shared_across_nodes),
+            ),
+            ("read-only disks", Box::new(read_only_is_not_locked)),
+            ("lease conflict across nodes", Box::new(lease_across_nodes)),
+            (
+                "pause frees, resume re-takes with the state",
+                Box::new(pause_resume_with_state),
+            ),
+            ("hotplug of one disk", Box::new(hotplug_of_one_disk)),
+            ("owner SIGKILL frees the lock", Box::new(owner_kill_frees)),
+            (
+                "lockmgrd crash: orphans protect, restart adopts",
+                Box::new(daemon_crash_and_adoption),
+            ),
+            (
+                "race: no two exclusive holders overlap",
+                Box::new(move |bed| race(bed, scratch, race_seconds)),
+            ),
+            (
+                "2 nodes: node1 crashes → node2 gets the disk",
+                Box::new(|bed| node_crash(bed, 1, 2)),
+            ),
+            (
+                "2 nodes: split → node1 granted after node2 off",
+                Box::new(|bed| {
+                    let took = restart(bed, 1)?;
+                    println!("  (node1 restarted in {:.1} s)", took.as_secs_f64());
+                    partition_fenced(bed, 2, "split2")
+                }),
+            ),
+        ],
+        &mut results,
+    );
+    print_fence_log(&cluster);
     if results.iter().any(|(_, r)| r.is_err()) {
-        for node in 1..=2 {
+        for node in (1..=2).filter(|node| cluster.node_running(*node)) {
             println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
         }
     }
+    figures.extend(bed.figures.take());
     cluster.stop().expect("stop the cluster");
     results
 }
 
-fn partitioned_node(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> {
-    let image = NodeImage::ensure().expect("node image");
-    let spec = ClusterSpec::with_nodes(3).share(share).scratch(scratch);
-    let cluster = Cluster::start(&image, &spec).expect("start a 3-node cluster");
-    println!(
-        "3-node cluster ready in {:.1} s",
-        cluster.boot_time().as_secs_f64()
-    );
-    let bed = Bed { cluster: &cluster };
+/// 3 nodes, fencing on: a partition (node3 cut off), then (node3 restarted) a node crash.
+fn run_three_nodes(
+    share: &Path,
+    scratch: &Path,
+    figures: &mut Vec<Figure>,
+) -> Vec<(&'static str, Check)> {
+    let cluster = boot(share, scratch, 3, true);
+    let bed = Bed::new(&cluster);
     for node in 1..=3 {
         bed.setup(node);
     }
-    let check = (|| -> Check {
-        let (held, wanted) = ("--disk /vm/part-held.img", "--disk /vm/part-new.img");
-        let c = bed.register(3, "part-c", held);
-        let a = bed.register(1, "part-a", wanted);
-        let e = bed.register(3, "part-e", wanted);
-        granted(&bed.acquire(&c, held), "C on node3 before the cut")?;
-        bed.sh(3, "ip link set eth0 down");
-        let cut = Instant::now();
-        // node3's daemon must see the DLM stop answering and apply C's on_lockfailure (default:
-        // poweroff) after its 8 s lock failure timeout.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let log = bed.daemon_log(3);
-            if log.contains("LOCK FAILURE") && log.contains("powered off") {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "node3's daemon never declared a lock failure:\n{log}"
-                ));
-            }
-            std::thread::sleep(Duration::from_secs(1));
+    let mut results = Vec::new();
+    run_checks(
+        &bed,
+        vec![
+            (
+                "3 nodes: node3 cut off → granted after it is off",
+                Box::new(|bed| partition_fenced(bed, 3, "part3")),
+            ),
+            (
+                "3 nodes: node2 crashes → node1 gets the disk",
+                Box::new(|bed| {
+                    let took = restart(bed, 3)?;
+                    println!("  (node3 restarted in {:.1} s)", took.as_secs_f64());
+                    node_crash(bed, 2, 1)
+                }),
+            ),
+        ],
+        &mut results,
+    );
+    print_fence_log(&cluster);
+    if results.iter().any(|(_, r)| r.is_err()) {
+        for node in (1..=3).filter(|node| cluster.node_running(*node)) {
+            println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
         }
-        let failure_after = cut.elapsed();
-        let c_alive = bed.sh(
-            3,
-            &format!("kill -0 {} 2>/dev/null && echo alive || echo gone", c.pid),
-        );
-        if !c_alive.contains("gone") {
-            return Err("C's QEMU stand-in still runs after the lock failure".into());
+    }
+    figures.extend(bed.figures.take());
+    cluster.stop().expect("stop the cluster");
+    results
+}
+
+/// The control run: the same partition check on 3 nodes booted WITHOUT fencing must observe the
+/// violation (so the checker is shown able to fail). The cut-off node, without quorum, must still
+/// refuse new locks, and its own lockmgrd must declare LOCK FAILURE and power its domain off.
+fn control_without_fencing(bed: &Bed) -> Check {
+    let refuser = bed.register(3, "ctl-late", "--disk /vm/ctl-late.img");
+    let seen = partition(bed, 3, "ctl3")?;
+    bed.figures.borrow_mut().push(Figure {
+        scenario: "partition: node3 cut off (CONTROL)".to_owned(),
+        nodes: 3,
+        fencing: false,
+        victim_dead: seen.victim_dead,
+        granted: Some(seen.granted),
+        note: match seen.owner_gone {
+            Some(gone) => format!(
+                "two live holders for {:.2} s: node3's domain ran until {gone:.2} s (its lockmgrd's lock-failure timeout)",
+                gone - seen.granted
+            ),
+            None => "node3's domain never seen gone".to_owned(),
+        },
+    });
+    let Some(violation) = seen.violation() else {
+        return Err(format!(
+            "without fencing the checker saw no violation, so it cannot tell: {}",
+            seen.describe()
+        ));
+    };
+    if !seen.fence.is_empty() {
+        return Err(format!(
+            "a cluster without fencing logged fence requests: {:?}",
+            seen.fence
+        ));
+    }
+    // What the cut-off node itself does, without quorum: its daemon declares a lock failure and
+    // powers its domain off (--lock-failure-timeout 8), and refuses new locks.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = bed.daemon_log(3);
+        if log.contains("LOCK FAILURE") && log.contains("powered off") {
+            break;
         }
-        let refused = bed.acquire(&e, wanted);
-        if refused.ok() {
-            return Err("the cut-off node granted a lock".into());
+        if Instant::now() > deadline {
+            return Err(format!(
+                "node3's daemon never declared a lock failure:\n{log}"
+            ));
         }
-        let granted_at = bed.acquire_until_granted(&a, wanted, Duration::from_secs(60))?;
-        Ok(format!(
-            "node3 cut off: its daemon declared LOCK FAILURE after {:.1} s and powered off C; node3 refuses ({}); \
-             node1 (quorate side) granted the disk within {:.1} s",
-            failure_after.as_secs_f64(),
-            refused.error(),
-            granted_at.as_secs_f64()
-        ))
-    })();
-    if check.is_err() {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let refused = bed.acquire(&refuser, "--disk /vm/ctl-late.img");
+    if refused.ok() {
+        return Err("the cut-off node granted a new lock".into());
+    }
+    if !bed.cluster.node_running(3) {
+        return Err("node3's QEMU is gone, but nothing should have powered it off".into());
+    }
+    Ok(format!(
+        "VIOLATION OBSERVED, as it must be without fencing: {violation}; {}; node3's lockmgrd declared LOCK \
+         FAILURE and powered its domain off; node3 refuses new locks ({})",
+        seen.describe(),
+        refused.error()
+    ))
+}
+
+fn run_control(
+    share: &Path,
+    scratch: &Path,
+    figures: &mut Vec<Figure>,
+) -> Vec<(&'static str, Check)> {
+    let cluster = boot(share, scratch, 3, false);
+    let bed = Bed::new(&cluster);
+    for node in 1..=3 {
+        bed.setup(node);
+    }
+    let mut results = Vec::new();
+    run_checks(
+        &bed,
+        vec![(
+            "control, no fencing: the checker sees the overlap",
+            Box::new(control_without_fencing),
+        )],
+        &mut results,
+    );
+    if results.iter().any(|(_, r)| r.is_err()) {
         println!("--- lockmgrd log, node3 ---\n{}", bed.daemon_log(3));
     }
+    figures.extend(bed.figures.take());
     cluster.stop().expect("stop the cluster");
-    vec![("3 nodes: a cut-off node cannot grant", check)]
+    results
 }
 
 #[test]
@@ -675,9 +1224,12 @@ fn partitioned_node(share: &Path, scratch: &Path) -> Vec<(&'static str, Check)> 
 fn dlm_plugin_on_a_real_cluster() {
     let share = common::build_node_binaries();
     let scratch = common::scratch_dir("lockmgr-scratch-");
-    let mut results = run_two_nodes(&share, scratch.path());
-    results.extend(partitioned_node(&share, scratch.path()));
+    let mut figures = Vec::new();
+    let mut results = run_two_nodes(&share, scratch.path(), &mut figures);
+    results.extend(run_three_nodes(&share, scratch.path(), &mut figures));
+    results.extend(run_control(&share, scratch.path(), &mut figures));
     print_table("dlm.so on a real DLM cluster", &results);
+    print_figures(&figures);
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     println!("dlm: {} passed, {failed} failed", results.len() - failed);
     assert_eq!(failed, 0, "see the table above");

@@ -22,6 +22,8 @@ pub fn build_node_binaries() -> PathBuf {
     ] {
         cargo.args(["-p", package]);
     }
+    // Crash points are inert unless LOCKMGRD_FAILPOINT names one (tests/dlm_daemon.rs does).
+    cargo.args(["--features", "lockmgrd/failpoints"]);
     if !cfg!(debug_assertions) {
         cargo.arg("--release");
     }
@@ -46,6 +48,7 @@ pub fn build_node_binaries() -> PathBuf {
 }
 
 /// A writable directory to share at /mnt/scratch (world-writable: 9p maps ids as they are).
+#[allow(dead_code)] // not every test file shares a scratch dir
 pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     let scratch = tempfile::Builder::new()
         .prefix(prefix)

@@ -1,0 +1,404 @@
+//! `lockmgrd --backend dlm` under crashes and abuse on a real 2-node DLM cluster (fencing on):
+//!
+//! - **crash points**: the daemon on node1 aborts at a step of acquire, release, owner death or
+//!   restore (`LOCKMGRD_FAILPOINT`, a build with the `failpoints` feature); after its restart
+//!   node1's table and the real DLM agree: a disk the table holds for a running domain is refused
+//!   to node2 (nothing lost), any other is granted to node2 (nothing leaked: no orphan left);
+//! - **a second daemon** on the same configuration touches nothing;
+//! - **another pid** cannot release a domain's lock;
+//! - **an inconsistent lock table** stops the daemon;
+//! - **an unfenced cluster** is refused at start (the control cluster of `dlm.rs` boots without
+//!   fencing; here the daemon is pointed at a stand-in `dlm_tool` that says so).
+//!
+//! Needs root, /dev/net/tun and QEMU: run by `tests/cluster/run-dlm.sh`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use lockmgr_testbed::{Cluster, ClusterSpec, ExitStatus, NodeImage};
+
+const SHARE: &str = "/mnt/host";
+const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
+const PID_FILE: &str = "/run/lockmgr/dlm.pid";
+const LOG: &str = "/run/lockmgr/lockmgrd.log";
+
+struct Bed<'c> {
+    cluster: &'c Cluster,
+}
+
+impl Bed<'_> {
+    /// Runs `cmd` on `node`: (exit code, stdout + stderr).
+    fn sh(&self, node: usize, cmd: &str) -> (i64, String) {
+        let out = self
+            .cluster
+            .exec(node, cmd)
+            .unwrap_or_else(|e| panic!("node{node}: {cmd}: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let code = match out.status {
+            ExitStatus::Code(code) => i64::from(code),
+            ExitStatus::Signal(signal) => 128 + i64::from(signal),
+        };
+        (code, text)
+    }
+
+    /// One `lockmgr-loader-test step` through dlm.so; its JSON line.
+    fn step(
+        &self,
+        node: usize,
+        op: &str,
+        domain: &str,
+        pid: u32,
+        extra: &str,
+    ) -> serde_json::Value {
+        let cmd = format!(
+            "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {CONFIG} \
+             --domain {domain} --pid {pid} {extra}"
+        );
+        let (_, out) = self.sh(node, &cmd);
+        let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+        serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("node{node}: `{cmd}` printed no JSON:\n{out}"))
+    }
+
+    /// Registers a domain (a QEMU stand-in on `node`); its pid.
+    fn register(&self, node: usize, domain: &str) -> u32 {
+        let step = self.step(node, "register", domain, 0, "");
+        assert_eq!(step["ok"], true, "register {domain} on node{node}: {step}");
+        step["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or_else(|| panic!("no pid: {step}"))
+    }
+
+    fn kill_pid(&self, node: usize, pid: u32) {
+        self.sh(node, &format!("kill -9 {pid} 2>/dev/null; true"));
+    }
+
+    /// Starts lockmgrd on `node` with `env` (`NAME=value …`) and waits until it serves, or
+    /// returns its log when it exits first.
+    fn start_daemon(&self, node: usize, env: &str) -> Result<(), String> {
+        self.sh(
+            node,
+            &format!("rm -f {PID_FILE}; echo '--- start {env}' >> {LOG}"),
+        );
+        self.cluster
+            .spawn(
+                node,
+                &format!(
+                    "env {env} {SHARE}/lockmgrd --backend dlm --config {CONFIG} --pid-file {PID_FILE}"
+                ),
+                &format!("{LOG}.current"),
+            )
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, state) = self.sh(
+                node,
+                &format!(
+                    "cat {LOG}.current >> {LOG}.all 2>/dev/null; test -s {PID_FILE} && echo up; \
+                     pgrep -x lockmgrd >/dev/null || echo gone"
+                ),
+            );
+            if state.contains("up") {
+                return Ok(());
+            }
+            if state.contains("gone") {
+                return Err(self.log(node));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not serving after 30 s:\n{}", self.log(node)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self, node: usize) -> String {
+        self.sh(node, &format!("tail -n 30 {LOG}.current")).1
+    }
+
+    /// Waits until no lockmgrd runs on `node` (it aborted at its crash point).
+    fn wait_gone(&self, node: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.sh(node, "pgrep -x lockmgrd").0 == 0 {
+            if Instant::now() > deadline {
+                return Err(format!("lockmgrd still runs:\n{}", self.log(node)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    fn stop_daemon(&self, node: usize) {
+        self.sh(
+            node,
+            "pkill -x lockmgrd; for i in $(seq 50); do pgrep -x lockmgrd >/dev/null || break; sleep 0.1; done",
+        );
+    }
+
+    /// How many locks node1's daemon holds for `domain` (the entries of its Inquire state).
+    fn held_count(&self, domain: &str, pid: u32) -> usize {
+        let inquire = self.step(1, "inquire", domain, pid, "");
+        let state = inquire["state"].as_str().unwrap_or_default().to_owned();
+        let entries = state.split(':').nth(1).unwrap_or_default();
+        entries.split(',').filter(|e| !e.is_empty()).count()
+    }
+
+    /// node2 tries `disk`: Ok(true) granted (then released), Ok(false) refused as busy.
+    fn node2_gets(&self, disk: &str, tag: &str) -> Result<bool, String> {
+        let domain = format!("probe-{tag}");
+        let pid = self.register(2, &domain);
+        let step = self.step(2, "acquire", &domain, pid, &format!("--disk {disk}"));
+        self.kill_pid(2, pid);
+        if step["ok"] == true {
+            return Ok(true);
+        }
+        let error = step["error"].as_str().unwrap_or_default();
+        if error.contains("is locked on another node") {
+            Ok(false)
+        } else {
+            Err(format!(
+                "node2's acquire of {disk} failed otherwise: {step}"
+            ))
+        }
+    }
+}
+
+/// Crashes node1's daemon at `point` during the operation of its stage, restarts it, and checks
+/// that node1's table and the DLM agree for every disk involved.
+fn crash_point(bed: &Bed, point: &str, n: usize) -> Result<String, String> {
+    let domain = format!("cp{n}");
+    let disks = [format!("/vm/cp{n}-a.img"), format!("/vm/cp{n}-b.img")];
+    let both = format!("--disk {} --disk {}", disks[0], disks[1]);
+    let env = format!("LOCKMGRD_FAILPOINT={point}");
+    let stage = point.split(':').next().unwrap_or_default();
+    let pid = bed.register(1, &domain);
+    match stage {
+        "acquire" => {
+            bed.stop_daemon(1);
+            bed.start_daemon(1, &env)?;
+            let step = bed.step(1, "acquire", &domain, pid, &both);
+            if step["ok"] == true {
+                return Err(format!(
+                    "the acquire was answered although {point} aborts: {step}"
+                ));
+            }
+        }
+        "release" => {
+            let step = bed.step(1, "acquire", &domain, pid, &both);
+            if step["ok"] != true {
+                return Err(format!("acquire before the release: {step}"));
+            }
+            bed.stop_daemon(1);
+            bed.start_daemon(1, &env)?;
+            bed.step(1, "release", &domain, pid, &both);
+        }
+        "owner-death" => {
+            let step = bed.step(1, "acquire", &domain, pid, &both);
+            if step["ok"] != true {
+                return Err(format!("acquire before the owner's death: {step}"));
+            }
+            bed.stop_daemon(1);
+            bed.start_daemon(1, &env)?;
+            bed.kill_pid(1, pid);
+        }
+        "restore" => {
+            let step = bed.step(1, "acquire", &domain, pid, &both);
+            if step["ok"] != true {
+                return Err(format!("acquire before the restart: {step}"));
+            }
+            bed.stop_daemon(1);
+            // The crash is in this start: it aborts while it adopts the orphans.
+            if bed.start_daemon(1, &env).is_ok() {
+                bed.wait_gone(1)?;
+            }
+        }
+        other => return Err(format!("no scenario for {other}")),
+    }
+    bed.wait_gone(1)?;
+    if !bed.log(1).contains(&format!("failpoint {point}: aborting")) {
+        return Err(format!("{point} was never reached:\n{}", bed.log(1)));
+    }
+    bed.start_daemon(1, "")?;
+    // Both disks or neither: an Acquire and a Release are all or none.
+    let count = if stage == "owner-death" {
+        0
+    } else {
+        bed.held_count(&domain, pid)
+    };
+    let held = match count {
+        0 => false,
+        2 => true,
+        n => {
+            return Err(format!(
+                "all or none broken after {point}: node1 holds {n} of 2"
+            ));
+        }
+    };
+    let mut seen = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let granted = bed.node2_gets(disk, &format!("{n}-{i}"))?;
+        if granted == held {
+            return Err(format!(
+                "{disk}: node1's table {} it, yet node2 was {} (after {point})",
+                if held { "holds" } else { "does not hold" },
+                if granted {
+                    "granted it: two holders"
+                } else {
+                    "refused: a leaked lock"
+                }
+            ));
+        }
+        seen.push(if held { "kept" } else { "free" });
+    }
+    bed.kill_pid(1, pid);
+    Ok(format!("restarted; disks {}", seen.join("/")))
+}
+
+fn second_daemon_touches_nothing(bed: &Bed) -> Result<String, String> {
+    let pid = bed.register(1, "dup");
+    let step = bed.step(1, "acquire", "dup", pid, "--disk /vm/dup.img");
+    if step["ok"] != true {
+        return Err(format!("acquire: {step}"));
+    }
+    let (_, table) = bed.sh(1, "cat /run/lockmgr/dlm-state/locks.json");
+    let (code, out) = bed.sh(
+        1,
+        &format!("timeout 20 {SHARE}/lockmgrd --backend dlm --config {CONFIG} 2>&1"),
+    );
+    if code == 0 || !out.contains("already uses state_dir") {
+        return Err(format!("the second daemon exited {code}:\n{out}"));
+    }
+    let (_, after) = bed.sh(1, "cat /run/lockmgr/dlm-state/locks.json");
+    if after != table {
+        return Err("the second daemon rewrote locks.json".into());
+    }
+    if bed.sh(1, &format!("kill -0 {pid}")).0 != 0 {
+        return Err("the domain holding the lock was killed".into());
+    }
+    if bed.node2_gets("/vm/dup.img", "dup")? {
+        return Err("node2 was granted the disk the first daemon still holds".into());
+    }
+    bed.kill_pid(1, pid);
+    Ok(out
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .chars()
+        .skip(30)
+        .take(70)
+        .collect())
+}
+
+fn another_pid_cannot_release(bed: &Bed) -> Result<String, String> {
+    let pid = bed.register(1, "victim");
+    let step = bed.step(1, "acquire", "victim", pid, "--disk /vm/victim.img");
+    if step["ok"] != true {
+        return Err(format!("acquire: {step}"));
+    }
+    let other = bed.register(1, "other");
+    let release = bed.step(1, "release", "victim", other, "--disk /vm/victim.img");
+    let error = release["error"].as_str().unwrap_or_default().to_owned();
+    if release["ok"] == true || !error.contains(&format!("runs as pid {pid}")) {
+        return Err(format!("a release for pid {other}: {release}"));
+    }
+    if bed.node2_gets("/vm/victim.img", "victim")? {
+        return Err("the lock went with the forged release".into());
+    }
+    bed.kill_pid(1, pid);
+    bed.kill_pid(1, other);
+    Ok("refused".into())
+}
+
+fn inconsistent_table_refused(bed: &Bed) -> Result<String, String> {
+    let script = r#"mkdir -p /run/lockmgr/bad-state && printf '%s\n' 'socket_path = "/run/lockmgr/bad.sock"' 'state_dir = "/run/lockmgr/bad-state"' > /run/lockmgr/bad.conf
+printf '%s' '{"format":2,"backend":"dlm","owners":[],"locks":[{"spec":{"kind":"disk","name":"/vm/x.img","mode":"exclusive"},"mode":"exclusive","holders":["00000000-0000-4000-8000-000000000001"]}],"unsettled":[]}' > /run/lockmgr/bad-state/locks.json"#;
+    bed.sh(1, script);
+    let (code, out) = bed.sh(
+        1,
+        &format!("timeout 20 {SHARE}/lockmgrd --backend dlm --config /run/lockmgr/bad.conf 2>&1"),
+    );
+    if code == 0 || !out.contains("which is not in the owner list") {
+        return Err(format!("exit {code}:\n{out}"));
+    }
+    Ok("refused to start".into())
+}
+
+fn unfenced_cluster_refused(bed: &Bed) -> Result<String, String> {
+    // A stand-in dlm_tool reporting what `dlm_controld --enable_fencing 0` reports.
+    let script = r#"mkdir -p /run/lockmgr/unfenced-bin && printf '%s\n' '#!/bin/sh' 'echo enable_fencing=0' > /run/lockmgr/unfenced-bin/dlm_tool && chmod +x /run/lockmgr/unfenced-bin/dlm_tool
+printf '%s\n' 'socket_path = "/run/lockmgr/unfenced.sock"' 'state_dir = "/run/lockmgr/unfenced-state"' > /run/lockmgr/unfenced.conf"#;
+    bed.sh(1, script);
+    let (code, out) = bed.sh(
+        1,
+        &format!(
+            "PATH=/run/lockmgr/unfenced-bin:$PATH timeout 20 {SHARE}/lockmgrd --backend dlm --config /run/lockmgr/unfenced.conf 2>&1"
+        ),
+    );
+    if code == 0 || !out.contains("dlm_controld runs with enable_fencing=0") {
+        return Err(format!("exit {code}:\n{out}"));
+    }
+    Ok("refused to start".into())
+}
+
+#[test]
+#[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm.sh"]
+fn lockmgrd_dlm_under_crashes_and_abuse() {
+    let share = common::build_node_binaries();
+    let image = NodeImage::ensure().expect("node image");
+    let cluster = Cluster::start(&image, &ClusterSpec::with_nodes(2).share(&share))
+        .expect("a 2-node cluster");
+    let bed = Bed { cluster: &cluster };
+    for node in 1..=2 {
+        bed.sh(
+            node,
+            &format!(
+                "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
+                 'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
+                 'state_dir = \"/run/lockmgr/dlm-state\"' > {CONFIG}"
+            ),
+        );
+        if let Err(log) = bed.start_daemon(node, "") {
+            panic!("lockmgrd on node{node}:\n{log}");
+        }
+    }
+    let mut results: Vec<(String, Result<String, String>)> = Vec::new();
+    for (n, point) in lockmgrd::failpoint::POINTS.iter().enumerate() {
+        let result = crash_point(&bed, point, n);
+        if result.is_err() {
+            // Leave a serving daemon for the next case.
+            bed.stop_daemon(1);
+            let _ = bed.start_daemon(1, "");
+        }
+        results.push((format!("crash at {point}"), result));
+    }
+    results.push(("second daemon".into(), second_daemon_touches_nothing(&bed)));
+    results.push((
+        "release by another pid".into(),
+        another_pid_cannot_release(&bed),
+    ));
+    results.push((
+        "inconsistent locks.json".into(),
+        inconsistent_table_refused(&bed),
+    ));
+    results.push(("unfenced cluster".into(), unfenced_cluster_refused(&bed)));
+
+    println!("\nlockmgrd --backend dlm under crashes and abuse (2 nodes, fencing on)");
+    for (name, result) in &results {
+        match result {
+            Ok(what) => println!("  ✓ {name:<36} {what}"),
+            Err(why) => println!("  ✗ {name:<36} {}", why.lines().next().unwrap_or_default()),
+        }
+    }
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(name, r)| r.as_ref().err().map(|why| format!("{name}: {why}")))
+        .collect();
+    println!(
+        "dlm daemon: {} passed, {} failed",
+        results.len() - failed.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
