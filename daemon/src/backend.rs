@@ -3,7 +3,7 @@
 //! The daemon owns the bookkeeping (owners, sharing between domains of this host, all-or-none);
 //! a backend only knows how to lock one target without waiting.
 
-use lockmgr::proto::{Mode, ResourceSpec};
+use lockmgr_proto::{Mode, ResourceSpec};
 
 /// The backend's object for a resource: a lock file, a DLM resource name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -6,11 +6,10 @@
 //! daemon stops or crashes they become orphans that keep protecting the disks until the
 //! restarted daemon adopts them (`LKF_ORPHAN`, same name and mode).
 
-use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
 use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
+use lockmgr_proto::{Mode, ResourceSpec};
 
 use crate::backend::{Backend, BackendError, Target, UnlockFailed};
-use crate::file_backend::sha256_hex;
 
 /// How often the health probe takes its lock.
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -74,15 +73,9 @@ impl Backend for DlmBackend {
     }
 
     fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
-        let id = match &spec.kind {
-            ResourceKind::Disk => sha256_hex(&spec.name),
-            ResourceKind::Lease { lockspace, .. } => sha256_hex(&format!(
-                "lease:{}:{}",
-                lockspace.as_deref().unwrap_or(""),
-                spec.name
-            )),
-        };
-        Ok(Target { id })
+        Ok(Target {
+            id: spec.hashed_name(),
+        })
     }
 
     fn lock(

@@ -11,8 +11,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use lockmgr::proto::{Mode, ResourceKind, ResourceSpec};
-use sha2::{Digest, Sha256};
+use lockmgr_proto::{Mode, ResourceKind, ResourceSpec};
 
 use crate::backend::{Backend, BackendError, Target, UnlockFailed};
 use crate::sys::{self, LockKind};
@@ -37,11 +36,6 @@ pub struct FileBackend {
 #[derive(Debug)]
 pub struct FileLock {
     file: File,
-}
-
-/// `sha256hex(text)`, virtlockd's lock file name for a disk path.
-pub fn sha256_hex(text: &str) -> String {
-    lockmgr::proto::hex_lower(&Sha256::digest(text.as_bytes()))
 }
 
 impl FileBackend {
@@ -76,13 +70,15 @@ impl FileBackend {
         self.idle.len()
     }
 
-    fn in_lockspace(&self, name: &str, what: &str) -> Result<PathBuf, BackendError> {
+    /// `<file_lockspace_dir>/<the resource's hashed name>`.
+    fn in_lockspace(&self, spec: &ResourceSpec) -> Result<PathBuf, BackendError> {
         let dir = self.lockspace_dir.as_ref().ok_or_else(|| {
             BackendError::Config(format!(
-                "{what} has no target path and no file_lockspace_dir is set"
+                "{} has no target path and no file_lockspace_dir is set",
+                spec.describe()
             ))
         })?;
-        Ok(dir.join(sha256_hex(name)))
+        Ok(dir.join(spec.hashed_name()))
     }
 
     /// Whether the target is a lock file we may create (as opposed to a disk or lease file
@@ -192,7 +188,7 @@ impl Backend for FileBackend {
     fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
         let path = match &spec.kind {
             ResourceKind::Disk => match &self.lockspace_dir {
-                Some(_) => self.in_lockspace(&spec.name, &spec.describe())?,
+                Some(_) => self.in_lockspace(spec)?,
                 None => PathBuf::from(&spec.name),
             },
             ResourceKind::Lease {
@@ -216,10 +212,7 @@ impl Backend for FileBackend {
                         file.push(&spec.name);
                         file
                     }
-                    None => self.in_lockspace(
-                        &format!("lease:{}:{}", lockspace.as_deref().unwrap_or(""), spec.name),
-                        &spec.describe(),
-                    )?,
+                    None => self.in_lockspace(spec)?,
                 }
             }
         };
@@ -320,12 +313,12 @@ mod tests {
         let target = backend
             .resolve(&disk("/var/lib/libvirt/images/demo.img", Mode::Exclusive))
             .unwrap();
-        let expected = dir
-            .path()
-            .join(sha256_hex("/var/lib/libvirt/images/demo.img"));
+        let expected = dir.path().join(lockmgr_proto::sha256_hex(
+            "/var/lib/libvirt/images/demo.img",
+        ));
         assert_eq!(target.id, expected.to_string_lossy());
         assert_eq!(
-            sha256_hex("abc"),
+            lockmgr_proto::sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

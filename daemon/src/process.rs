@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use lockmgr::proto::{FailureAction, OwnerInfo};
+use lockmgr_proto::{FailureAction, OwnerInfo};
 
 use crate::sys;
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockmgr::proto::{
-    self, ErrorKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply, ReplyFrame, Request,
+use lockmgr_proto::{
+    self as proto, ErrorKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply, ReplyFrame, Request,
     RequestFrame,
 };
 

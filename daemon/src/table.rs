@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use lockmgr::proto::{self, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo, ResourceSpec};
+use lockmgr_proto::{
+    self as proto, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo, ResourceSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, Target, UnlockFailed};

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use lockmgr::proto::{Client, ErrorKind, FailureAction, Mode, OwnerInfo, Reply, Request};
+use lockmgr_proto::{Client, ErrorKind, FailureAction, Mode, OwnerInfo, Reply, Request};
 
 fn require_root(why: &str) {
     // SAFETY: geteuid cannot fail.
@@ -143,7 +143,7 @@ fn a_full_state_disk_refuses_and_leaves_no_trace() {
         .dir
         .path()
         .join("lockspace")
-        .join(lockmgrd::file_backend::sha256_hex("/img/full.img"));
+        .join(lockmgr_proto::sha256_hex("/img/full.img"));
     assert!(
         PosixLocker::take(lock_file.to_str().unwrap()).is_some(),
         "the refused acquire left its lock file locked"

@@ -13,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
-use lockmgr::proto::{FailureAction, Mode, OwnerInfo, ResourceKind, ResourceSpec};
+use lockmgr_proto::{FailureAction, Mode, OwnerInfo, ResourceKind, ResourceSpec};
 use lockmgrd::backend::{Backend, BackendError, Target, UnlockFailed};
 use lockmgrd::failpoint;
 use lockmgrd::persist::StateFile;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lockmgr::proto::{ErrorKind, FailureAction, Mode, Reply, Request};
+use lockmgr_proto::{ErrorKind, FailureAction, Mode, Reply, Request};
 
 #[test]
 fn exclusive_and_shared_between_domains() {

@@ -20,8 +20,9 @@ mod error;
 pub mod export;
 #[cfg(feature = "host")]
 pub mod host;
+/// The lock daemon protocol (crate `lockmgr-proto`), for plugins that talk to lockmgrd.
 #[cfg(feature = "client")]
-pub mod proto;
+pub use lockmgr_proto as proto;
 pub mod raw;
 mod report;
 mod types;

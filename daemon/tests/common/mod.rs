@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockmgr::proto::{
+use lockmgr_proto::{
     Client, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo, Reply, Request, ResourceKind,
     ResourceSpec,
 };

@@ -1,4 +1,7 @@
-//! The protocol between lockmgr's plugins and the lock daemon `lockmgrd`, and its client.
+//! The protocol between lockmgr's plugins and the lock daemon `lockmgrd`, and its client: one
+//! home for the wire types, the framing, the state strings and the resource names, shared by the
+//! plugins (through the `lockmgr` crate's `client` feature) and the daemon, which needs nothing
+//! of the plugin ABI.
 //!
 //! Frames are a 4-byte big-endian length and a JSON body of at most [`MAX_FRAME`] bytes. Every
 //! message is versioned ([`PROTOCOL_VERSION`]) and decoded strictly: unknown fields, unknown
@@ -115,6 +118,27 @@ impl ResourceSpec {
         }
         hasher.update(self.name.as_bytes());
         hex(&hasher.finalize()[..8])
+    }
+}
+
+/// `sha256hex(text)`: virtlockd's lock file name for a disk path, and lockmgr's DLM resource
+/// name (64 hex digits, exactly `DLM_RESNAME_MAXLEN`).
+pub fn sha256_hex(text: &str) -> String {
+    hex_lower(&Sha256::digest(text.as_bytes()))
+}
+
+impl ResourceSpec {
+    /// The name a lock manager knows the resource by: `sha256hex` of the disk path, or of
+    /// `lease:<lockspace>:<key>` for a lease.
+    pub fn hashed_name(&self) -> String {
+        match &self.kind {
+            ResourceKind::Disk => sha256_hex(&self.name),
+            ResourceKind::Lease { lockspace, .. } => sha256_hex(&format!(
+                "lease:{}:{}",
+                lockspace.as_deref().unwrap_or(""),
+                self.name
+            )),
+        }
     }
 }
 
@@ -617,7 +641,10 @@ mod tests {
             .collect();
         let state = encode_state(&entries);
         assert!(state.starts_with("lockmgr1:"));
-        assert!(crate::check_state_string(&state).is_ok(), "XML-safe");
+        assert!(
+            !state.contains(['<', '>', '&', '\0']),
+            "libvirt embeds it unescaped in XML"
+        );
         let mut decoded = decode_state(&state).unwrap();
         decoded.sort();
         let mut expected = entries.clone();
@@ -641,6 +668,27 @@ mod tests {
                 .contains("unknown version")
         );
         assert_eq!(decode_state(&encode_state(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn hashed_names_are_virtlockds_for_disks_and_namespaced_for_leases() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let image = disk("/var/lib/libvirt/images/demo.img", Mode::Exclusive);
+        assert_eq!(image.hashed_name(), sha256_hex("/var/lib/libvirt/images/demo.img"));
+        let lease = ResourceSpec {
+            kind: ResourceKind::Lease {
+                lockspace: Some("ls".into()),
+                path: None,
+                offset: None,
+            },
+            name: "key".into(),
+            mode: Mode::Exclusive,
+        };
+        assert_eq!(lease.hashed_name(), sha256_hex("lease:ls:key"));
+        assert_eq!(lease.hashed_name().len(), 64, "DLM_RESNAME_MAXLEN");
     }
 
     #[test]
