@@ -677,7 +677,10 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let image = disk("/var/lib/libvirt/images/demo.img", Mode::Exclusive);
-        assert_eq!(image.hashed_name(), sha256_hex("/var/lib/libvirt/images/demo.img"));
+        assert_eq!(
+            image.hashed_name(),
+            sha256_hex("/var/lib/libvirt/images/demo.img")
+        );
         let lease = ResourceSpec {
             kind: ResourceKind::Lease {
                 lockspace: Some("ls".into()),
