@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 #[cfg(feature = "dlm")]
 use lockmgr_conf::DlmPluginSettings;
 use lockmgr_conf::FilePluginSettings;
+use lockmgr_proto::EventKind;
 use lockmgrd::backend::Backend;
 use lockmgrd::file_backend::FileBackend;
 use lockmgrd::instance::{self, Instance};
@@ -191,6 +192,7 @@ fn serve<B: Backend>(
     let state = StateFile::open(state_dir, backend.durable_state()).map_err(|e| e.to_string())?;
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
     let mut table = LockTable::new(backend, state);
+    let mut lost_locks = Vec::new();
     if let Some(snapshot) = snapshot {
         let lost = table.restore(&snapshot);
         let (owners, locks) = table.status();
@@ -206,6 +208,10 @@ fn serve<B: Backend>(
                 "LOCK LOST: {} of domain '{}': {}",
                 lost.resource, lost.owner, lost.outcome
             ));
+            lost_locks.push(EventKind::LockLost {
+                domain: lost.owner,
+                detail: format!("{}: {}", lost.resource, lost.outcome),
+            });
         }
         table.save().map_err(|refusal| refusal.message)?;
     }
@@ -224,6 +230,9 @@ fn serve<B: Backend>(
     ));
     let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
     let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout);
+    for lost in lost_locks {
+        server.record(lost);
+    }
     let result = server.run();
     let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {

@@ -1,7 +1,7 @@
 //! The socket server: one thread, one `poll` over the listening socket, the clients, the owners'
 //! pidfds and a signal pipe.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockmgr_proto::{
-    self as proto, ErrorKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply, ReplyFrame, Request,
-    RequestFrame,
+    self as proto, ErrorKind, Event, EventKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply,
+    ReplyFrame, Request, RequestFrame,
 };
 
 use crate::backend::Backend;
@@ -20,6 +20,9 @@ use crate::health::Health;
 use crate::log;
 use crate::sys;
 use crate::table::{LockTable, Refusal};
+
+/// How many events the daemon remembers for [`Request::Events`].
+const EVENTS_KEPT: usize = 1024;
 
 /// How long without a probe round trip before backend calls are held back.
 const STALL_AFTER: Duration = Duration::from_secs(3);
@@ -52,6 +55,9 @@ pub struct Server<B: Backend> {
     failure_timeout: Duration,
     /// Set while the backend's cluster side does not answer: why.
     failed: Option<String>,
+    /// The latest events, for [`Request::Events`].
+    events: VecDeque<Event>,
+    next_event: u64,
 }
 
 fn open_reserve() -> Option<File> {
@@ -86,7 +92,25 @@ impl<B: Backend> Server<B> {
             health,
             failure_timeout,
             failed: None,
+            events: VecDeque::new(),
+            next_event: 1,
         }
+    }
+
+    /// Remembers an event for [`Request::Events`] (the log has it too).
+    pub fn record(&mut self, what: EventKind) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            seq: self.next_event,
+            at_ms,
+            what,
+        });
+        self.next_event += 1;
     }
 
     /// Enters lock-failure mode when the probe went stale (applying every lock-holding
@@ -105,8 +129,12 @@ impl<B: Backend> Server<B> {
                 silent_for.as_secs()
             );
             log(&format!("LOCK FAILURE: {reason}"));
-            for outcome in self.table.apply_lock_failure() {
+            for (domain, outcome) in self.table.apply_lock_failure() {
                 log(&format!("LOCK FAILURE: {outcome}"));
+                self.record(EventKind::LockLost {
+                    domain,
+                    detail: format!("{reason}; {outcome}"),
+                });
             }
             self.failed = Some(reason);
         } else if !stale {
@@ -169,10 +197,15 @@ impl<B: Backend> Server<B> {
                     if self.table.owner_exited(uuid) {
                         let seen = std::time::Instant::now();
                         let freed = self.table.owner_died(uuid);
+                        let micros = u64::try_from(seen.elapsed().as_micros()).unwrap_or(u64::MAX);
                         log(&format!(
-                            "owner {uuid} exited; freed {freed} lock(s) in {} µs",
-                            seen.elapsed().as_micros()
+                            "owner {uuid} exited; freed {freed} lock(s) in {micros} µs"
                         ));
+                        self.record(EventKind::OwnerExited {
+                            uuid: uuid.clone(),
+                            freed,
+                            micros,
+                        });
                     }
                 }
             }
@@ -415,6 +448,14 @@ impl<B: Backend> Server<B> {
                 let (owners, locks) = self.table.status();
                 fit_status(self.table.backend_name(), owners, locks)
             }
+            Request::Events { after } => Reply::Events {
+                events: self
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect(),
+            },
         }
     }
 }

@@ -771,13 +771,16 @@ impl<B: Backend> LockTable<B> {
         freed
     }
 
-    /// The cluster side failed: applies `<on_lockfailure>` to every domain holding a lock.
-    pub fn apply_lock_failure(&self) -> Vec<String> {
+    /// The cluster side failed: applies `<on_lockfailure>` to every domain holding a lock;
+    /// returns each domain's name and what was done.
+    pub fn apply_lock_failure(&self) -> Vec<(String, String)> {
         self.owners
             .iter()
             .filter(|(uuid, _)| self.held.values().any(|h| h.holders.contains(*uuid)))
             .map(|(_, owner)| {
-                process::apply_failure_action(&owner.pidfd, &owner.info, owner.action)
+                let outcome =
+                    process::apply_failure_action(&owner.pidfd, &owner.info, owner.action);
+                (owner.info.name.clone(), outcome)
             })
             .collect()
     }

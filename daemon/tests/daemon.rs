@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lockmgr_proto::{ErrorKind, FailureAction, Mode, Reply, Request};
+use lockmgr_proto::{ErrorKind, Event, EventKind, FailureAction, Mode, Reply, Request};
 
 #[test]
 fn exclusive_and_shared_between_domains() {
@@ -117,13 +117,23 @@ fn owner_death_frees_its_locks_at_once() {
         "lock free {:?} after SIGKILL of its owner",
         killed.elapsed()
     );
-    assert!(
-        daemon
-            .log()
-            .contains(&format!("owner {} exited; freed 2 lock(s)", a.info.uuid)),
-        "{}",
-        daemon.log()
-    );
+    let Reply::Events { events } = daemon.call(Request::Events { after: 0 }) else {
+        panic!("no events reply");
+    };
+    let exits: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.what {
+            EventKind::OwnerExited { uuid, freed, .. } => Some((uuid.clone(), *freed)),
+            EventKind::LockLost { .. } => None,
+        })
+        .collect();
+    assert_eq!(exits, [(a.info.uuid.clone(), 2)], "{events:?}");
+    let Reply::Events { events: later } = daemon.call(Request::Events {
+        after: events.last().unwrap().seq,
+    }) else {
+        panic!("no events reply");
+    };
+    assert!(later.is_empty(), "{later:?}");
 }
 
 #[test]
@@ -376,6 +386,14 @@ fn a_lock_taken_while_the_daemon_was_down_powers_the_domain_off() {
         log.contains("LOCK LOST: disk /img/stolen.img of domain 'vm-a'")
             && log.contains("powered off"),
         "{log}"
+    );
+    let Reply::Events { events } = daemon.call(Request::Events { after: 0 }) else {
+        panic!("no events reply");
+    };
+    assert!(
+        matches!(&events[..], [Event { what: EventKind::LockLost { domain, detail }, .. }, ..]
+            if domain == "vm-a" && detail.contains("disk /img/stolen.img") && detail.contains("powered off")),
+        "{events:?}"
     );
     assert!(daemon.locks().is_empty());
 }

@@ -194,6 +194,47 @@ pub enum Request {
     },
     /// The daemon's lock table, for operators and tests.
     Status,
+    /// What happened since event `after` (0: every event the daemon still remembers), for
+    /// operators and tests: no one needs to parse the daemon's log.
+    Events {
+        /// The last sequence number the caller has seen.
+        after: u64,
+    },
+}
+
+/// Something the daemon did on its own, not in answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Increasing from 1 over the daemon's life.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What.
+    pub what: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum EventKind {
+    /// A domain's QEMU exited and its locks were freed.
+    OwnerExited {
+        /// The domain's uuid.
+        uuid: String,
+        /// How many of its locks were freed.
+        freed: usize,
+        /// From seeing the exit to having freed them.
+        micros: u64,
+    },
+    /// A lock of a running domain was lost (taken by someone else while the daemon was down,
+    /// or the cluster stopped answering), and `<on_lockfailure>` applied.
+    LockLost {
+        /// The domain's name.
+        domain: String,
+        /// What was lost, and what was done.
+        detail: String,
+    },
 }
 
 /// The longest disk path or lease target path a request may carry (`PATH_MAX` less its NUL).
@@ -276,7 +317,7 @@ impl Request {
                 owner.check_limits()?;
                 check_resources(resources)
             }
-            Request::Status => Ok(()),
+            Request::Status | Request::Events { .. } => Ok(()),
         }
     }
 }
@@ -359,6 +400,11 @@ pub enum Reply {
         /// Set when owners or locks were left out so that the reply fits in a frame: how many.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         truncated: Option<String>,
+    },
+    /// Events, oldest first.
+    Events {
+        /// The events after the one asked for (the oldest may have been forgotten).
+        events: Vec<Event>,
     },
     /// Refused.
     Error {
