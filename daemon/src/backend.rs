@@ -54,10 +54,13 @@ pub trait Backend {
         mode: Mode,
     ) -> Result<Self::Handle, BackendError>;
 
-    /// Drops it; on failure the lock is still held and comes back to be retried.
+    /// Drops it (`spec` and `mode` as it was taken); on failure the lock is still held and
+    /// comes back to be retried.
     fn unlock(
         &mut self,
         target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
         handle: Self::Handle,
     ) -> Result<(), UnlockFailed<Self::Handle>>;
 
@@ -83,6 +86,18 @@ pub trait Backend {
     ) -> Result<(), BackendError> {
         let _ = (target, spec, mode);
         Ok(())
+    }
+
+    /// Locks the backend may still hold for no domain: a request abandoned at its deadline that
+    /// the lock manager may yet grant, an unlock still on its way. The table records them as
+    /// unsettled, so that a restart drops them.
+    fn in_doubt(&self) -> Vec<(ResourceSpec, Mode)> {
+        Vec::new()
+    }
+
+    /// Changes whenever [`Backend::in_doubt`] does.
+    fn in_doubt_generation(&self) -> u64 {
+        0
     }
 
     /// Starts watching the cluster side, for backends whose locks can be lost while held.

@@ -5,6 +5,22 @@
 //! (`LKF_NOQUEUE`): a conflict is an immediate refusal. Locks are `LKF_PERSISTENT`: when the
 //! daemon stops or crashes they become orphans that keep protecting the disks until the
 //! restarted daemon adopts them (`LKF_ORPHAN`, same name and mode).
+//!
+//! **Nothing the DLM does blocks the daemon for long.** Even a NOQUEUE request waits when its
+//! resource is mastered on a node that has just failed: until that node is fenced and the
+//! lockspace recovered, seconds. So every DLM call runs on a worker thread with a lockspace
+//! handle of its own, and the server waits for a lock at most [`ANSWER_WITHIN`]: then it refuses
+//! the request (the domain can be started again once the cluster has recovered) and the worker,
+//! when the DLM finally answers, drops whatever it was granted. Unlocks are handed to the worker
+//! that holds the lock and not waited for. Until a worker is done with them, such locks are *in
+//! doubt* ([`Backend::in_doubt`]): the table records them as unsettled, so a crash meanwhile
+//! leaks nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
 use lockmgr_proto::{Mode, ResourceSpec};
@@ -12,13 +28,201 @@ use lockmgr_proto::{Mode, ResourceSpec};
 use crate::backend::{Backend, BackendError, Target, UnlockFailed};
 
 /// How often the health probe takes its lock.
-const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the server waits for the DLM to answer one lock request. A healthy cluster answers
+/// in milliseconds; longer means the resource's master node has failed and recovery (fencing
+/// included) is under way.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+/// The most lockspace handles (worker threads): each request the DLM leaves hanging holds one.
+const MAX_WORKERS: usize = 16;
 
-/// The DLM backend, over one open lockspace of this node.
+/// A lock held through one of the workers' handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlmLock {
+    worker: usize,
+    lkid: LockId,
+}
+
+/// The DLM backend, over the lockspace handles of its workers.
 #[derive(Debug)]
 pub struct DlmBackend {
-    lockspace: Lockspace,
+    name: String,
     cluster: String,
+    workers: Vec<Worker>,
+    doubts: Arc<Doubts>,
+}
+
+/// The locks in doubt, shared with the workers.
+#[derive(Debug, Default)]
+struct Doubts {
+    entries: Mutex<BTreeMap<u64, (ResourceSpec, Mode)>>,
+    next: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl Doubts {
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<u64, (ResourceSpec, Mode)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, spec: &ResourceSpec, mode: Mode) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.entries().insert(id, (spec.clone(), mode));
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    fn settle(&self, id: u64) {
+        self.entries().remove(&id);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A lock request's rendezvous between the server, which may give up waiting, and the worker.
+#[derive(Debug, Default)]
+struct Answer {
+    state: Mutex<AnswerState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+enum AnswerState {
+    #[default]
+    Waiting,
+    Done(Result<LockId, DlmError>),
+    /// The server stopped waiting: the worker drops what it gets, then settles this doubt.
+    Abandoned(u64),
+}
+
+#[derive(Debug)]
+enum Job {
+    Lock {
+        resource: String,
+        mode: DlmMode,
+        answer: Arc<Answer>,
+        spec: ResourceSpec,
+    },
+    Unlock {
+        lkid: LockId,
+        spec: ResourceSpec,
+        doubt: u64,
+    },
+    Adopt {
+        resource: String,
+        mode: DlmMode,
+        persistent: bool,
+        answer: Arc<Answer>,
+    },
+}
+
+/// A thread with its own lockspace handle, doing one DLM call at a time.
+#[derive(Debug)]
+struct Worker {
+    jobs: Sender<Job>,
+    /// Lock requests given and not answered yet.
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Worker {
+    fn spawn(index: usize, lockspace: Lockspace, doubts: Arc<Doubts>) -> std::io::Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let in_flight = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&in_flight);
+        std::thread::Builder::new()
+            .name(format!("dlm-worker-{index}"))
+            .spawn(move || {
+                for job in queue {
+                    run_job(&lockspace, job, &doubts, &counter);
+                }
+            })?;
+        Ok(Worker { jobs, in_flight })
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+fn run_job(lockspace: &Lockspace, job: Job, doubts: &Doubts, in_flight: &AtomicU64) {
+    match job {
+        Job::Lock {
+            resource,
+            mode,
+            answer,
+            spec,
+        } => {
+            let result = lockspace.lock(
+                resource.as_bytes(),
+                mode,
+                LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+            );
+            let mut state = lock_state(&answer);
+            match &*state {
+                AnswerState::Abandoned(doubt) => {
+                    let doubt = *doubt;
+                    drop(state);
+                    if let Ok(lkid) = result {
+                        crate::log(&format!(
+                            "the DLM granted {} after its request was refused for taking too long: released",
+                            spec.describe()
+                        ));
+                        unlock_until_done(lockspace, lkid, &spec);
+                    }
+                    doubts.settle(doubt);
+                }
+                _ => {
+                    *state = AnswerState::Done(result);
+                    answer.done.notify_all();
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        Job::Unlock { lkid, spec, doubt } => {
+            unlock_until_done(lockspace, lkid, &spec);
+            doubts.settle(doubt);
+        }
+        Job::Adopt {
+            resource,
+            mode,
+            persistent,
+            answer,
+        } => {
+            let result = lockspace.adopt_orphan(resource.as_bytes(), mode, persistent);
+            *lock_state(&answer) = AnswerState::Done(result);
+            answer.done.notify_all();
+        }
+    }
+}
+
+/// Unlocks, retrying every second while the DLM refuses (a stopped lockspace): the lock stays in
+/// doubt, recorded, until then.
+fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
+    let mut logged = false;
+    while let Err(err) = lockspace.unlock(lkid) {
+        if matches!(err, DlmError::UnknownLock { .. }) {
+            return;
+        }
+        if !logged {
+            crate::log(&format!(
+                "cannot release {}: {err}; retrying every second",
+                spec.describe()
+            ));
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if logged {
+        crate::log(&format!("released {}", spec.describe()));
+    }
+}
+
+fn lock_state(answer: &Answer) -> MutexGuard<'_, AnswerState> {
+    answer
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn dlm_mode(mode: Mode) -> DlmMode {
@@ -46,7 +250,15 @@ impl DlmBackend {
                 "cannot join DLM lockspace '{name}' of cluster '{cluster}': {e}"
             ))
         })?;
-        Ok(DlmBackend { lockspace, cluster })
+        let doubts = Arc::new(Doubts::default());
+        let first = Worker::spawn(0, lockspace, Arc::clone(&doubts))
+            .map_err(|e| BackendError::Io(format!("cannot start a DLM worker thread: {e}")))?;
+        Ok(DlmBackend {
+            name: name.to_owned(),
+            cluster,
+            workers: vec![first],
+            doubts,
+        })
     }
 
     /// The cluster's name (from configfs).
@@ -60,13 +272,67 @@ impl DlmBackend {
             spec.describe(),
             self.cluster,
             target.id,
-            self.lockspace.name()
+            self.name
         ))
+    }
+
+    /// A worker with no lock request in flight, started when every one is stuck.
+    fn idle_worker(&mut self, spec: &ResourceSpec) -> Result<usize, BackendError> {
+        if let Some(index) = self.workers.iter().position(Worker::idle) {
+            return Ok(index);
+        }
+        if self.workers.len() >= MAX_WORKERS {
+            return Err(BackendError::Io(format!(
+                "cannot lock {}: {MAX_WORKERS} DLM requests are waiting for the cluster to recover \
+                 from a node failure; try again once it has",
+                spec.describe()
+            )));
+        }
+        let index = self.workers.len();
+        let lockspace = Lockspace::open(&self.name).map_err(io)?;
+        let worker = Worker::spawn(index, lockspace, Arc::clone(&self.doubts))
+            .map_err(|e| BackendError::Io(format!("cannot start a DLM worker thread: {e}")))?;
+        self.workers.push(worker);
+        Ok(index)
+    }
+
+    fn send(&self, worker: usize, job: Job) -> Result<(), BackendError> {
+        self.workers[worker]
+            .jobs
+            .send(job)
+            .map_err(|_| BackendError::Io(format!("DLM worker {worker} is gone")))
+    }
+
+    /// Waits for an adoption done by worker 0 (restore, before the daemon serves: no deadline).
+    fn adopt(
+        &self,
+        target: &Target,
+        mode: Mode,
+        persistent: bool,
+    ) -> Result<Result<LockId, DlmError>, BackendError> {
+        let answer = Arc::new(Answer::default());
+        let job = Job::Adopt {
+            resource: target.id.clone(),
+            mode: dlm_mode(mode),
+            persistent,
+            answer: Arc::clone(&answer),
+        };
+        self.send(0, job)?;
+        let mut state = answer
+            .done
+            .wait_while(lock_state(&answer), |s| matches!(s, AnswerState::Waiting))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::mem::take(&mut *state) {
+            AnswerState::Done(result) => Ok(result),
+            AnswerState::Waiting | AnswerState::Abandoned(_) => {
+                unreachable!("only a lock request is abandoned")
+            }
+        }
     }
 }
 
 impl Backend for DlmBackend {
-    type Handle = LockId;
+    type Handle = DlmLock;
 
     fn name(&self) -> &'static str {
         "dlm"
@@ -83,22 +349,70 @@ impl Backend for DlmBackend {
         target: &Target,
         spec: &ResourceSpec,
         mode: Mode,
-    ) -> Result<LockId, BackendError> {
-        match self.lockspace.lock(
-            target.id.as_bytes(),
-            dlm_mode(mode),
-            LockFlags::NOQUEUE | LockFlags::PERSISTENT,
-        ) {
-            Ok(id) => Ok(id),
-            Err(DlmError::Busy { .. }) => Err(self.busy(spec, target)),
-            Err(err) => Err(io(err)),
+    ) -> Result<DlmLock, BackendError> {
+        let worker = self.idle_worker(spec)?;
+        let answer = Arc::new(Answer::default());
+        self.workers[worker]
+            .in_flight
+            .fetch_add(1, Ordering::AcqRel);
+        let sent = self.send(
+            worker,
+            Job::Lock {
+                resource: target.id.clone(),
+                mode: dlm_mode(mode),
+                answer: Arc::clone(&answer),
+                spec: spec.clone(),
+            },
+        );
+        if let Err(err) = sent {
+            self.workers[worker]
+                .in_flight
+                .fetch_sub(1, Ordering::AcqRel);
+            return Err(err);
+        }
+        let (mut state, _) = answer
+            .done
+            .wait_timeout_while(lock_state(&answer), ANSWER_WITHIN, |s| {
+                matches!(s, AnswerState::Waiting)
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::mem::take(&mut *state) {
+            AnswerState::Done(Ok(lkid)) => Ok(DlmLock { worker, lkid }),
+            AnswerState::Done(Err(DlmError::Busy { .. })) => Err(self.busy(spec, target)),
+            AnswerState::Done(Err(err)) => Err(io(err)),
+            AnswerState::Waiting | AnswerState::Abandoned(_) => {
+                // In doubt until the worker hears back: it may yet be granted.
+                *state = AnswerState::Abandoned(self.doubts.add(spec, mode));
+                Err(BackendError::Io(format!(
+                    "the DLM did not answer within {} s for {} (DLM resource {}): a node of \
+                     cluster '{}' has probably failed and the lockspace is recovering; try again \
+                     in a few seconds",
+                    ANSWER_WITHIN.as_secs(),
+                    spec.describe(),
+                    target.id,
+                    self.cluster
+                )))
+            }
         }
     }
 
-    fn unlock(&mut self, _target: &Target, handle: LockId) -> Result<(), UnlockFailed<LockId>> {
-        self.lockspace.unlock(handle).map_err(|err| UnlockFailed {
-            error: io(err),
-            handle,
+    fn unlock(
+        &mut self,
+        _target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+        handle: DlmLock,
+    ) -> Result<(), UnlockFailed<DlmLock>> {
+        // Not waited for: the lock is in doubt, recorded as unsettled, until its worker is done.
+        let doubt = self.doubts.add(spec, mode);
+        let job = Job::Unlock {
+            lkid: handle.lkid,
+            spec: spec.clone(),
+            doubt,
+        };
+        self.send(handle.worker, job).map_err(|error| {
+            self.doubts.settle(doubt);
+            UnlockFailed { error, handle }
         })
     }
 
@@ -107,12 +421,9 @@ impl Backend for DlmBackend {
         target: &Target,
         spec: &ResourceSpec,
         mode: Mode,
-    ) -> Result<LockId, BackendError> {
-        match self
-            .lockspace
-            .adopt_orphan(target.id.as_bytes(), dlm_mode(mode), true)
-        {
-            Ok(id) => Ok(id),
+    ) -> Result<DlmLock, BackendError> {
+        match self.adopt(target, mode, true)? {
+            Ok(lkid) => Ok(DlmLock { worker: 0, lkid }),
             // No orphan (e.g. this node rebooted): take it afresh if still free.
             Err(DlmError::NoOrphan { .. }) => self.lock(target, spec, mode),
             Err(DlmError::OrphanModeMismatch { .. }) => Err(BackendError::Io(format!(
@@ -129,11 +440,10 @@ impl Backend for DlmBackend {
         spec: &ResourceSpec,
         mode: Mode,
     ) -> Result<(), BackendError> {
-        match self
-            .lockspace
-            .adopt_orphan(target.id.as_bytes(), dlm_mode(mode), false)
-        {
-            Ok(id) => self.unlock(target, id).map_err(|failed| failed.error),
+        match self.adopt(target, mode, false)? {
+            Ok(lkid) => self
+                .unlock(target, spec, mode, DlmLock { worker: 0, lkid })
+                .map_err(|failed| failed.error),
             Err(DlmError::NoOrphan { .. }) => Ok(()),
             Err(err) => Err(BackendError::Io(format!("{}: {err}", spec.describe()))),
         }
@@ -143,9 +453,17 @@ impl Backend for DlmBackend {
         true
     }
 
+    fn in_doubt(&self) -> Vec<(ResourceSpec, Mode)> {
+        self.doubts.entries().values().cloned().collect()
+    }
+
+    fn in_doubt_generation(&self) -> u64 {
+        self.doubts.generation.load(Ordering::Relaxed)
+    }
+
     fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
         // Its own handle: a request blocked on a stopped lockspace must not block the server.
-        let name = self.lockspace.name().to_owned();
+        let name = self.name.clone();
         let node = lockmgr_dlm::local_node_id().unwrap_or(0);
         let resource = format!("lockmgr-probe-node{node}");
         let mut handle: Option<Lockspace> = None;

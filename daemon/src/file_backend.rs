@@ -276,7 +276,13 @@ impl Backend for FileBackend {
         )))
     }
 
-    fn unlock(&mut self, target: &Target, handle: FileLock) -> Result<(), UnlockFailed<FileLock>> {
+    fn unlock(
+        &mut self,
+        target: &Target,
+        _spec: &ResourceSpec,
+        _mode: Mode,
+        handle: FileLock,
+    ) -> Result<(), UnlockFailed<FileLock>> {
         // Closing the only fd of the open file description would drop the lock too; unlocking
         // first makes a failure visible.
         if let Err(e) = sys::ofd_unlock(handle.file.as_fd()) {
@@ -340,7 +346,7 @@ mod tests {
             b.lock(&target, &spec, Mode::Shared),
             Err(BackendError::Busy(_))
         ));
-        a.unlock(&target, held).unwrap();
+        a.unlock(&target, &spec, Mode::Exclusive, held).unwrap();
         let shared_a = a.lock(&target, &spec, Mode::Shared).unwrap();
         let shared_b = b.lock(&target, &spec, Mode::Shared).unwrap();
         assert!(matches!(
@@ -363,7 +369,7 @@ mod tests {
         let spec = disk("/images/z.img", Mode::Exclusive);
         let target = a.resolve(&spec).unwrap();
         let held = a.lock(&target, &spec, Mode::Exclusive).unwrap();
-        a.unlock(&target, held).unwrap();
+        a.unlock(&target, &spec, Mode::Exclusive, held).unwrap();
         // virtlockd unlinks lock files it created; someone makes a new one and locks it.
         std::fs::remove_file(&target.id).unwrap();
         let other = b.lock(&target, &spec, Mode::Exclusive).unwrap();
@@ -372,7 +378,7 @@ mod tests {
             matches!(refused, Err(BackendError::Busy(_))),
             "the idle fd of the unlinked file must not be trusted: {refused:?}"
         );
-        b.unlock(&target, other).unwrap();
+        b.unlock(&target, &spec, Mode::Exclusive, other).unwrap();
         a.lock(&target, &spec, Mode::Exclusive).unwrap();
     }
 

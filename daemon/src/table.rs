@@ -199,7 +199,7 @@ pub struct SnapshotView<'a> {
     backend: &'a str,
     owners: Vec<SnapshotOwnerView<'a>>,
     locks: Vec<SnapshotLockView<'a>>,
-    unsettled: Vec<SnapshotUnsettledView<'a>>,
+    unsettled: Vec<SnapshotUnsettled>,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,12 +214,6 @@ struct SnapshotLockView<'a> {
     spec: &'a ResourceSpec,
     mode: Mode,
     holders: Vec<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-struct SnapshotUnsettledView<'a> {
-    spec: &'a ResourceSpec,
-    mode: Mode,
 }
 
 /// The current snapshot format (format 1, without `unsettled`, is still read).
@@ -245,6 +239,8 @@ pub struct LockTable<B: Backend> {
     generation: u64,
     /// The generation last written to the store.
     saved: Option<u64>,
+    /// The backend's [`Backend::in_doubt_generation`] last written.
+    saved_in_doubt: Option<u64>,
     /// The last save error logged, so a failing disk is logged once, not every second.
     save_error: Option<String>,
     owners: HashMap<String, Owner>,
@@ -264,6 +260,7 @@ impl<B: Backend> LockTable<B> {
             store,
             generation: 0,
             saved: None,
+            saved_in_doubt: None,
             save_error: None,
             owners: HashMap::new(),
             held: BTreeMap::new(),
@@ -294,6 +291,8 @@ impl<B: Backend> LockTable<B> {
 
     /// Writes the table.
     pub fn save(&mut self) -> Result<(), Refusal> {
+        // Read before the snapshot: a change in between is caught by the next save.
+        let in_doubt = self.backend.in_doubt_generation();
         match self.store.save(&self.snapshot()) {
             Ok(()) => {
                 if self.save_error.take().is_some() {
@@ -303,6 +302,7 @@ impl<B: Backend> LockTable<B> {
                     ));
                 }
                 self.saved = Some(self.generation);
+                self.saved_in_doubt = Some(in_doubt);
                 Ok(())
             }
             Err(err) => {
@@ -318,7 +318,9 @@ impl<B: Backend> LockTable<B> {
 
     /// Writes the table if it changed since it was last written.
     pub fn save_if_dirty(&mut self) -> Result<(), Refusal> {
-        if self.saved == Some(self.generation) {
+        if self.saved == Some(self.generation)
+            && self.saved_in_doubt == Some(self.backend.in_doubt_generation())
+        {
             return Ok(());
         }
         self.save()
@@ -621,7 +623,9 @@ impl<B: Backend> LockTable<B> {
     }
 
     fn unlock_one(&mut self, target: Target, spec: ResourceSpec, mode: Mode, handle: B::Handle) {
-        if let Err(UnlockFailed { error, handle }) = self.backend.unlock(&target, handle) {
+        if let Err(UnlockFailed { error, handle }) =
+            self.backend.unlock(&target, &spec, mode, handle)
+        {
             crate::log(&format!(
                 "cannot release {}: {error}; retrying until it goes",
                 spec.describe()
@@ -643,7 +647,10 @@ impl<B: Backend> LockTable<B> {
             return;
         }
         for stuck in std::mem::take(&mut self.stuck) {
-            match self.backend.unlock(&stuck.target, stuck.handle) {
+            match self
+                .backend
+                .unlock(&stuck.target, &stuck.spec, stuck.mode, stuck.handle)
+            {
                 Ok(()) => {
                     crate::log(&format!(
                         "released {} (its unlock had failed: {})",
@@ -856,9 +863,10 @@ impl<B: Backend> LockTable<B> {
             unsettled: self
                 .pending
                 .iter()
-                .map(|(spec, mode)| (spec, *mode))
-                .chain(self.stuck.iter().map(|s| (&s.spec, s.mode)))
-                .map(|(spec, mode)| SnapshotUnsettledView { spec, mode })
+                .map(|(spec, mode)| (spec.clone(), *mode))
+                .chain(self.stuck.iter().map(|s| (s.spec.clone(), s.mode)))
+                .chain(self.backend.in_doubt())
+                .map(|(spec, mode)| SnapshotUnsettled { spec, mode })
                 .collect(),
         }
     }

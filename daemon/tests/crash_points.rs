@@ -78,7 +78,13 @@ impl Backend for PersistentLocks {
         Ok(Self::grant(&mut world, &target.id, mode))
     }
 
-    fn unlock(&mut self, target: &Target, handle: u64) -> Result<(), UnlockFailed<u64>> {
+    fn unlock(
+        &mut self,
+        target: &Target,
+        _: &ResourceSpec,
+        _: Mode,
+        handle: u64,
+    ) -> Result<(), UnlockFailed<u64>> {
         let mut world = lock(&self.world);
         match world.locks.get(&target.id) {
             Some((_, Some(h))) if *h == handle => {

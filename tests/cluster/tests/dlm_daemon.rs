@@ -6,7 +6,12 @@
 //!   to node2 (nothing lost), any other is granted to node2 (nothing leaked: no orphan left);
 //! - **a second daemon** on the same configuration touches nothing;
 //! - **another pid** cannot release a domain's lock;
+//! - **a zombie owner** (exited, not reaped) loses its locks;
+//! - **inputs beyond the limits** are refused;
+//! - **a full state disk**: a refused Acquire leaves no DLM lock behind;
 //! - **an inconsistent lock table** stops the daemon;
+//! - **a hung DLM request** (its master node cut off) is refused at its deadline, another
+//!   domain is served meanwhile, and the late grant is dropped;
 //! - **an unfenced cluster** is refused at start (the control cluster of `dlm.rs` boots without
 //!   fencing; here the daemon is pointed at a stand-in `dlm_tool` that says so).
 //!
@@ -52,8 +57,21 @@ impl Bed<'_> {
         pid: u32,
         extra: &str,
     ) -> serde_json::Value {
+        self.step_with(node, CONFIG, op, domain, pid, extra)
+    }
+
+    /// [`Bed::step`] with dlm.so reading `config` (another daemon's socket).
+    fn step_with(
+        &self,
+        node: usize,
+        config: &str,
+        op: &str,
+        domain: &str,
+        pid: u32,
+        extra: &str,
+    ) -> serde_json::Value {
         let cmd = format!(
-            "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {CONFIG} \
+            "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {config} \
              --domain {domain} --pid {pid} {extra}"
         );
         let (_, out) = self.sh(node, &cmd);
@@ -311,6 +329,216 @@ fn another_pid_cannot_release(bed: &Bed) -> Result<String, String> {
     Ok("refused".into())
 }
 
+fn a_zombie_owner_loses_its_locks(bed: &Bed) -> Result<String, String> {
+    // perl forks a child that exits after 6 s and is never reaped: a zombie while perl sleeps.
+    let parent = bed
+        .cluster
+        .spawn(
+            1,
+            "perl -e '$p = fork(); if (!$p) { sleep 6; exit 0 } open(F, \">/run/lockmgr/zombie.pid\"); print F $p; close F; sleep 120'",
+            "/run/lockmgr/zombie.log",
+        )
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let child: u32 = loop {
+        let (_, text) = bed.sh(1, "cat /run/lockmgr/zombie.pid 2>/dev/null");
+        if let Ok(pid) = text.trim().parse() {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            return Err("the zombie-to-be never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let step = bed.step(1, "acquire", "zombie", child, "--disk /vm/zombie.img");
+    if step["ok"] != true {
+        return Err(format!("acquire for pid {child}: {step}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if bed.node2_gets("/vm/zombie.img", &format!("zombie{tries}"))? {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("node2 still refused 30 s after the owner became a zombie".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, state) = bed.sh(1, &format!("cut -d' ' -f3 /proc/{child}/stat"));
+    bed.kill_pid(1, parent);
+    if state.trim() != "Z" {
+        return Err(format!("the owner was not a zombie but in state {state:?}"));
+    }
+    Ok(format!("freed; node2 granted after {tries} tries"))
+}
+
+fn inputs_are_bounded(bed: &Bed) -> Result<String, String> {
+    let pid = bed.register(1, "long");
+    let long = format!("/vm/{}", "x".repeat(5000));
+    let step = bed.step(1, "acquire", "long", pid, &format!("--disk {long}"));
+    bed.kill_pid(1, pid);
+    let error = step["error"].as_str().unwrap_or_default();
+    if step["ok"] == true || !error.contains("at most 4095 are accepted") {
+        return Err(format!("a 5004-byte disk path: {step}"));
+    }
+    Ok(error.chars().skip_while(|c| *c != '\'').skip(70).collect())
+}
+
+/// A second daemon instance on node2 whose state dir is a full 64 KiB tmpfs: its refusals leave
+/// no DLM lock behind.
+fn a_full_state_disk_leaves_no_lock(bed: &Bed) -> Result<String, String> {
+    const FULL: &str = "/run/lockmgr/full.conf";
+    let setup = format!(
+        "mkdir -p /run/lockmgr/full-state && mount -t tmpfs -o size=64k,mode=0700 full /run/lockmgr/full-state \
+         && printf '%s\\n' 'socket_path = \"/run/lockmgr/full.sock\"' 'state_dir = \"/run/lockmgr/full-state\"' > {FULL}"
+    );
+    let (code, out) = bed.sh(2, &setup);
+    if code != 0 {
+        return Err(format!("setup: {out}"));
+    }
+    let daemon = bed
+        .cluster
+        .spawn(
+            2,
+            &format!("{SHARE}/lockmgrd --backend dlm --config {FULL}"),
+            "/run/lockmgr/full.log",
+        )
+        .map_err(|e| e.to_string())?;
+    let result = (|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bed.sh(2, "test -S /run/lockmgr/full.sock").0 != 0 {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "not serving: {}",
+                    bed.sh(2, "cat /run/lockmgr/full.log").1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bed.sh(
+            2,
+            "cat /dev/zero > /run/lockmgr/full-state/fill 2>/dev/null; true",
+        );
+        let pid = bed.register(2, "full");
+        let step = bed.step_with(2, FULL, "acquire", "full", pid, "--disk /vm/full.img");
+        let error = step["error"].as_str().unwrap_or_default().to_owned();
+        if step["ok"] == true || !error.contains("cannot record the lock table") {
+            return Err(format!("acquire on a full state disk: {step}"));
+        }
+        // The DLM holds nothing for the refused request: node1 gets the disk at once.
+        let probe = bed.register(1, "full-probe");
+        let granted = bed.step(1, "acquire", "full-probe", probe, "--disk /vm/full.img");
+        bed.kill_pid(1, probe);
+        if granted["ok"] != true {
+            return Err(format!(
+                "the refused acquire left its DLM lock: node1 got {granted}"
+            ));
+        }
+        bed.sh(2, "rm /run/lockmgr/full-state/fill");
+        let again = bed.step_with(2, FULL, "acquire", "full", pid, "--disk /vm/full.img");
+        bed.kill_pid(2, pid);
+        if again["ok"] != true {
+            return Err(format!("acquire once the disk has room: {again}"));
+        }
+        Ok("refused, nothing held; served again".to_owned())
+    })();
+    bed.kill_pid(2, daemon);
+    bed.sh(2, "sleep 0.5; umount /run/lockmgr/full-state");
+    result
+}
+
+/// node2 masters a disk's DLM resource (an NL lock) and is cut off: node1's Acquire of that disk
+/// hangs in the DLM until node2 is fenced and the lockspace recovered. The daemon refuses it
+/// after its deadline instead of waiting, serves another domain meanwhile, and drops the lock the
+/// DLM grants too late. Cuts node2 for good: the last check on this cluster.
+fn a_hung_dlm_request_is_refused_at_its_deadline(bed: &Bed) -> Result<String, String> {
+    bed.cluster
+        .spawn(
+            2,
+            &format!("{SHARE}/dlm-floor hold-nl --disks 1 --disk-dir /vm/hol"),
+            "/run/lockmgr/hold-nl.log",
+        )
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bed
+        .sh(2, "cat /run/lockmgr/hold-nl.log")
+        .1
+        .contains("result=holding")
+    {
+        if Instant::now() > deadline {
+            return Err("node2 never took its NL lock".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hung = bed.register(1, "hung");
+    let other = bed.register(1, "bystander");
+    let step = |domain: &str, pid: u32, disk: &str| {
+        format!(
+            "{SHARE}/lockmgr-loader-test step acquire --plugin {SHARE}/libdlm_plugin.so --config {CONFIG} \
+             --domain {domain} --pid {pid} --disk {disk}"
+        )
+    };
+    // Two clients at once: the request whose master is gone, and another domain's.
+    let script = format!(
+        "t0=$(date +%s%N); {} > /run/lockmgr/hung.json 2>&1 & sleep 0.3; {} > /run/lockmgr/other.json 2>&1; \
+         t1=$(date +%s%N); wait; t2=$(date +%s%N); echo $t0 $t1 $t2; tail -n1 /run/lockmgr/hung.json; \
+         tail -n1 /run/lockmgr/other.json",
+        step("hung", hung, "/vm/hol/n1-000.img"),
+        step("bystander", other, "/vm/hol-other.img")
+    );
+    bed.cluster.cut_node(2).map_err(|e| e.to_string())?;
+    let (_, out) = bed.sh(1, &script);
+    let mut lines = out.lines();
+    let times: Vec<i128> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let parse = |line: Option<&str>| -> serde_json::Value {
+        serde_json::from_str(line.unwrap_or_default()).unwrap_or_default()
+    };
+    let (hung_step, other_step) = (parse(lines.next()), parse(lines.next()));
+    let [t0, t1, t2] = times[..] else {
+        return Err(format!("no times: {out}"));
+    };
+    let ms = |t: i128| (t - t0) / 1_000_000;
+    let error = hung_step["error"].as_str().unwrap_or_default();
+    if hung_step["ok"] == true || !error.contains("did not answer within") {
+        return Err(format!(
+            "the Acquire whose master was cut off: {hung_step} after {} ms (other: {other_step})",
+            ms(t2)
+        ));
+    }
+    if other_step["ok"] != true {
+        return Err(format!("the bystander's Acquire: {other_step}"));
+    }
+    bed.kill_pid(1, other);
+    // After node2 is fenced and the lockspace recovered, the disk is free again: the grant the
+    // DLM made after the deadline was dropped, not kept for nobody.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let retry = bed.step(1, "acquire", "hung", hung, "--disk /vm/hol/n1-000.img");
+        if retry["ok"] == true {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the disk is still refused 60 s after the cut: {retry}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bed.kill_pid(1, hung);
+    Ok(format!(
+        "refused after {} ms; bystander served after {} ms; free after recovery",
+        ms(t2),
+        ms(t1)
+    ))
+}
+
 fn inconsistent_table_refused(bed: &Bed) -> Result<String, String> {
     let script = r#"mkdir -p /run/lockmgr/bad-state && printf '%s\n' 'socket_path = "/run/lockmgr/bad.sock"' 'state_dir = "/run/lockmgr/bad-state"' > /run/lockmgr/bad.conf
 printf '%s' '{"format":2,"backend":"dlm","owners":[],"locks":[{"spec":{"kind":"disk","name":"/vm/x.img","mode":"exclusive"},"mode":"exclusive","holders":["00000000-0000-4000-8000-000000000001"]}],"unsettled":[]}' > /run/lockmgr/bad-state/locks.json"#;
@@ -363,26 +591,51 @@ fn lockmgrd_dlm_under_crashes_and_abuse() {
             panic!("lockmgrd on node{node}:\n{log}");
         }
     }
+    type Case = fn(&Bed) -> Result<String, String>;
+    let cases: [(&str, Case); 8] = [
+        ("second daemon", second_daemon_touches_nothing),
+        ("release by another pid", another_pid_cannot_release),
+        ("inconsistent locks.json", inconsistent_table_refused),
+        ("zombie owner", a_zombie_owner_loses_its_locks),
+        ("inputs beyond the limits", inputs_are_bounded),
+        ("full state disk", a_full_state_disk_leaves_no_lock),
+        ("unfenced cluster", unfenced_cluster_refused),
+        // Last: it cuts node2 off for good.
+        (
+            "hung DLM request (node2 cut off)",
+            a_hung_dlm_request_is_refused_at_its_deadline,
+        ),
+    ];
+    // DLM_DAEMON_CASES=word,word runs only the cases whose name contains one of the words (by
+    // hand, e.g. a control run of one case against a changed daemon); the suite runs them all.
+    let only = std::env::var("DLM_DAEMON_CASES").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|words| words.split(',').any(|w| name.contains(w)))
+    };
     let mut results: Vec<(String, Result<String, String>)> = Vec::new();
     for (n, point) in lockmgrd::failpoint::POINTS.iter().enumerate() {
+        let name = format!("crash at {point}");
+        if !wanted(&name) {
+            continue;
+        }
         let result = crash_point(&bed, point, n);
         if result.is_err() {
             // Leave a serving daemon for the next case.
             bed.stop_daemon(1);
             let _ = bed.start_daemon(1, "");
         }
-        results.push((format!("crash at {point}"), result));
+        results.push((name, result));
     }
-    results.push(("second daemon".into(), second_daemon_touches_nothing(&bed)));
-    results.push((
-        "release by another pid".into(),
-        another_pid_cannot_release(&bed),
-    ));
-    results.push((
-        "inconsistent locks.json".into(),
-        inconsistent_table_refused(&bed),
-    ));
-    results.push(("unfenced cluster".into(), unfenced_cluster_refused(&bed)));
+    for (name, case) in cases {
+        if wanted(name) {
+            results.push((name.to_owned(), case(&bed)));
+        }
+    }
+    assert!(
+        !results.is_empty(),
+        "DLM_DAEMON_CASES={only:?} names no case"
+    );
 
     println!("\nlockmgrd --backend dlm under crashes and abuse (2 nodes, fencing on)");
     for (name, result) in &results {
