@@ -1011,6 +1011,18 @@ fn run_checks<'b>(bed: &'b Bed, checks: Vec<Named<'b>>, results: &mut Vec<(&'sta
     }
 }
 
+/// After a cluster's checks: its fence log, every running node's lockmgrd log when a check
+/// failed, and its figures for the summary.
+fn finish(cluster: &Cluster, bed: &Bed, results: &[(&str, Check)], figures: &mut Vec<Figure>) {
+    print_fence_log(cluster);
+    if results.iter().any(|(_, r)| r.is_err()) {
+        for node in (1..=cluster.node_count()).filter(|node| cluster.node_running(*node)) {
+            println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
+        }
+    }
+    figures.extend(bed.figures.take());
+}
+
 fn print_fence_log(cluster: &Cluster) {
     match cluster.fence_events() {
         Ok(events) => {
@@ -1078,13 +1090,7 @@ fn run_two_nodes(
         ],
         &mut results,
     );
-    print_fence_log(&cluster);
-    if results.iter().any(|(_, r)| r.is_err()) {
-        for node in (1..=2).filter(|node| cluster.node_running(*node)) {
-            println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
-        }
-    }
-    figures.extend(bed.figures.take());
+    finish(&cluster, &bed, &results, figures);
     cluster.stop().expect("stop the cluster");
     results
 }
@@ -1119,13 +1125,7 @@ fn run_three_nodes(
         ],
         &mut results,
     );
-    print_fence_log(&cluster);
-    if results.iter().any(|(_, r)| r.is_err()) {
-        for node in (1..=3).filter(|node| cluster.node_running(*node)) {
-            println!("--- lockmgrd log, node{node} ---\n{}", bed.daemon_log(node));
-        }
-    }
-    figures.extend(bed.figures.take());
+    finish(&cluster, &bed, &results, figures);
     cluster.stop().expect("stop the cluster");
     results
 }
