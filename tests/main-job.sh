@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # lockmgr's main job: build the plugins, then, with every daemon they need started here,
 #  1. validate nop.so, file.so and libvirt's own lockd.so and sanlock.so step by step, and
-#  2. run the conformance matrix: every scenario in tests/scenarios against nop.so, file.so and
-#     lockd.so side by side (the matrix starts lockmgrd and virtlockd itself, per cell).
+#  2. run the conformance matrix: every scenario in tests/scenarios against nop.so, file.so,
+#     lockd.so and libvirt's sanlock.so side by side (the matrix starts lockmgrd and virtlockd
+#     itself, per cell, and one real sanlock daemon for the run — `sanlock daemon -w 0`, no
+#     watchdog — whose lockspace the first drvInit joins in ~20 s; restart-daemon gets its own).
 # Daemons run in a private mount namespace with its own /run (virtlockd's socket path is fixed),
 # so the host is not touched; they are stopped by pid at the end. dlm.so needs a DLM cluster:
 # tests/cluster/run-dlm.sh runs it on one.
@@ -22,4 +24,5 @@ printf '%s\n' \
     'socket_path = "/run/lockmgr/file.sock"' \
     'state_dir = "/run/lockmgr/file-state"' >"$scratch/qemu-file.conf"
 
-exec unshare --mount --propagation private bash "$PWD/tests/main-job-inside.sh" "$target" "$scratch"
+# Not exec: the EXIT trap above must still remove the scratch directory afterwards.
+unshare --mount --propagation private bash "$PWD/tests/main-job-inside.sh" "$target" "$scratch"

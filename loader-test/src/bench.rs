@@ -37,16 +37,18 @@ use crate::matrix::ToolArgs;
 pub const LONG_ABOUT: &str = "Times libvirt's resume/pause cycle against each plugin: New(0, uri) + \
     N×AddResource + Acquire(state, 0) + Free, then New(0, NULL) + N×AddResource + \
     Release(&state) + Free, for an owner registered by a forked pre-exec child — for N = 1, 16 \
-    and 64 disks, median and p99 per cycle.\n\n\
+    and 64 disks (and 8 when sanlock.so is timed: it takes at most 8 per domain), median and \
+    p99 per cycle.\n\n\
     The floor is the least a daemon-based plugin can do for the same cycle: one unix-socket round \
     trip to a peer process that takes N raw OFD locks, and one in which it drops them.\n\n\
     Each plugin gets its daemon started by the command (virtlockd for lockd.so in a private \
-    mount namespace, lockmgrd for file.so), once with a lockspace directory and once locking the \
-    disks themselves. All of them run interleaved in one run, pinned to one CPU (as taskset -c 0: \
+    mount namespace, lockmgrd for file.so, a sanlock daemon without a watchdog for sanlock.so, \
+    whose ~20 s lockspace join is printed and never timed), once with a lockspace directory and \
+    once locking the disks themselves (lockd, file). All of them run interleaved in one run, pinned to one CPU (as taskset -c 0: \
     a round trip then costs a context switch) and unpinned (the peer may wake an idle CPU), and \
     the ratios file ÷ floor and lockd ÷ file are printed. Progress goes to stderr. Without \
     --plugin: nop.so and file.so built beside this binary (nop shows what the harness itself \
-    costs), and libvirt's lockd.so.";
+    costs), and libvirt's lockd.so and (when /usr/sbin/sanlock is installed) sanlock.so.";
 
 /// `bench --help`, examples.
 pub const AFTER_HELP: &str = "Examples:\n  \
@@ -90,9 +92,10 @@ pub struct BenchArgs {
     /// A plugin to time; repeat for each. PATH, NAME or PROFILE=PATH.
     #[arg(long = "plugin", value_name = "PLUGIN")]
     pub plugins: Vec<String>,
-    /// Disk counts per context.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
-    pub disks: Vec<usize>,
+    /// Disk counts per context (default 1,16,64; 1,8,16,64 when sanlock.so is timed: it holds
+    /// at most 8 resources per domain).
+    #[arg(long, value_delimiter = ',')]
+    pub disks: Option<Vec<usize>>,
     /// Timed cycles per plugin, mode, pinning and disk count.
     #[arg(long, default_value_t = 1000)]
     pub iterations: usize,
@@ -249,9 +252,15 @@ pub struct BenchReport {
     pub ratios: Vec<Ratio>,
     /// Workers that could not run, with why.
     pub errors: Vec<String>,
+    /// What the table should say about some workers' setup (sanlock: no watchdog, the time its
+    /// lockspace took to join, the disk counts it refused).
+    pub notes: Vec<String>,
     /// What the floor is.
     pub floor: String,
 }
+
+/// sanlock.so's limit of resources per domain (`SANLK_MAX_RESOURCES`).
+const SANLOCK_MAX_RESOURCES: usize = 8;
 
 /// What the built-in floor does per cycle.
 const BUILTIN_FLOOR: &str =
@@ -299,6 +308,7 @@ impl Worker {
         exe: &Path,
         spec: WorkerSpec,
         args: &BenchArgs,
+        disks: &[usize],
         scratch: &Path,
     ) -> Result<Worker, String> {
         std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
@@ -338,7 +348,7 @@ impl Worker {
         if spec.pinned {
             command.arg("--cpu").arg(args.cpu.to_string());
         }
-        let disks: Vec<String> = args.disks.iter().map(ToString::to_string).collect();
+        let disks: Vec<String> = disks.iter().map(ToString::to_string).collect();
         command.arg("--disks").arg(disks.join(","));
         if let Some(dir) = &args.disk_dir {
             command.arg("--disk-dir").arg(dir);
@@ -472,13 +482,20 @@ fn bench_plugins(args: &BenchArgs) -> Result<Vec<PluginSpec>, String> {
 }
 
 fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
-    if args.disks.is_empty() || args.disks.contains(&0) {
+    let plugins = bench_plugins(args)?;
+    let disks = args.disks.clone().unwrap_or_else(|| {
+        if plugins.iter().any(|p| p.profile == Profile::Sanlock) {
+            vec![1, SANLOCK_MAX_RESOURCES, 16, 64]
+        } else {
+            vec![1, 16, 64]
+        }
+    });
+    if disks.is_empty() || disks.contains(&0) {
         return Err("--disks needs counts of at least 1".into());
     }
     let rounds = args.rounds.max(1);
     let iterations = args.iterations.max(1);
     let batch = iterations.div_ceil(rounds);
-    let plugins = bench_plugins(args)?;
     let pinnings: &[bool] = match args.pinning {
         Pinning::Both => &[true, false],
         Pinning::Pinned => &[true],
@@ -520,6 +537,7 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     let timeout = Duration::from_secs(args.timeout.max(1));
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     let mut workers: Vec<Worker> = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         if harness_sys::terminating() {
@@ -528,10 +546,23 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         let label = spec.describe();
         eprintln!("bench: starting {label}");
         let dir = scratch.path().join(format!("w{i}"));
-        match Worker::start(&exe, spec, args, &dir) {
+        let is_sanlock = spec
+            .plugin
+            .as_ref()
+            .is_some_and(|p| p.profile == Profile::Sanlock);
+        if is_sanlock {
+            eprintln!(
+                "bench:   starting a sanlock daemon (-w 0: NO watchdog); its first drvInit joins \
+                 the lockspace (~20 s, not timed)"
+            );
+        }
+        match Worker::start(&exe, spec, args, &disks, &dir) {
             Ok(mut worker) => match worker.receive(timeout) {
                 Ok(Reply::Ready { detail }) => {
                     eprintln!("bench:   ready: {detail}");
+                    if is_sanlock {
+                        notes.push(format!("{label}: {detail}"));
+                    }
                     workers.push(worker);
                 }
                 Ok(other) => {
@@ -546,7 +577,15 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
             Err(err) => errors.push(format!("{label}: {err}")),
         }
     }
-    let result = measure(&mut workers, args, rounds, batch, timeout, &mut errors);
+    let result = measure(
+        &mut workers,
+        args,
+        &disks,
+        rounds,
+        batch,
+        timeout,
+        &mut errors,
+    );
     for worker in workers {
         let label = worker.spec.describe();
         let failed = worker.failed.clone();
@@ -588,6 +627,7 @@ fn run_bench(args: &BenchArgs) -> Result<BenchReport, String> {
         series,
         ratios,
         errors,
+        notes,
         floor: args
             .floor_command
             .as_ref()
@@ -612,6 +652,7 @@ type SeriesKey = (String, String, bool, usize);
 fn measure(
     workers: &mut [Worker],
     args: &BenchArgs,
+    disks: &[usize],
     rounds: usize,
     batch: usize,
     timeout: Duration,
@@ -631,7 +672,7 @@ fn measure(
     if args.warmup > 0 {
         eprintln!("bench: warm-up, {} cycles per worker and N", args.warmup);
         for worker in workers.iter_mut() {
-            for &n in &args.disks {
+            for &n in disks {
                 if let Err(err) = worker.run(n, args.warmup, timeout) {
                     worker.failed = Some(format!("warm-up at N={n}: {err}"));
                     break;
@@ -641,7 +682,7 @@ fn measure(
     }
     let started = Instant::now();
     for round in 0..rounds {
-        for &n in &args.disks {
+        for &n in disks {
             let count = workers.len();
             for k in 0..count {
                 let worker = &mut workers[(k + round) % count];
@@ -744,6 +785,19 @@ fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
     for s in series.iter().filter(|s| Some(&s.plugin) == dlm.as_ref()) {
         if let Some(floor) = find("floor", "-", s.pinned, s.disks) {
             out.push(ratio(s, floor, Some(("<= 1.5", |m| m <= 1.5))));
+        }
+    }
+    // sanlock.so beside file.so (direct mode: both lock per disk path, no lockspace option).
+    let sanlock = label_of(Profile::Sanlock);
+    for s in series
+        .iter()
+        .filter(|s| Some(&s.plugin) == sanlock.as_ref())
+    {
+        if let Some(file) = file
+            .as_ref()
+            .and_then(|l| find(l, "direct", s.pinned, s.disks))
+        {
+            out.push(ratio(s, file, None));
         }
     }
     out
@@ -877,6 +931,9 @@ pub fn render(report: &BenchReport) -> String {
             );
         }
     }
+    for note in &report.notes {
+        let _ = writeln!(out, "\n{note}");
+    }
     for err in &report.errors {
         let _ = writeln!(out, "\nnot measured: {err}");
     }
@@ -977,6 +1034,9 @@ struct PluginSubject {
     env: PluginEnv,
     /// Per disk count: the registered owner, its domain, its disks, its last state.
     owners: BTreeMap<usize, BenchOwner>,
+    /// Disk counts the plugin refused to register (sanlock: more than 8), with its message:
+    /// not timed.
+    refused: BTreeMap<usize, String>,
     mode: Option<LockMode>,
 }
 
@@ -1053,6 +1113,7 @@ impl Subject {
             .init(&env.config)
             .map_err(|e| format!("drvInit: {e}"))?;
         let mut owners = BTreeMap::new();
+        let mut refused = BTreeMap::new();
         for (i, &n) in args.disks.iter().enumerate() {
             let mut disks = Vec::new();
             for d in 0..n {
@@ -1073,6 +1134,12 @@ impl Subject {
             let process = host::start_owner(&plugin, &domain, &disks, LockFailureAction::Default)
                 .map_err(|e| format!("registering the owner of {n} disks: {e}"))?;
             if let RegisterOutcome::Failed { error, .. } = &process.outcome {
+                // sanlock.so takes at most 8 resources per domain: larger N are reported as
+                // refused (with its message) and not timed.
+                if profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES {
+                    refused.insert(n, error.to_string());
+                    continue;
+                }
                 return Err(format!(
                     "registering the owner of {n} disks, in the pre-exec child: {error}"
                 ));
@@ -1092,6 +1159,7 @@ impl Subject {
             plugin: Some(plugin),
             env,
             owners,
+            refused,
             mode: args.mode,
         })))
     }
@@ -1103,14 +1171,18 @@ impl Subject {
                 format!("floor peer pid {}; {placement}", floor.server.id())
             }
             Subject::Plugin(p) => format!(
-                "{}; {}; owners {}; {placement}",
+                "{}; {}; owners {}; {placement}{}",
                 p.env.describe(),
                 p.mode.map_or("no lockspace option", LockMode::as_str),
                 p.owners
                     .iter()
                     .map(|(n, o)| format!("{n} disks: pid {}", o.process.pid()))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                p.refused
+                    .iter()
+                    .map(|(n, why)| format!("; N={n} not timed: refused: {why}"))
+                    .collect::<String>()
             ),
         }
     }
@@ -1137,6 +1209,7 @@ impl Subject {
                     out.push(elapsed_ns(started));
                 }
             }
+            Subject::Plugin(p) if p.refused.contains_key(&n) => {}
             Subject::Plugin(p) => {
                 let plugin = p.plugin.as_ref().ok_or("plugin not loaded")?;
                 let owner = p

@@ -7,6 +7,7 @@
 //! | `lockd` | `virtlockd`, in a private mount namespace with an empty tmpfs on `/run` (its socket path is fixed) | `qemu-lockd.conf`: `auto_disk_leases = 1`, `require_lease_for_disks = 0`, `file_lockspace_dir` when the scenario wants a lockspace |
 //! | `file` | `lockmgrd --config qemu-file.conf` | `qemu-file.conf`: `socket_path`, `state_dir`, `file_lockspace_dir` in scratch dirs |
 //! | `dlm` | `lockmgrd --backend dlm --config qemu-dlm.conf` (needs a DLM cluster) | `qemu-dlm.conf`: `socket_path`, `state_dir` |
+//! | `sanlock` | a real `sanlock daemon -w 0` (**no watchdog**), in a private mount namespace, `SANLOCK_RUN_DIR` in the scratch directory; one per matrix run, shared by the cells that do not crash it (`Tools::sanlock_shared`) | `qemu-sanlock.conf`: `auto_disk_leases = 1`, `host_id = 1`, `disk_lease_dir` in scratch, `require_lease_for_disks = 0` |
 //!
 //! The profile is guessed from the plugin's file name (`lockd.so`, `file.so` / `libfile.so`, …)
 //! and can be named instead: `--plugin file=/some/where/x.so`.
@@ -15,6 +16,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ pub enum Profile {
     File,
     /// lockmgr's dlm.so + lockmgrd with the DLM backend.
     Dlm,
-    /// libvirt's sanlock.so (its daemon is not started by the harness).
+    /// libvirt's sanlock.so + a real sanlock daemon without a watchdog.
     Sanlock,
     /// Anything else: no daemon, an absent config.
     Generic,
@@ -81,6 +83,7 @@ impl Profile {
         match self {
             Profile::Lockd => Some("virtlockd"),
             Profile::File | Profile::Dlm => Some("lockmgrd"),
+            Profile::Sanlock => Some("sanlock"),
             _ => None,
         }
     }
@@ -161,6 +164,11 @@ pub struct Tools {
     pub virtlockd: PathBuf,
     /// `lockmgrd`, when given; otherwise looked up beside the plugin and the harness.
     pub lockmgrd: Option<PathBuf>,
+    /// `sanlock` (default `/usr/sbin/sanlock`).
+    pub sanlock: PathBuf,
+    /// The directory of a sanlock daemon already running for the whole run (matrix), whose
+    /// lockspace is joined: sanlock cells use it instead of starting their own.
+    pub sanlock_shared: Option<PathBuf>,
 }
 
 impl Tools {
@@ -173,6 +181,12 @@ impl Tools {
         if let Some(lockmgrd) = &self.lockmgrd {
             args.push("--lockmgrd".into());
             args.push(lockmgrd.display().to_string());
+        }
+        args.push("--sanlock".into());
+        args.push(self.sanlock.display().to_string());
+        if let Some(shared) = &self.sanlock_shared {
+            args.push("--sanlock-shared".into());
+            args.push(shared.display().to_string());
         }
         args
     }
@@ -280,6 +294,9 @@ pub struct PluginEnv {
     pub daemon: Option<Daemon>,
     /// The scratch directories.
     pub layout: Layout,
+    /// What else a report should say about the environment (sanlock: no watchdog, the time the
+    /// first drvInit took to join the lockspace).
+    pub notes: Vec<String>,
 }
 
 impl PluginEnv {
@@ -290,10 +307,15 @@ impl PluginEnv {
         } else {
             "no config (defaults)".to_owned()
         };
-        match &self.daemon {
+        let mut text = match &self.daemon {
             Some(daemon) => format!("{config}; {} pid {}", daemon.name, daemon.pid()),
             None => config,
+        };
+        for note in &self.notes {
+            text.push_str("; ");
+            text.push_str(note);
         }
+        text
     }
 
     /// Stops the daemon (SIGTERM, then SIGKILL) and returns its log when it misbehaved.
@@ -334,8 +356,58 @@ pub fn prepare(
         std::fs::write(&config, text)
             .map_err(|e| SetupError::failed(format!("writing {}: {e}", config.display())))
     };
+    let mut notes = Vec::new();
     let daemon = match profile {
-        Profile::Nop | Profile::Generic | Profile::Sanlock => None,
+        Profile::Nop | Profile::Generic => None,
+        Profile::Sanlock => {
+            // The cell's own /run is private too: nothing can reach the host's /run/sanlock even
+            // if SANLOCK_RUN_DIR were lost on the way.
+            if !harness_sys::is_root() {
+                return Err(SetupError::cannot_run(
+                    "sanlock needs root (its daemon, a private mount namespace)",
+                ));
+            }
+            harness_sys::enter_private_run().map_err(|e| {
+                SetupError::cannot_run(format!("cannot give sanlock a private /run: {e}"))
+            })?;
+            match &tools.sanlock_shared {
+                Some(shared) => {
+                    let sanlock = SanlockDirs::new(shared);
+                    harness_sys::set_sanlock_env(&sanlock.run);
+                    notes.push(format!(
+                        "the run's sanlock daemon (-w 0: NO watchdog), SANLOCK_RUN_DIR {}, \
+                         lockspace {LIBVIRT_SANLOCK_LOCKSPACE} already joined",
+                        sanlock.run.display()
+                    ));
+                    return Ok(PluginEnv {
+                        config: sanlock.config,
+                        daemon: None,
+                        layout: layout.clone(),
+                        notes,
+                    });
+                }
+                None => {
+                    let sanlock = SanlockDirs::new(&layout.root.join("sanlock"));
+                    harness_sys::set_sanlock_env(&sanlock.run);
+                    let daemon = start_sanlock(tools, &sanlock)?;
+                    let joined =
+                        join_lockspace(plugin, tools, &sanlock).map_err(SetupError::failed)?;
+                    notes.push(format!(
+                        "-w 0: NO watchdog; SANLOCK_RUN_DIR {}; the first drvInit joined \
+                         lockspace {LIBVIRT_SANLOCK_LOCKSPACE} in {:.1} s (not counted in step \
+                         or cycle times)",
+                        sanlock.run.display(),
+                        joined.as_secs_f64()
+                    ));
+                    return Ok(PluginEnv {
+                        config: sanlock.config,
+                        daemon: Some(daemon),
+                        layout: layout.clone(),
+                        notes,
+                    });
+                }
+            }
+        }
         Profile::Lockd => {
             if !harness_sys::is_root() {
                 return Err(SetupError::cannot_run(
@@ -416,7 +488,163 @@ pub fn prepare(
         config,
         daemon,
         layout: layout.clone(),
+        notes,
     })
+}
+
+/// Where Debian's sanlock package installs the daemon.
+pub const DEFAULT_SANLOCK: &str = "/usr/sbin/sanlock";
+
+/// The lockspace libvirt's sanlock.so creates and joins with `auto_disk_leases = 1`.
+pub const LIBVIRT_SANLOCK_LOCKSPACE: &str = "__LIBVIRT__DISKS__";
+
+/// Where one sanlock daemon keeps things: `run/` (`SANLOCK_RUN_DIR`: its socket and pid file),
+/// `log/` (bound over `/var/log` in its mount namespace: `sanlock.log`), `leases/`
+/// (`disk_lease_dir`: the lockspace file and one lease file per disk) and `qemu-sanlock.conf`.
+#[derive(Debug, Clone)]
+pub struct SanlockDirs {
+    /// The directory itself.
+    pub root: PathBuf,
+    /// `SANLOCK_RUN_DIR`.
+    pub run: PathBuf,
+    /// Bound over `/var/log` for the daemon.
+    pub log: PathBuf,
+    /// `disk_lease_dir`.
+    pub leases: PathBuf,
+    /// The config passed to drvInit.
+    pub config: PathBuf,
+}
+
+impl SanlockDirs {
+    /// The layout under `root` (nothing created).
+    pub fn new(root: &Path) -> SanlockDirs {
+        SanlockDirs {
+            root: root.to_owned(),
+            run: root.join("run"),
+            log: root.join("log"),
+            leases: root.join("leases"),
+            config: root.join("qemu-sanlock.conf"),
+        }
+    }
+}
+
+/// Starts a real sanlock daemon for `dirs` and writes its `qemu-sanlock.conf`; the lockspace is
+/// joined later, by the first drvInit (about 20 s: sanlock's delta lease on the host id).
+///
+/// The daemon runs `sanlock daemon -D -w 0 -l 0 -U root -G root` through `unshare --mount
+/// --propagation private` with an empty tmpfs on `/run` and `dirs.log` bound over `/var/log`,
+/// with `SANLOCK_RUN_DIR=dirs.run` and `SANLOCK_PRIVILEGED=0` (sanlock's own test setting: it
+/// skips raising RLIMIT_MEMLOCK/RTPRIO to unlimited, which needs CAP_SYS_RESOURCE). `-w 0`:
+/// **no watchdog** — a real deployment runs wdmd, which resets the host when sanlock cannot
+/// renew its leases or dies while holding them; here nothing is fenced.
+pub fn start_sanlock(tools: &Tools, dirs: &SanlockDirs) -> Result<Daemon, SetupError> {
+    start_sanlock_with(tools, dirs, false)
+}
+
+fn start_sanlock_with(
+    tools: &Tools,
+    dirs: &SanlockDirs,
+    own_group: bool,
+) -> Result<Daemon, SetupError> {
+    if !harness_sys::is_root() {
+        return Err(SetupError::cannot_run("sanlock needs root"));
+    }
+    if !tools.sanlock.is_file() {
+        return Err(SetupError::cannot_run(format!(
+            "{} not found (package sanlock, or pass --sanlock)",
+            tools.sanlock.display()
+        )));
+    }
+    for dir in [&dirs.run, &dirs.log, &dirs.leases] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SetupError::failed(format!("creating {}: {e}", dir.display())))?;
+    }
+    let text = format!(
+        "# written by lockmgr-loader-test\nauto_disk_leases = 1\nhost_id = 1\n\
+         disk_lease_dir = \"{}\"\nrequire_lease_for_disks = 0\n",
+        dirs.leases.display()
+    );
+    std::fs::write(&dirs.config, text)
+        .map_err(|e| SetupError::failed(format!("writing {}: {e}", dirs.config.display())))?;
+    let script = "mount -n -t tmpfs -o mode=0755 tmpfs /run && mount -n --bind \"$2\" /var/log \
+                  && exec \"$1\" daemon -D -w 0 -l 0 -U root -G root -S -1";
+    let mut daemon = Daemon::new(
+        "sanlock",
+        PathBuf::from("unshare"),
+        vec![
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--".into(),
+            "/bin/sh".into(),
+            "-c".into(),
+            script.into(),
+            "sanlock".into(),
+            tools.sanlock.display().to_string(),
+            dirs.log.display().to_string(),
+        ],
+        dirs.run.join("sanlock.sock"),
+        dirs.root.join("sanlock-daemon.log"),
+    );
+    daemon.env = vec![
+        ("SANLOCK_RUN_DIR".into(), dirs.run.display().to_string()),
+        ("SANLOCK_PRIVILEGED".into(), "0".into()),
+    ];
+    // sanlock ignores SIGTERM while it is in a lockspace; without a watchdog a SIGKILL harms
+    // nothing, and its lease files go with the scratch directory.
+    daemon.kill_to_stop = true;
+    daemon.own_group = own_group;
+    daemon.start().map_err(SetupError::failed)?;
+    Ok(daemon)
+}
+
+/// [`start_sanlock`] with the daemon in a process group of its own (a daemon that outlives the
+/// cells: the caller tracks the group for interrupts).
+pub fn start_sanlock_grouped(tools: &Tools, dirs: &SanlockDirs) -> Result<Daemon, SetupError> {
+    start_sanlock_with(tools, dirs, true)
+}
+
+/// The first drvInit against a fresh sanlock daemon ([`first_init`]; `SANLOCK_RUN_DIR` set
+/// already), then checks with `sanlock client status` that the daemon really is in libvirt's
+/// lockspace (sanlock.so's drvInit returns 0 even when it could not reach the daemon).
+pub fn join_lockspace(
+    plugin: &Path,
+    tools: &Tools,
+    dirs: &SanlockDirs,
+) -> Result<Duration, String> {
+    let took = first_init(plugin, &dirs.config)?;
+    let output = Command::new(&tools.sanlock)
+        .args(["client", "status"])
+        .env("SANLOCK_RUN_DIR", &dirs.run)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} client status: {e}", tools.sanlock.display()))?;
+    let status = String::from_utf8_lossy(&output.stdout);
+    let wanted = format!("s {LIBVIRT_SANLOCK_LOCKSPACE}:1:");
+    if status.lines().any(|l| l.starts_with(&wanted)) {
+        Ok(took)
+    } else {
+        Err(format!(
+            "drvInit returned after {:.1} s but the sanlock daemon is not in lockspace \
+             {LIBVIRT_SANLOCK_LOCKSPACE} (sanlock client status: {}{})",
+            took.as_secs_f64(),
+            status.trim().replace('\n', " | "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Loads the plugin, calls drvInit with `config` (for sanlock.so with a fresh daemon: joins
+/// the lockspace) and drvDeinit, and returns how long drvInit took.
+pub fn first_init(plugin: &Path, config: &Path) -> Result<Duration, String> {
+    let mut loaded = lockmgr::host::Plugin::open(plugin).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    loaded
+        .init(config)
+        .map_err(|e| format!("the first drvInit (joining the lockspace): {e}"))?;
+    let took = started.elapsed();
+    loaded.deinit().map_err(|e| format!("drvDeinit: {e}"))?;
+    Ok(took)
 }
 
 /// A lock daemon the harness started, in the foreground, as its own child.
@@ -429,6 +657,12 @@ pub struct Daemon {
     socket: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Extra environment of the daemon.
+    env: Vec<(String, String)>,
+    /// Stop with SIGKILL at once (sanlock: see [`start_sanlock`]).
+    kill_to_stop: bool,
+    /// Start it in a process group of its own.
+    own_group: bool,
 }
 
 /// How long a daemon may take to accept connections.
@@ -449,6 +683,9 @@ impl Daemon {
             socket,
             log,
             child: None,
+            env: Vec::new(),
+            kill_to_stop: false,
+            own_group: false,
         }
     }
 
@@ -466,8 +703,13 @@ impl Daemon {
             .open(&self.log)
             .map_err(|e| format!("{}: cannot open {}: {e}", self.name, self.log.display()))?;
         let log_err = log.try_clone().map_err(|e| format!("{}: {e}", self.name))?;
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        if self.own_group {
+            command.process_group(0);
+        }
+        let mut child = command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -528,6 +770,11 @@ impl Daemon {
                 self.name,
                 self.log_tail()
             ));
+        }
+        if self.kill_to_stop {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(());
         }
         let _ = harness_sys::signal_pid(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -592,6 +839,11 @@ pub fn default_plugins() -> Vec<PluginSpec> {
     let lockd = Path::new(lockmgr::host::DEFAULT_PLUGIN_DIR).join("lockd.so");
     if lockd.is_file() {
         found.push(PluginSpec::parse(&format!("lockd={}", lockd.display())));
+    }
+    // libvirt's sanlock.so, when both it and the sanlock daemon are installed.
+    let sanlock = Path::new(lockmgr::host::DEFAULT_PLUGIN_DIR).join("sanlock.so");
+    if sanlock.is_file() && Path::new(DEFAULT_SANLOCK).is_file() {
+        found.push(PluginSpec::parse(&format!("sanlock={}", sanlock.display())));
     }
     found
 }

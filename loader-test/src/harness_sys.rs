@@ -40,6 +40,19 @@ pub fn enter_private_run() -> io::Result<()> {
     std::fs::create_dir_all("/run/libvirt")
 }
 
+/// Points libsanlock (in this process, and in the pre-exec children it forks) at a sanlock
+/// daemon's run directory: `SANLOCK_RUN_DIR` (its socket) and `SANLOCK_PRIVILEGED=0`.
+///
+/// Call it while the process is single-threaded, before loading the plugin.
+pub fn set_sanlock_env(run_dir: &std::path::Path) {
+    // SAFETY: called during setup of a cell or bench worker, before any thread is started and
+    // before the plugin is loaded, so nothing reads the environment concurrently.
+    unsafe {
+        std::env::set_var("SANLOCK_RUN_DIR", run_dir);
+        std::env::set_var("SANLOCK_PRIVILEGED", "0");
+    }
+}
+
 fn mount_tmpfs(target: &CStr) -> io::Result<()> {
     let options = c"mode=0755";
     // SAFETY: valid NUL-terminated strings for source, target, type and data.

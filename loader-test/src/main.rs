@@ -91,6 +91,9 @@ enum Commands {
     /// Internal: one scenario against one plugin, streaming JSON events (used by `matrix`).
     #[command(name = "__matrix-cell", hide = true)]
     MatrixCell(matrix::CellCliArgs),
+    /// Internal: the first drvInit against a fresh sanlock daemon (used by `matrix`).
+    #[command(name = "__sanlock-join", hide = true)]
+    SanlockJoin(matrix::SanlockJoinArgs),
     /// Time libvirt's resume/pause cycle per plugin against the floor, pinned and unpinned.
     #[command(long_about = bench::LONG_ABOUT, after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
         }
         Commands::Matrix(args) => ExitCode::from(matrix::command(&args)),
         Commands::MatrixCell(args) => ExitCode::from(matrix::cell_command(&args)),
+        Commands::SanlockJoin(args) => ExitCode::from(matrix::sanlock_join_command(&args)),
         Commands::Bench(args) => ExitCode::from(bench::command(&args)),
         Commands::BenchWorker(args) => ExitCode::from(bench::worker_command(&args)),
         Commands::BenchFloor(args) => ExitCode::from(bench::floor_command(&args)),

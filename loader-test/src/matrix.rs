@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::agent::{self, RemoteNode};
-use crate::daemons::{self, Layout, PluginEnv, PluginSpec, Profile, Tools};
+use crate::daemons::{self, Layout, PluginEnv, PluginSpec, Profile, SetupError, Tools};
 use crate::harness_sys;
 use crate::node::{Failure, LocalNode, OwnerNode, describe_resource};
 use crate::scenario::{self, Concrete, Corruption, Expect, Op, Scenario, Step};
@@ -37,13 +37,16 @@ pub const LONG_ABOUT: &str = "Runs every conformance scenario (tests/scenarios/*
     Each cell runs in a process of its own, with the plugin's daemon started for it: virtlockd \
     for lockd.so (in a private mount namespace with an empty /run: its socket path is fixed), \
     lockmgrd for file.so (with a generated qemu-file.conf in a scratch directory), none for \
-    nop.so. Owners are registered by libvirt's pre-exec child in a real fork that execs a QEMU \
+    nop.so. libvirt's sanlock.so runs against a real sanlock daemon WITHOUT a watchdog \
+    (sanlock daemon -w 0), in a private mount namespace with SANLOCK_RUN_DIR in scratch: one \
+    daemon for the whole run, whose lockspace the first drvInit joins (~20 s, printed, never \
+    counted in a cell), plus one of its own for each cell that crashes the daemon. Owners are registered by libvirt's pre-exec child in a real fork that execs a QEMU \
     stand-in; every other call is made in the harness with libvirt's call shapes. Nothing is \
     left behind: daemons are stopped by pid, stand-ins killed, scratch directories removed.\n\n\
     A PLUGIN is a path, a name looked up like libvirt does, or PROFILE=PATH to choose the \
     daemon and config profile (nop, lockd, file, dlm, sanlock, generic) when the file name does \
     not tell it. Without --plugin: nop.so and file.so built beside this binary, and libvirt's \
-    lockd.so.";
+    lockd.so and (when /usr/sbin/sanlock is installed) sanlock.so.";
 
 /// `matrix --help`, examples.
 pub const AFTER_HELP: &str = "Examples:\n  \
@@ -62,6 +65,12 @@ pub struct ToolArgs {
     /// $PATH).
     #[arg(long, value_name = "PATH")]
     pub lockmgrd: Option<PathBuf>,
+    /// sanlock, started (with -w 0: no watchdog) for libvirt's sanlock.so.
+    #[arg(long, value_name = "PATH", default_value = daemons::DEFAULT_SANLOCK)]
+    pub sanlock: PathBuf,
+    /// Internal: the directory of the run's shared sanlock daemon.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub sanlock_shared: Option<PathBuf>,
 }
 
 impl ToolArgs {
@@ -70,6 +79,8 @@ impl ToolArgs {
         Tools {
             virtlockd: self.virtlockd.clone(),
             lockmgrd: self.lockmgrd.clone(),
+            sanlock: self.sanlock.clone(),
+            sanlock_shared: self.sanlock_shared.clone(),
         }
     }
 }
@@ -337,6 +348,10 @@ pub struct PluginColumn {
     /// Where owners b, d, … ran (the agent's ADDR:PORT), when not here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_node: Option<String>,
+    /// How the column's daemon was set up, when the table should say it (sanlock: no
+    /// watchdog, the time its lockspace took to join).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A row of the matrix.
@@ -407,19 +422,58 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     let mut cells = Vec::new();
+    let mut sanlock: Option<Result<SharedSanlock, SetupError>> = None;
     let total = scenarios.len() * options.plugins.len();
     for scenario in &scenarios {
         for plugin in &options.plugins {
             let dir = scratch
                 .path()
                 .join(format!("{}-{}", scenario.name, plugin.label));
+            // sanlock's cells share one daemon whose lockspace is joined once (~20 s), except
+            // those that crash the daemon: they get their own.
+            let mut tools = options.tools.clone();
+            let shared = plugin.profile == Profile::Sanlock
+                && !scenario.restarts_daemon()
+                && options.remote_for(plugin).is_none();
+            if shared {
+                let ready = sanlock.get_or_insert_with(|| {
+                    SharedSanlock::start(&exe, plugin, &options.tools, scratch.path())
+                });
+                match ready {
+                    Ok(ready) => tools.sanlock_shared = Some(ready.dirs.root.clone()),
+                    Err(err) => {
+                        eprintln!(
+                            "[{:>3}/{total}] {:<32} {:<8} {} {err}",
+                            cells.len() + 1,
+                            scenario.name,
+                            plugin.label,
+                            if err.cannot_run { "…" } else { "✗" }
+                        );
+                        cells.push(Cell {
+                            scenario: scenario.name.clone(),
+                            plugin: plugin.label.clone(),
+                            verdict: if err.cannot_run {
+                                Verdict::CannotRun
+                            } else {
+                                Verdict::Fail
+                            },
+                            reason: format!("setting up sanlock: {err}"),
+                            setup: String::new(),
+                            steps: Vec::new(),
+                            seconds: 0.0,
+                            output: String::new(),
+                        });
+                        continue;
+                    }
+                }
+            }
             eprint!(
                 "[{:>3}/{total}] {:<32} {:<8} ",
                 cells.len() + 1,
                 scenario.name,
                 plugin.label
             );
-            let cell = run_cell_subprocess(&exe, scenario, plugin, &options.tools, &dir, options);
+            let cell = run_cell_subprocess(&exe, scenario, plugin, &tools, &dir, options);
             eprintln!(
                 "{} {}",
                 cell.verdict.mark(),
@@ -432,6 +486,9 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
             let _ = std::fs::remove_dir_all(&dir);
             cells.push(cell);
             if harness_sys::terminating() {
+                if let Some(Ok(shared)) = sanlock.as_mut() {
+                    let _ = shared.daemon.stop();
+                }
                 return Err(
                     "interrupted: the running cell and its daemon were killed, scratch removed"
                         .into(),
@@ -439,6 +496,19 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
             }
         }
     }
+    let sanlock_note = sanlock.map(|shared| match shared {
+        Ok(mut shared) => {
+            let stopped = shared.daemon.stop();
+            harness_sys::untrack_group(shared.pid);
+            match stopped {
+                Ok(()) => shared.note,
+                Err(err) => format!("{}; BUT: {err}", shared.note),
+            }
+        }
+        Err(err) => format!("the run's sanlock daemon could not be set up: {err}"),
+    });
+    let restart_note = "cells that crash the daemon (restart-daemon) start a daemon of their own \
+                        and join its lockspace first";
     Ok(MatrixReport {
         plugins: options
             .plugins
@@ -448,6 +518,12 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
                 path: p.path.clone(),
                 profile: p.profile.as_str().into(),
                 remote_node: options.remote_for(p).map(str::to_owned),
+                note: (p.profile == Profile::Sanlock).then(|| match &sanlock_note {
+                    Some(note) => format!("{note}; {restart_note}"),
+                    None => {
+                        format!("sanlock daemon -w 0 (NO watchdog), one per cell; {restart_note}")
+                    }
+                }),
             })
             .collect(),
         scenarios: scenarios
@@ -461,6 +537,166 @@ pub fn run_matrix(options: &MatrixOptions) -> Result<MatrixReport, String> {
             .collect(),
         cells,
     })
+}
+
+/// The sanlock daemon of a whole matrix run, its lockspace joined.
+struct SharedSanlock {
+    dirs: daemons::SanlockDirs,
+    daemon: daemons::Daemon,
+    pid: u32,
+    note: String,
+}
+
+impl SharedSanlock {
+    /// Starts the daemon and has the plugin join its lockspace once, in a subprocess
+    /// (`__sanlock-join`), timing that first drvInit.
+    fn start(
+        exe: &Path,
+        plugin: &PluginSpec,
+        tools: &Tools,
+        scratch: &Path,
+    ) -> Result<SharedSanlock, SetupError> {
+        let dirs = daemons::SanlockDirs::new(&scratch.join("sanlock-shared"));
+        eprintln!(
+            "sanlock: starting one sanlock daemon for the run (sanlock daemon -w 0: NO watchdog), \
+             SANLOCK_RUN_DIR {}",
+            dirs.run.display()
+        );
+        let mut daemon = daemons::start_sanlock_grouped(tools, &dirs)?;
+        let pid = daemon.pid();
+        harness_sys::track_group(pid);
+        eprintln!(
+            "sanlock: daemon pid {pid}; the first drvInit of {} joins lockspace {} (sanlock \
+             takes ~20 s) …",
+            plugin.path.display(),
+            daemons::LIBVIRT_SANLOCK_LOCKSPACE
+        );
+        let output = Command::new(exe)
+            .arg("__sanlock-join")
+            .arg("--plugin")
+            .arg(&plugin.path)
+            .arg("--shared")
+            .arg(&dirs.root)
+            .args(tools.to_args())
+            .stdin(Stdio::null())
+            .output();
+        let mut probe = String::new();
+        let joined: Result<f64, String> = match output {
+            Err(err) => Err(format!("cannot run __sanlock-join: {err}")),
+            Ok(output) => {
+                let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+                let mut lines = text.lines();
+                let first = lines.next().unwrap_or_default().parse::<f64>();
+                probe = lines.next().unwrap_or_default().to_owned();
+                match (output.status.success(), first) {
+                    (true, Ok(seconds)) => Ok(seconds),
+                    _ => Err(format!(
+                        "joining the lockspace failed: {text}{} (daemon log: {})",
+                        String::from_utf8_lossy(&output.stderr).trim(),
+                        daemon.log_tail()
+                    )),
+                }
+            }
+        };
+        let seconds = match joined {
+            Ok(seconds) => seconds,
+            Err(message) => {
+                let _ = daemon.stop();
+                harness_sys::untrack_group(pid);
+                return Err(SetupError {
+                    cannot_run: false,
+                    message,
+                });
+            }
+        };
+        eprintln!("sanlock: lockspace joined in {seconds:.1} s");
+        let note = format!(
+            "one sanlock daemon for the run (pid {pid}), `sanlock daemon -w 0`: NO watchdog, so \
+             nothing is fenced; SANLOCK_RUN_DIR and disk_lease_dir in scratch; auto_disk_leases \
+             = 1, host_id = 1; the first drvInit joined lockspace {} in {seconds:.1} s (not \
+             counted in any cell's time); {probe}",
+            daemons::LIBVIRT_SANLOCK_LOCKSPACE
+        );
+        Ok(SharedSanlock {
+            dirs,
+            daemon,
+            pid,
+            note,
+        })
+    }
+}
+
+/// Arguments of `__sanlock-join`.
+#[derive(clap::Args, Debug)]
+pub struct SanlockJoinArgs {
+    #[arg(long)]
+    plugin: PathBuf,
+    /// The shared daemon's directory ([`daemons::SanlockDirs`]).
+    #[arg(long)]
+    shared: PathBuf,
+    #[command(flatten)]
+    tools: ToolArgs,
+}
+
+/// What the plugin does with `<on_lockfailure>restart</on_lockfailure>`: one registration in a
+/// forked pre-exec child with that action (a disk in the run's scratch), as one line.
+fn probe_restart_action(plugin: &Path, dirs: &daemons::SanlockDirs) -> String {
+    let probe = || -> Result<String, String> {
+        let mut loaded = lockmgr::host::Plugin::open(plugin).map_err(|e| e.to_string())?;
+        loaded.init(&dirs.config).map_err(|e| e.to_string())?;
+        let disk = dirs.root.join("on-lockfailure-restart.img");
+        std::fs::write(&disk, b"").map_err(|e| format!("{}: {e}", disk.display()))?;
+        let domain = Domain {
+            uuid: owner_uuid("on-lockfailure", "restart"),
+            name: "matrix-on-lockfailure-restart".into(),
+            id: 1,
+            pid: 0,
+            uri: Some("qemu:///system".into()),
+        };
+        let resources = [Resource::Disk {
+            path: disk,
+            access: lockmgr::Access::Exclusive,
+        }];
+        let mut owner = lockmgr::host::start_owner(
+            &loaded,
+            &domain,
+            &resources,
+            lockmgr::LockFailureAction::Restart,
+        )
+        .map_err(|e| e.to_string())?;
+        let text = match &owner.outcome {
+            lockmgr::host::RegisterOutcome::Failed { error, .. } => {
+                format!("<on_lockfailure>restart</on_lockfailure> refused at registration: {error}")
+            }
+            lockmgr::host::RegisterOutcome::Registered { .. } => {
+                "<on_lockfailure>restart</on_lockfailure> accepted at registration".to_owned()
+            }
+        };
+        let _ = owner.kill();
+        let _ = loaded.deinit();
+        Ok(text)
+    };
+    probe().unwrap_or_else(|e| format!("<on_lockfailure>restart</on_lockfailure> not probed: {e}"))
+}
+
+/// `__sanlock-join`: the first drvInit against a fresh sanlock daemon; prints its seconds.
+pub fn sanlock_join_command(args: &SanlockJoinArgs) -> u8 {
+    let dirs = daemons::SanlockDirs::new(&args.shared);
+    harness_sys::set_sanlock_env(&dirs.run);
+    // As in the cells and libvirtd: libvirt.so.0 is loaded before the plugin.
+    harness_sys::preload(c"libvirt.so.0");
+    let tools = args.tools.tools();
+    match daemons::join_lockspace(&args.plugin, &tools, &dirs) {
+        Ok(took) => {
+            println!("{:.3}", took.as_secs_f64());
+            println!("{}", probe_restart_action(&args.plugin, &dirs));
+            0
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            crate::EXIT_FAIL
+        }
+    }
 }
 
 fn run_cell_subprocess(
@@ -734,6 +970,8 @@ struct Runner<'a> {
     owners: BTreeMap<String, OwnerState>,
     last_kill: Option<LastKill>,
     plugin_notes: Vec<String>,
+    /// A `restart-daemon` step ran (sanlock's ✗ explains what a restart loses).
+    daemon_restarted: bool,
     /// A note about how the current step was judged (e.g. a bound across nodes), kept when the
     /// step passes.
     step_note: Option<String>,
@@ -746,6 +984,34 @@ enum Outcome {
     Late(String),
     NotApplicable(String),
 }
+
+/// Makes `file` a sanlock lease named `key` in libvirt's lockspace (`sanlock direct init`, as
+/// an administrator prepares a `<lease>` for sanlock.so).
+fn init_sanlock_lease(tools: &Tools, key: &str, file: &Path) -> Result<(), String> {
+    let spec = format!(
+        "{}:{key}:{}:0",
+        daemons::LIBVIRT_SANLOCK_LOCKSPACE,
+        file.display()
+    );
+    let output = Command::new(&tools.sanlock)
+        .args(["direct", "init", "-r", &spec])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", tools.sanlock.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "sanlock direct init -r {spec} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// The libvirt error code of sanlock.so's refusals (`VIR_ERR_SYSTEM_ERROR`).
+const SANLOCK_REFUSAL_CODE: i32 = 38;
 
 fn owner_uuid(scenario: &str, owner: &str) -> Uuid {
     let digest = Sha256::digest(format!("lockmgr-matrix/{scenario}/{owner}").as_bytes());
@@ -785,6 +1051,9 @@ impl<'a> Runner<'a> {
                 };
                 std::fs::write(&file, b"")
                     .map_err(|e| End::fail(format!("creating {}: {e}", file.display())))?;
+                if let (Profile::Sanlock, Some(key)) = (args.profile, &resource.lease) {
+                    init_sanlock_lease(&args.tools, key, &file).map_err(End::fail)?;
+                }
             }
         }
         let owners = scenario
@@ -818,6 +1087,7 @@ impl<'a> Runner<'a> {
             owners,
             last_kill: None,
             plugin_notes: Vec::new(),
+            daemon_restarted: false,
             step_note: None,
         })
     }
@@ -1044,7 +1314,7 @@ impl<'a> Runner<'a> {
     }
 
     fn judge(
-        &self,
+        &mut self,
         step: &Step,
         expect: Expect,
         result: Result<String, Failure>,
@@ -1069,7 +1339,26 @@ impl<'a> Runner<'a> {
             (Expect::Refused, Ok(detail)) => {
                 report.outcome = ok_word.into();
                 report.detail = detail.clone();
-                Err(format!("expected {refused_word}, got {ok_word} ({detail})"))
+                let why = match self.profile {
+                    // libvirt's sanlock.so: New probes whether the pid is registered; the
+                    // restarted daemon knows no process, so Acquire logs "Process not
+                    // registered, not acquiring lock" and returns 0 having taken nothing.
+                    Profile::Sanlock if self.daemon_restarted => {
+                        "; the restarted sanlock daemon has lost every registration and \
+                         lockspace, so sanlock.so finds the domain not registered and returns 0 \
+                         without acquiring anything, while a's QEMU runs on unprotected (a real \
+                         host's watchdog would have reset it when sanlock died)"
+                    }
+                    // sanlock.so does not hand the state string to sanlock_acquire.
+                    Profile::Sanlock if step.corrupt.is_some() => {
+                        "; sanlock.so parses the state string but does not pass it to \
+                         sanlock_acquire, so a damaged one changes nothing"
+                    }
+                    _ => "",
+                };
+                Err(format!(
+                    "expected {refused_word}, got {ok_word} ({detail}){why}"
+                ))
             }
             (Expect::Refused, Err(failure)) => {
                 report.outcome = refused_word.into();
@@ -1084,11 +1373,29 @@ impl<'a> Runner<'a> {
     }
 
     /// What is wrong with a refusal's error, per the step's `error` and `names`.
-    fn check_refusal(&self, step: &Step, failure: &Failure) -> Option<String> {
+    fn check_refusal(&mut self, step: &Step, failure: &Failure) -> Option<String> {
         let message = failure.message.to_lowercase();
         match step.error.as_deref() {
             Some("busy") => {
                 let code = failure.reported.as_ref().map(|r| r.code);
+                // libvirt's sanlock.so reports every refused sanlock_acquire as a system error
+                // (virReportSystemError: code 38, "Failed to acquire lock: <strerror>"), naming
+                // no disk: a declared difference of the sanlock profile, said in the footnote.
+                if self.profile == Profile::Sanlock
+                    && code == Some(SANLOCK_REFUSAL_CODE)
+                    && message.contains("failed to acquire lock")
+                {
+                    let note = format!(
+                        "sanlock.so refuses with VIR_ERR_SYSTEM_ERROR (code 38) \"{}\", not \
+                         VIR_ERR_RESOURCE_BUSY (libvirt prints no \"resource busy\"), and names \
+                         no disk: accepted as sanlock's way of refusing",
+                        failure.message.trim_start_matches("drvAcquire failed: ")
+                    );
+                    if !self.plugin_notes.contains(&note) {
+                        self.plugin_notes.push(note);
+                    }
+                    return None;
+                }
                 if code != Some(87) {
                     return Some(format!(
                         "the error is not VIR_ERR_RESOURCE_BUSY (code {}; libvirt would not \
@@ -1151,6 +1458,20 @@ impl<'a> Runner<'a> {
                 path: layout.disks.join(disk),
                 access,
             },
+            // sanlock: a lease is a sanlock resource at an offset of a lease file, in a
+            // lockspace the host has joined (the one libvirt joined for its disk leases).
+            (None, lease) if self.profile == Profile::Sanlock => {
+                let key = lease.clone().unwrap_or_default();
+                Resource::Lease {
+                    lease: Lease {
+                        path: Some(layout.lockspace.join(&key)),
+                        key,
+                        lockspace: Some(daemons::LIBVIRT_SANLOCK_LOCKSPACE.into()),
+                        offset: Some(0),
+                    },
+                    access,
+                }
+            }
             (None, lease) => Resource::Lease {
                 lease: Lease {
                     key: lease.clone().unwrap_or_default(),
@@ -1221,7 +1542,9 @@ impl<'a> Runner<'a> {
             ),
             Op::Kill => Outcome::Done(self.kill(&owner)),
             Op::RestartLibvirtd => Outcome::Done(self.restart_libvirtd()),
-            Op::RestartDaemon => match self.local.restart_daemon() {
+            Op::RestartDaemon => match self.local.restart_daemon().inspect(|_| {
+                self.daemon_restarted = true;
+            }) {
                 Ok(Some(detail)) => Outcome::Done(Ok(detail)),
                 Ok(None) => Outcome::NotApplicable(format!("{} has no lock daemon", self.profile)),
                 Err(failure) => Outcome::Done(Err(failure)),
@@ -1416,6 +1739,9 @@ pub fn render_table(report: &MatrixReport, verbose: bool) -> String {
         "\n✓ as expected   ✗ not as expected   – not applicable   … cannot run on this machine"
     );
     for plugin in &report.plugins {
+        if let Some(note) = &plugin.note {
+            let _ = writeln!(out, "{}: {note}", plugin.label);
+        }
         if let Some(node) = &plugin.remote_node {
             let _ = writeln!(
                 out,
