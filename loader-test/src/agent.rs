@@ -207,8 +207,6 @@ pub enum Request {
     RestartLibvirtd,
     /// SIGKILL of the daemon, and a new instance.
     RestartDaemon,
-    /// The daemon's log.
-    DaemonLog,
     /// The end of the cell: clean up, then the session ends.
     Finish,
 }
@@ -575,11 +573,6 @@ impl Session<'_> {
                 pid: None,
                 state: None,
             }),
-            Request::DaemonLog => Ok(Reply::Done {
-                detail: node.daemon_log(),
-                pid: None,
-                state: None,
-            }),
         };
         result.unwrap_or_else(Reply::from)
     }
@@ -779,12 +772,6 @@ impl OwnerNode for RemoteNode {
 
     fn restart_daemon(&mut self) -> Result<Option<String>, Failure> {
         self.done(&Request::RestartDaemon).map(|done| done.detail)
-    }
-
-    fn daemon_log(&mut self) -> Option<String> {
-        self.done(&Request::DaemonLog)
-            .ok()
-            .and_then(|done| done.detail)
     }
 
     fn finish(&mut self) -> Result<(), String> {

@@ -793,8 +793,26 @@ impl Daemon {
     }
 
     /// Everything every instance logged so far (they append to one file).
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// When lockmgrd freed the locks of the domain with `uuid` after its QEMU exited (its
+    /// `events`); `None` for another daemon, or when it reported no such release.
+    pub fn released_at(&self, uuid: &str) -> Option<std::time::SystemTime> {
+        use lockmgr_proto::{Client, EventKind, Reply, Request};
+        if self.name != "lockmgrd" {
+            return None;
+        }
+        let reply = Client::connect(&self.socket)
+            .ok()?
+            .call(&Request::Events { after: 0 })
+            .ok()?;
+        let Reply::Events { events } = reply else {
+            return None;
+        };
+        events.iter().rev().find_map(|event| match &event.what {
+            EventKind::OwnerExited { uuid: exited, .. } if exited == uuid => {
+                Some(std::time::UNIX_EPOCH + Duration::from_millis(event.at_ms))
+            }
+            _ => None,
+        })
     }
 
     /// The last lines the daemon logged.

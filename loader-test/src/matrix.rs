@@ -1023,17 +1023,6 @@ fn owner_uuid(scenario: &str, owner: &str) -> Uuid {
     Uuid(bytes)
 }
 
-/// When the daemon whose log this is freed the locks of `uuid`'s QEMU (its last "owner … exited;
-/// freed" line), as wall-clock time (lockmgrd logs seconds with milliseconds).
-fn logged_release(log: &str, uuid: &Uuid) -> Option<SystemTime> {
-    let needle = format!("owner {uuid} exited; freed");
-    let line = log.lines().rev().find(|line| line.contains(&needle))?;
-    let stamp = line.split_whitespace().next()?;
-    let (secs, millis) = stamp.split_once('.')?;
-    let at = Duration::from_secs(secs.parse().ok()?) + Duration::from_millis(millis.parse().ok()?);
-    Some(SystemTime::UNIX_EPOCH + at)
-}
-
 impl<'a> Runner<'a> {
     fn new(
         scenario: &'a Scenario,
@@ -1274,9 +1263,9 @@ impl<'a> Runner<'a> {
     }
 
     /// The daemon's own part of a release seen across nodes: when the killed owner's daemon
-    /// logged it, against `bound_ms` from the SIGKILL. Measurable when that daemon runs here
-    /// (the same clock) and logs its releases (lockmgrd); otherwise said so. Returns the text
-    /// and whether it was over the bound.
+    /// reported it (lockmgrd's `events`), against `bound_ms` from the SIGKILL. Measurable when
+    /// that daemon runs here (the same clock); otherwise said so. Returns the text and whether
+    /// it was over the bound.
     fn daemon_part(&mut self, bound_ms: u64) -> (String, bool) {
         let Some(kill) = &self.last_kill else {
             return (String::new(), false);
@@ -1290,24 +1279,23 @@ impl<'a> Runner<'a> {
             );
         }
         let (uuid, wall) = (kill.uuid, kill.wall);
-        let Some(log) = self.local.daemon_log() else {
-            return ("this host has no lock daemon to time".into(), false);
-        };
-        match logged_release(&log, &uuid) {
+        match self.local.daemon_released_at(&uuid.to_string()) {
             Some(released) => {
                 let ms = released.duration_since(wall).map_or(0, |d| d.as_millis());
                 let late = ms > u128::from(bound_ms);
                 (
                     format!(
-                        "this host's daemon logged the release {ms} ms after the SIGKILL ({} the \
-                         {bound_ms} ms bound)",
+                        "this host's daemon reported the release {ms} ms after the SIGKILL ({} \
+                         the {bound_ms} ms bound)",
                         if late { "OVER" } else { "within" }
                     ),
                     late,
                 )
             }
             None => (
-                "this host's daemon logged no release for the killed owner".into(),
+                "this host's daemon reported no release for the killed owner (none, or not \
+                 lockmgrd)"
+                    .into(),
                 false,
             ),
         }
@@ -1816,24 +1804,6 @@ mod tests {
             "lockmgr1:not-a-state-string"
         );
         assert_eq!(corrupt("ab", Corruption::Flip), "aA");
-    }
-
-    #[test]
-    fn the_release_time_is_read_from_lockmgrd_s_log_for_that_owner() {
-        let a = owner_uuid("s", "a");
-        let b = owner_uuid("s", "b");
-        let log = format!(
-            "1700000000.100 lockmgrd[7]: serving /run/x.sock\n\
-             1700000001.250 lockmgrd[7]: owner {a} exited; freed 1 lock(s) in 80 µs\n\
-             1700000002.005 lockmgrd[7]: owner {b} exited; freed 2 lock(s) in 95 µs\n"
-        );
-        let at = |secs: u64, millis: u64| {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
-        };
-        assert_eq!(logged_release(&log, &a), Some(at(1_700_000_001, 250)));
-        assert_eq!(logged_release(&log, &b), Some(at(1_700_000_002, 5)));
-        assert_eq!(logged_release(&log, &owner_uuid("s", "c")), None);
-        assert_eq!(logged_release("garbage owner", &a), None);
     }
 
     #[test]

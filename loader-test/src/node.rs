@@ -81,8 +81,13 @@ pub trait OwnerNode {
     fn restart_libvirtd(&mut self) -> Result<String, Failure>;
     /// SIGKILL of the lock daemon and a new instance; `Ok(None)` when the profile has none.
     fn restart_daemon(&mut self) -> Result<Option<String>, Failure>;
-    /// The daemon's log, when there is a daemon (for timings it logs).
-    fn daemon_log(&mut self) -> Option<String>;
+    /// When this node's lock daemon freed the locks of the domain with `uuid` after its QEMU
+    /// exited, as the daemon reports it; `None` when it cannot tell (no daemon, not lockmgrd, or
+    /// another node's clock).
+    fn daemon_released_at(&mut self, uuid: &str) -> Option<std::time::SystemTime> {
+        let _ = uuid;
+        None
+    }
     /// Kills the owners, deinits the plugin, stops the daemon; what went wrong.
     fn finish(&mut self) -> Result<(), String>;
 }
@@ -292,8 +297,8 @@ impl OwnerNode for LocalNode {
         )))
     }
 
-    fn daemon_log(&mut self) -> Option<String> {
-        self.env.daemon.as_ref().map(|d| d.log_text())
+    fn daemon_released_at(&mut self, uuid: &str) -> Option<std::time::SystemTime> {
+        self.env.daemon.as_ref()?.released_at(uuid)
     }
 
     fn finish(&mut self) -> Result<(), String> {

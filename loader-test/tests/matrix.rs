@@ -710,12 +710,12 @@ fn owners_b_d_on_an_agent_keep_their_locks_against_this_hosts_owners() {
         refusal["detail"].as_str().unwrap().contains("vm.img"),
         "{refusal:#}"
     );
-    // The kill of a here frees the disk for b there: the daemon's part is timed from its log.
+    // The kill of a here frees the disk for b there: the daemon's part is timed from its events.
     let grant = cells["kill-owner"]["steps"][5]["detail"].as_str().unwrap();
     assert!(
         grant.contains("after the SIGKILL on the other node")
             && grant.contains("within the 500 ms bound across nodes")
-            && grant.contains("this host's daemon logged the release")
+            && grant.contains("this host's daemon reported the release")
             && grant.contains("within the 100 ms bound"),
         "{grant}"
     );
