@@ -11,10 +11,10 @@
 //! lockspace recovered, seconds. So every DLM call runs on a worker thread with a lockspace
 //! handle of its own, and the server waits for a lock at most [`ANSWER_WITHIN`]: then it refuses
 //! the request (the domain can be started again once the cluster has recovered) and the worker,
-//! when the DLM finally answers, drops whatever it was granted. Unlocks are handed to the worker
-//! that holds the lock and not waited for. Until a worker is done with them, such locks are *in
-//! doubt* ([`Backend::in_doubt`]): the table records them as unsettled, so a crash meanwhile
-//! leaks nothing.
+//! when the DLM finally answers, drops whatever it was granted. Unlocks are done by the worker
+//! that holds the lock, waited for at most as long. Until a worker is done with them, such locks
+//! are *in doubt* ([`Backend::in_doubt`]): the table records them as unsettled, so a crash
+//! meanwhile leaks nothing.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +108,7 @@ enum Job {
         lkid: LockId,
         spec: ResourceSpec,
         doubt: u64,
+        answer: Arc<Answer>,
     },
     Adopt {
         resource: String,
@@ -179,9 +180,16 @@ fn run_job(lockspace: &Lockspace, job: Job, doubts: &Doubts, in_flight: &AtomicU
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        Job::Unlock { lkid, spec, doubt } => {
+        Job::Unlock {
+            lkid,
+            spec,
+            doubt,
+            answer,
+        } => {
             unlock_until_done(lockspace, lkid, &spec);
             doubts.settle(doubt);
+            *lock_state(&answer) = AnswerState::Done(Ok(lkid));
+            answer.done.notify_all();
         }
         Job::Adopt {
             resource,
@@ -403,17 +411,36 @@ impl Backend for DlmBackend {
         mode: Mode,
         handle: DlmLock,
     ) -> Result<(), UnlockFailed<DlmLock>> {
-        // Not waited for: the lock is in doubt, recorded as unsettled, until its worker is done.
+        // In doubt, recorded as unsettled, until its worker is done. Waited for like a lock, so
+        // that a released disk is free when the Release returns (another host may take it at
+        // once: a migration's destination), but at most ANSWER_WITHIN.
         let doubt = self.doubts.add(spec, mode);
+        let answer = Arc::new(Answer::default());
         let job = Job::Unlock {
             lkid: handle.lkid,
             spec: spec.clone(),
             doubt,
+            answer: Arc::clone(&answer),
         };
         self.send(handle.worker, job).map_err(|error| {
             self.doubts.settle(doubt);
             UnlockFailed { error, handle }
-        })
+        })?;
+        let (state, timeout) = answer
+            .done
+            .wait_timeout_while(lock_state(&answer), ANSWER_WITHIN, |s| {
+                matches!(s, AnswerState::Waiting)
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(state);
+        if timeout.timed_out() {
+            crate::log(&format!(
+                "the DLM did not confirm the release of {} within {} s; it stays recorded until it does",
+                spec.describe(),
+                ANSWER_WITHIN.as_secs()
+            ));
+        }
+        Ok(())
     }
 
     fn reclaim(
