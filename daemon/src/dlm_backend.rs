@@ -124,29 +124,43 @@ struct Worker {
     jobs: Sender<Job>,
     /// Lock requests given and not answered yet.
     in_flight: Arc<AtomicU64>,
+    /// Unlocks given and not done yet.
+    unlocking: Arc<AtomicU64>,
 }
 
 impl Worker {
     fn spawn(index: usize, lockspace: Lockspace, doubts: Arc<Doubts>) -> std::io::Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let in_flight = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&in_flight);
+        let unlocking = Arc::new(AtomicU64::new(0));
+        let (locks, unlocks) = (Arc::clone(&in_flight), Arc::clone(&unlocking));
         std::thread::Builder::new()
             .name(format!("dlm-worker-{index}"))
             .spawn(move || {
                 for job in queue {
-                    run_job(&lockspace, job, &doubts, &counter);
+                    run_job(&lockspace, job, &doubts, &locks, &unlocks);
                 }
             })?;
-        Ok(Worker { jobs, in_flight })
+        Ok(Worker {
+            jobs,
+            in_flight,
+            unlocking,
+        })
     }
 
-    fn idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
+    /// Whether a job given to it earlier may still be hanging in the DLM.
+    fn backlogged(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 || self.unlocking.load(Ordering::Acquire) > 0
     }
 }
 
-fn run_job(lockspace: &Lockspace, job: Job, doubts: &Doubts, in_flight: &AtomicU64) {
+fn run_job(
+    lockspace: &Lockspace,
+    job: Job,
+    doubts: &Doubts,
+    in_flight: &AtomicU64,
+    unlocking: &AtomicU64,
+) {
     match job {
         Job::Lock {
             resource,
@@ -188,6 +202,7 @@ fn run_job(lockspace: &Lockspace, job: Job, doubts: &Doubts, in_flight: &AtomicU
         } => {
             unlock_until_done(lockspace, lkid, &spec);
             doubts.settle(doubt);
+            unlocking.fetch_sub(1, Ordering::AcqRel);
             *lock_state(&answer) = AnswerState::Done(Ok(lkid));
             answer.done.notify_all();
         }
@@ -284,9 +299,9 @@ impl DlmBackend {
         ))
     }
 
-    /// A worker with no lock request in flight, started when every one is stuck.
+    /// A worker with nothing in flight, started when every one may be stuck.
     fn idle_worker(&mut self, spec: &ResourceSpec) -> Result<usize, BackendError> {
-        if let Some(index) = self.workers.iter().position(Worker::idle) {
+        if let Some(index) = self.workers.iter().position(|w| !w.backlogged()) {
             return Ok(index);
         }
         if self.workers.len() >= MAX_WORKERS {
@@ -422,10 +437,20 @@ impl Backend for DlmBackend {
             doubt,
             answer: Arc::clone(&answer),
         };
-        self.send(handle.worker, job).map_err(|error| {
+        let worker = &self.workers[handle.worker];
+        // Behind a job that may hang, waiting would only add up: one wait per stuck worker.
+        let wait = !worker.backlogged();
+        worker.unlocking.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = self.send(handle.worker, job) {
+            self.workers[handle.worker]
+                .unlocking
+                .fetch_sub(1, Ordering::AcqRel);
             self.doubts.settle(doubt);
-            UnlockFailed { error, handle }
-        })?;
+            return Err(UnlockFailed { error, handle });
+        }
+        if !wait {
+            return Ok(());
+        }
         let (state, timeout) = answer
             .done
             .wait_timeout_while(lock_state(&answer), ANSWER_WITHIN, |s| {
