@@ -24,7 +24,7 @@ cache=$(realpath -m "$3")
 out=$(realpath -m "$4")
 
 # The modules every node loads (init modprobes the same list), plus their dependencies.
-node_modules="virtio_pci virtio_net virtio_console virtio_rng 9pnet_virtio 9p configfs dlm"
+node_modules="virtio_pci virtio_net virtio_console virtio_rng virtio_blk 9pnet_virtio 9p configfs dlm"
 
 build_start=$(date +%s.%N)
 # Each step line carries the time since the build started, so each step's duration reads off the next line.

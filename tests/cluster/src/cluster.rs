@@ -63,6 +63,10 @@ pub struct ClusterSpec {
     /// node1 runs. Both halves of a split stay quorate (`two_node: 1`) and ask to fence each other
     /// at once; this makes node1 win (pacemaker's `pcmk_delay_base` on node1's device).
     pub fence_tie_break: Duration,
+    /// A raw image file on the host attached to every node as one virtio disk (`/dev/vda` in the
+    /// nodes), uncached and shared read-write, as a SAN LUN: with its size in bytes. Created
+    /// (sparse) when missing; see [`ClusterSpec::shared_disk`].
+    pub shared_disk: Option<(PathBuf, u64)>,
 }
 
 impl Default for ClusterSpec {
@@ -76,6 +80,7 @@ impl Default for ClusterSpec {
             run_dir: default_run_dir(),
             fencing: true,
             fence_tie_break: Duration::from_secs(5),
+            shared_disk: None,
         }
     }
 }
@@ -106,7 +111,19 @@ impl ClusterSpec {
         self.fencing = on;
         self
     }
+
+    /// Attaches the raw image `path` (`size` bytes; created sparse when missing, grown when
+    /// smaller) to every node as `/dev/vda`: one virtio-blk disk that all nodes read and write at
+    /// once, uncached on both sides (`cache=none`: O_DIRECT on the host; `share-rw=on`,
+    /// `file.locking=off`: QEMU's own image locking would refuse the second node), as a SAN LUN.
+    pub fn shared_disk(mut self, path: impl Into<PathBuf>, size: u64) -> Self {
+        self.shared_disk = Some((path.into(), size));
+        self
+    }
 }
+
+/// Where a node sees [`ClusterSpec::shared_disk`] (the nodes have no other block device).
+pub const SHARED_DISK_DEVICE: &str = "/dev/vda";
 
 /// The run dir root: `LOCKMGR_RUN_DIR` or [`DEFAULT_RUN_DIR`].
 pub fn default_run_dir() -> PathBuf {
@@ -272,6 +289,9 @@ impl Cluster {
                     share.display()
                 )));
             }
+        }
+        if let Some((path, size)) = &spec.shared_disk {
+            prepare_shared_disk(path, *size)?;
         }
         for reaped in reap_stale(&spec.run_dir) {
             println!("[cluster] {reaped}");
@@ -554,6 +574,38 @@ impl Cluster {
         Ok(())
     }
 
+    /// Freezes node `node` whole: SIGSTOP of its QEMU (pid-checked), as a VM that hangs (a long
+    /// host stall, a stuck hypervisor). Its peers see it go silent; it notices nothing until
+    /// [`Cluster::thaw_node`], and then goes on where it stopped, still believing what it believed
+    /// (its DLM locks, its quorum). A frozen node can still be fenced: SIGKILL ends a stopped
+    /// process. Calls to its agent block while it is frozen.
+    pub fn freeze_node(&self, node: usize) -> Result<()> {
+        self.signal_node(node, Signal::SIGSTOP)
+    }
+
+    /// Undoes [`Cluster::freeze_node`] (SIGCONT). An error if its QEMU is gone (fenced meanwhile).
+    pub fn thaw_node(&self, node: usize) -> Result<()> {
+        self.signal_node(node, Signal::SIGCONT)
+    }
+
+    fn signal_node(&self, node: usize, signal: Signal) -> Result<()> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let record = self.state().nodes[node - 1].clone();
+        let pid = record
+            .pid
+            .filter(|_| !record.killed)
+            .ok_or_else(|| Error::Usage(format!("node{node} has no running QEMU")))?;
+        if host::signal_qemu(pid, &record.qemu_name, signal) {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "node{node}: pid {pid} is not (or no longer) our QEMU {}; no {signal} sent",
+                record.qemu_name
+            )))
+        }
+    }
+
     /// Whether node `node`'s QEMU runs (its recorded pid is alive and still our QEMU, and it was
     /// neither killed nor fenced).
     pub fn node_running(&self, node: usize) -> bool {
@@ -813,6 +865,17 @@ impl Cluster {
                 ),
             ]);
         }
+        if let Some((disk, _)) = &spec.shared_disk {
+            command
+                .args([
+                    "-drive",
+                    &format!(
+                        "file={},format=raw,if=none,cache=none,file.locking=off,id=shared0",
+                        disk.display()
+                    ),
+                ])
+                .args(["-device", "virtio-blk-pci,drive=shared0,share-rw=on"]);
+        }
         command.arg("-pidfile").arg(&pidfile).arg("-daemonize");
         command.stdin(Stdio::null()).stdout(log).stderr(log_err);
         let status = command.status().map_err(|err| Error::Command {
@@ -962,6 +1025,28 @@ impl Drop for Cluster {
             eprintln!("[cluster] teardown: {problem}");
         }
     }
+}
+
+/// Creates the shared disk's image (sparse) or grows it to `size`.
+fn prepare_shared_disk(path: &Path, size: u64) -> Result<()> {
+    if path.to_string_lossy().contains(',') {
+        return Err(Error::Usage(format!(
+            "shared disk {} contains ',' (QEMU cannot take it)",
+            path.display()
+        )));
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path, "open the shared disk")?;
+    let len = file.metadata().at(path, "stat the shared disk")?.len();
+    if len < size {
+        file.set_len(size).at(path, "size the shared disk")?;
+    }
+    Ok(())
 }
 
 /// `10.99.0.N`.

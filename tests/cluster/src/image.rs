@@ -280,8 +280,7 @@ mod tests {
     #[test]
     fn the_node_sources_agree_with_each_other() {
         // init loads the modules the build script copies, and both keep the marker contract.
-        let modules =
-            "virtio_pci virtio_net virtio_console virtio_rng 9pnet_virtio 9p configfs dlm";
+        let modules = "virtio_pci virtio_net virtio_console virtio_rng virtio_blk 9pnet_virtio 9p configfs dlm";
         assert!(BUILD_SCRIPT.contains(modules));
         assert!(INIT.contains(modules));
         assert!(INIT.contains(crate::cluster::READY_MARKER));

@@ -13,7 +13,11 @@
 //!   own virtio-serial port, to power a failed node off, and the host kills that node's QEMU
 //!   before it answers ([`fence`], [`Cluster::fence_events`]). [`ClusterSpec::fencing`] turns it
 //!   off for control runs. [`Cluster::cut_node`], [`Cluster::kill_node`] and
-//!   [`Cluster::restart_node`] make partitions, crashes and power cycles.
+//!   [`Cluster::restart_node`] make partitions, crashes and power cycles;
+//!   [`Cluster::freeze_node`] hangs a whole VM, and [`ClusterSpec::shared_disk`] gives every node
+//!   one shared raw disk, as a SAN LUN.
+//! - [`nemesis`]: the on-disk format the nemesis's workers write under the lock, and the checker
+//!   that proves from the disk image and their logs that no two holders overlapped.
 //!
 //! ```no_run
 //! use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage};
@@ -34,12 +38,13 @@ mod error;
 pub mod fence;
 mod host;
 mod image;
+pub mod nemesis;
 
 pub use agent::{ExitStatus, Output, shell_quote};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, MAX_NODES,
-    NETWORK_PREFIX, NodeRecord, READY_MARKER, check_interrupted, default_run_dir, down,
-    fencer_alive, list, node_address,
+    NETWORK_PREFIX, NodeRecord, READY_MARKER, SHARED_DISK_DEVICE, check_interrupted,
+    default_run_dir, down, fencer_alive, list, node_address,
 };
 pub use error::{Error, Result};
 pub use fence::{FENCE_LOG, FENCE_PORT_NAME, FenceEvent, FenceOutcome, serve_fencing};
