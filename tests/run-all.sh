@@ -35,4 +35,7 @@ tests/cluster/run-dlm.sh
 section "conformance matrix with a dlm column (owners on two nodes) and dlm.so vs raw libdlm"
 tests/cluster/run-dlm-matrix.sh
 
+section "nemesis: faults at random under a write workload on a shared disk (fencing on: 0 violations; off: > 0)"
+tests/cluster/run-nemesis.sh
+
 section "done in $(( $(date +%s) - started ))s"
