@@ -87,6 +87,31 @@ struct Answer {
     done: Condvar,
 }
 
+impl Answer {
+    /// Waits until the worker answers, at most `limit` (`None`: as long as it takes); returns
+    /// the state still locked, so that the caller can give up on it (Abandoned) atomically.
+    fn wait(&self, limit: Option<Duration>) -> MutexGuard<'_, AnswerState> {
+        let waiting = |s: &mut AnswerState| matches!(s, AnswerState::Waiting);
+        let state = lock_state(self);
+        match limit {
+            Some(limit) => self
+                .done
+                .wait_timeout_while(state, limit, waiting)
+                .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state),
+            None => self
+                .done
+                .wait_while(state, waiting)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        }
+    }
+
+    /// The worker's answer, for whoever waits.
+    fn give(&self, result: Result<LockId, DlmError>) {
+        *lock_state(self) = AnswerState::Done(result);
+        self.done.notify_all();
+    }
+}
+
 #[derive(Debug, Default)]
 enum AnswerState {
     #[default]
@@ -203,8 +228,7 @@ fn run_job(
             unlock_until_done(lockspace, lkid, &spec);
             doubts.settle(doubt);
             unlocking.fetch_sub(1, Ordering::AcqRel);
-            *lock_state(&answer) = AnswerState::Done(Ok(lkid));
-            answer.done.notify_all();
+            answer.give(Ok(lkid));
         }
         Job::Adopt {
             resource,
@@ -213,8 +237,7 @@ fn run_job(
             answer,
         } => {
             let result = lockspace.adopt_orphan(resource.as_bytes(), mode, persistent);
-            *lock_state(&answer) = AnswerState::Done(result);
-            answer.done.notify_all();
+            answer.give(result);
         }
     }
 }
@@ -341,11 +364,7 @@ impl DlmBackend {
             answer: Arc::clone(&answer),
         };
         self.send(0, job)?;
-        let mut state = answer
-            .done
-            .wait_while(lock_state(&answer), |s| matches!(s, AnswerState::Waiting))
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match std::mem::take(&mut *state) {
+        match std::mem::take(&mut *answer.wait(None)) {
             AnswerState::Done(result) => Ok(result),
             AnswerState::Waiting | AnswerState::Abandoned(_) => {
                 unreachable!("only a lock request is abandoned")
@@ -393,12 +412,7 @@ impl Backend for DlmBackend {
                 .fetch_sub(1, Ordering::AcqRel);
             return Err(err);
         }
-        let (mut state, _) = answer
-            .done
-            .wait_timeout_while(lock_state(&answer), ANSWER_WITHIN, |s| {
-                matches!(s, AnswerState::Waiting)
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = answer.wait(Some(ANSWER_WITHIN));
         match std::mem::take(&mut *state) {
             AnswerState::Done(Ok(lkid)) => Ok(DlmLock { worker, lkid }),
             AnswerState::Done(Err(DlmError::Busy { .. })) => Err(self.busy(spec, target)),
@@ -451,14 +465,8 @@ impl Backend for DlmBackend {
         if !wait {
             return Ok(());
         }
-        let (state, timeout) = answer
-            .done
-            .wait_timeout_while(lock_state(&answer), ANSWER_WITHIN, |s| {
-                matches!(s, AnswerState::Waiting)
-            })
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        drop(state);
-        if timeout.timed_out() {
+        let unanswered = matches!(*answer.wait(Some(ANSWER_WITHIN)), AnswerState::Waiting);
+        if unanswered {
             crate::log(&format!(
                 "the DLM did not confirm the release of {} within {} s; it stays recorded until it does",
                 spec.describe(),
