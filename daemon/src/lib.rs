@@ -22,6 +22,7 @@ pub mod server;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod table;
+pub mod watchdog;
 
 /// One log line on stderr: wall-clock seconds with milliseconds (for correlating with other
 /// logs of the host) and the pid.

@@ -15,6 +15,9 @@ use lockmgrd::instance::{self, Instance};
 use lockmgrd::persist::StateFile;
 use lockmgrd::server::Server;
 use lockmgrd::table::LockTable;
+use lockmgrd::watchdog::SelfFencing;
+#[cfg(feature = "dlm")]
+use lockmgrd::watchdog::WatchdogDevice;
 use lockmgrd::{log, sys};
 use std::os::unix::net::UnixListener;
 
@@ -42,9 +45,13 @@ enum BackendKind {
         applies <on_lockfailure> to any lock someone else took in between.\n\n\
         With --backend dlm it refuses to start unless dlm_controld fences failed nodes \
         (enable_fencing=1 with a fence agent): without fencing, the other nodes take a cut-off \
-        node's disks while its domains may still write to them.",
+        node's disks while its domains may still write to them. Without fence hardware, fence \
+        with the watchdog: fence_lockmgr_watchdog in dlm.conf and --watchdog here, on every \
+        node of a cluster of three or more (or two with a quorum device).",
     after_help = "Examples:\n  lockmgrd --config /etc/libvirt/qemu-file.conf\n  \
-        lockmgrd --backend dlm --config /etc/libvirt/qemu-dlm.conf --pid-file /run/lockmgr/dlm.pid"
+        lockmgrd --backend dlm --config /etc/libvirt/qemu-dlm.conf --pid-file /run/lockmgr/dlm.pid\n  \
+        # self-fencing; dlm.conf: fence_all /usr/sbin/fence_lockmgr_watchdog wait=32\n  \
+        lockmgrd --backend dlm --watchdog /dev/watchdog --watchdog-timeout 10 --lock-failure-timeout 20"
 )]
 struct Cli {
     /// The plugin's configuration file (may be absent: defaults). Default:
@@ -62,6 +69,20 @@ struct Cli {
     /// timeout, is what keeps a cut-off node from writing while the others take its disks.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     lock_failure_timeout: u64,
+    /// dlm: self-fencing, for clusters without fence hardware: arm this watchdog device
+    /// (/dev/watchdog) and pet it only while this node is quorate and its DLM answers, or while
+    /// no domain with a lock runs. On quorum loss every lock-holding domain's <on_lockfailure>
+    /// is applied at once; a domain that keeps running lets the watchdog reset the node.
+    /// Required when /etc/dlm/dlm.conf fences with fence_lockmgr_watchdog.
+    #[arg(long, value_name = "DEVICE")]
+    watchdog: Option<PathBuf>,
+    /// dlm: the watchdog's timeout. fence_lockmgr_watchdog's wait= (in dlm.conf) must be at
+    /// least this + --lock-failure-timeout + 2 on every node.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    watchdog_timeout: u32,
+    /// dlm: dlm_controld's configuration, read for its fence agents.
+    #[arg(long, value_name = "FILE", default_value = "/etc/dlm/dlm.conf")]
+    dlm_conf: PathBuf,
     /// dlm: start even though dlm_controld runs without fencing (enable_fencing=0). UNSAFE:
     /// a cut-off or frozen node keeps writing while the other nodes take its disks. Only for
     /// test beds that must show that failure.
@@ -133,6 +154,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 &settings.socket_path,
                 &settings.state_dir,
                 &format!("locking {what}"),
+                None,
             )
         }
         BackendKind::Dlm => run_dlm(cli),
@@ -158,7 +180,22 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
             ));
         }
     }
+    let quorate_now = check_self_fencing(cli)?;
     let claim = claim(&settings.state_dir, &settings.socket_path)?;
+    let self_fencing = match &cli.watchdog {
+        Some(path) => {
+            let device = WatchdogDevice::open(path, cli.watchdog_timeout)?;
+            log(&format!(
+                "watchdog {} armed ({} s): petted while this node is quorate and its DLM \
+                 answers, or while no domain with a lock runs",
+                path.display(),
+                device.timeout_secs()
+            ));
+            let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
+            Some(SelfFencing::start(device, timeout, quorate_now)?)
+        }
+        None => None,
+    };
     let backend = lockmgrd::dlm_backend::DlmBackend::join(&settings.lockspace_name)
         .map_err(|e| e.to_string())?;
     let what = format!(
@@ -173,7 +210,58 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         &settings.socket_path,
         &settings.state_dir,
         &what,
+        self_fencing,
     )
+}
+
+/// Refuses every unsafe combination of the cluster's fencing and this daemon's self-fencing
+/// (see `lockmgrd::fencing`); returns whether corosync said this node is quorate.
+#[cfg(feature = "dlm")]
+fn check_self_fencing(cli: &Cli) -> Result<bool, String> {
+    use lockmgrd::fencing::{self, SelfFenceSettings};
+    let refuse = |why: String| format!("refusing to serve DLM locks: {why}");
+    let dlm_conf = match std::fs::read_to_string(&cli.dlm_conf) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => {
+            return Err(refuse(format!(
+                "cannot read {}: {err}",
+                cli.dlm_conf.display()
+            )));
+        }
+    };
+    let settings = SelfFenceSettings {
+        watchdog_timeout: cli
+            .watchdog
+            .as_ref()
+            .map(|_| u64::from(cli.watchdog_timeout)),
+        lock_failure_timeout: cli.lock_failure_timeout,
+    };
+    let (relies_on_watchdog, said) =
+        fencing::check_self_fencing(&cli.dlm_conf, &dlm_conf, settings).map_err(refuse)?;
+    log(&said);
+    if !relies_on_watchdog && cli.watchdog.is_none() {
+        return Ok(false);
+    }
+    let info = lockmgr_quorum::Votequorum::connect()
+        .and_then(|quorum| quorum.info())
+        .map_err(|e| refuse(format!("self-fencing needs corosync's quorum, and {e}")))?;
+    if relies_on_watchdog {
+        fencing::check_quorum_for_watchdog(&info).map_err(refuse)?;
+    }
+    log(&format!(
+        "corosync: node {}, {} ({} of {} votes, {} needed)",
+        info.node_id,
+        if info.quorate {
+            "quorate"
+        } else {
+            "NOT quorate"
+        },
+        info.total_votes,
+        info.expected_votes,
+        info.quorum
+    ));
+    Ok(info.quorate)
 }
 
 #[cfg(not(feature = "dlm"))]
@@ -188,6 +276,7 @@ fn serve<B: Backend>(
     socket_path: &Path,
     state_dir: &Path,
     what: &str,
+    self_fencing: Option<SelfFencing>,
 ) -> Result<(), String> {
     let state = StateFile::open(state_dir, backend.durable_state()).map_err(|e| e.to_string())?;
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
@@ -230,10 +319,18 @@ fn serve<B: Backend>(
     ));
     let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
     let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout);
+    if let Some(self_fencing) = &self_fencing {
+        server = server.self_fence(self_fencing.shared());
+    }
     for lost in lost_locks {
         server.record(lost);
     }
     let result = server.run();
+    // Its last word depends on the table: disarmed when no domain holds a lock.
+    drop(server);
+    if let Some(self_fencing) = self_fencing {
+        self_fencing.stop();
+    }
     let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);

@@ -20,6 +20,7 @@ use crate::health::Health;
 use crate::log;
 use crate::sys;
 use crate::table::{LockTable, Refusal};
+use crate::watchdog::SelfFence;
 
 /// How many events the daemon remembers for [`Request::Events`].
 const EVENTS_KEPT: usize = 1024;
@@ -53,8 +54,10 @@ pub struct Server<B: Backend> {
     stop: RawFd,
     health: Option<Arc<Health>>,
     failure_timeout: Duration,
-    /// Set while the backend's cluster side does not answer: why.
+    /// Set while the backend's cluster side does not answer (or quorum is lost): why.
     failed: Option<String>,
+    /// Self-fencing: told which domains run with locks; its quorum watch triggers lock failure.
+    self_fence: Option<Arc<SelfFence>>,
     /// The latest events, for [`Request::Events`].
     events: VecDeque<Event>,
     next_event: u64,
@@ -92,9 +95,36 @@ impl<B: Backend> Server<B> {
             health,
             failure_timeout,
             failed: None,
+            self_fence: None,
             events: VecDeque::new(),
             next_event: 1,
         }
+    }
+
+    /// Self-fencing: publish the domains at risk to `fence`'s keeper, and treat the loss of
+    /// quorum it watches as a lock failure.
+    #[must_use]
+    pub fn self_fence(mut self, fence: Arc<SelfFence>) -> Self {
+        fence.set_health(self.health.clone());
+        self.self_fence = Some(fence);
+        self.publish_exposure();
+        self
+    }
+
+    /// Tells the self-fence which domains may write under a lock: in lock-failure mode the
+    /// lock holders whose process still runs, otherwise whether any domain holds a lock.
+    fn publish_exposure(&self) {
+        let Some(fence) = &self.self_fence else {
+            return;
+        };
+        let holders = if self.failed.is_some() {
+            self.table.live_lock_holders()
+        } else if self.table.holds_locks() {
+            vec!["(domains holding locks)".into()]
+        } else {
+            Vec::new()
+        };
+        fence.publish(holders);
     }
 
     /// Remembers an event for [`Request::Events`] (the log has it too).
@@ -119,15 +149,19 @@ impl<B: Backend> Server<B> {
         let Some(health) = &self.health else { return };
         let silent_for = health.since_last_ok();
         let stale = silent_for > self.failure_timeout;
-        if stale && self.failed.is_none() {
+        let quorum_problem = self.self_fence.as_ref().and_then(|f| f.quorum_problem());
+        if (stale || quorum_problem.is_some()) && self.failed.is_none() {
             let why = health
                 .last_error()
                 .map_or_else(String::new, |e| format!(" (last error: {e})"));
-            let reason = format!(
-                "the {} lock manager has not answered for {} s{why}: lockspace stopped or quorum lost",
-                self.table.backend_name(),
-                silent_for.as_secs()
-            );
+            let reason = match quorum_problem {
+                Some(problem) => format!("{problem}: this node may no longer hold its locks"),
+                None => format!(
+                    "the {} lock manager has not answered for {} s{why}: lockspace stopped or quorum lost",
+                    self.table.backend_name(),
+                    silent_for.as_secs()
+                ),
+            };
             log(&format!("LOCK FAILURE: {reason}"));
             for (domain, outcome) in self.table.apply_lock_failure() {
                 log(&format!("LOCK FAILURE: {outcome}"));
@@ -137,7 +171,7 @@ impl<B: Backend> Server<B> {
                 });
             }
             self.failed = Some(reason);
-        } else if !stale {
+        } else if !stale && quorum_problem.is_none() {
             if let Some(reason) = self.failed.take() {
                 log(&format!("the lock manager answers again (after: {reason})"));
             }
@@ -165,6 +199,7 @@ impl<B: Backend> Server<B> {
     pub fn run(&mut self) -> Result<(), String> {
         loop {
             self.check_health();
+            self.publish_exposure();
             // While the cluster side is stuck, an unlock would block the server: owner deaths
             // wait until it answers again.
             let watched = if self.stalled().is_some() {
@@ -368,6 +403,8 @@ impl<B: Backend> Server<B> {
                     message,
                 },
             };
+            // Before the reply: a domain granted a lock counts as at risk before it can write.
+            self.publish_exposure();
             if send(&mut client.stream, reply).is_err() {
                 log(&format!(
                     "client (peer pid {}) does not read its replies; closed",

@@ -262,3 +262,38 @@ pub fn install_stop_signals() -> io::Result<RawFd> {
     }
     Ok(fds[0])
 }
+
+/// `_IOR('W', 5, int)`: pet the watchdog (linux/watchdog.h).
+const WDIOC_KEEPALIVE: libc::c_ulong = ioc(2, 5);
+/// `_IOWR('W', 6, int)`: set the timeout in seconds; the driver writes back what it took.
+const WDIOC_SETTIMEOUT: libc::c_ulong = ioc(3, 6);
+
+/// `_IOC(dir, 'W', nr, sizeof(int))` of asm-generic/ioctl.h.
+const fn ioc(dir: libc::c_ulong, nr: libc::c_ulong) -> libc::c_ulong {
+    (dir << 30) | (4 << 16) | ((b'W' as libc::c_ulong) << 8) | nr
+}
+
+/// Sets an open watchdog device's timeout; returns the timeout the driver took (it may round).
+pub fn watchdog_set_timeout(device: BorrowedFd<'_>, seconds: u32) -> io::Result<u32> {
+    let mut value =
+        c_int::try_from(seconds).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: WDIOC_SETTIMEOUT reads and writes one int through the valid pointer.
+    check(unsafe { libc::ioctl(device.as_raw_fd(), WDIOC_SETTIMEOUT, &mut value) })?;
+    u32::try_from(value).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Pets an open watchdog device.
+pub fn watchdog_keepalive(device: BorrowedFd<'_>) -> io::Result<()> {
+    let mut unused: c_int = 0;
+    // SAFETY: WDIOC_KEEPALIVE takes a pointer to an int it does not need; ours is valid.
+    check(unsafe { libc::ioctl(device.as_raw_fd(), WDIOC_KEEPALIVE, &mut unused) }).map(|_| ())
+}
+
+#[cfg(test)]
+mod watchdog_abi {
+    #[test]
+    fn ioctl_numbers_match_linux_watchdog_h() {
+        assert_eq!(super::WDIOC_KEEPALIVE, 0x8004_5705);
+        assert_eq!(super::WDIOC_SETTIMEOUT, 0xC004_5706);
+    }
+}

@@ -792,6 +792,27 @@ impl<B: Backend> LockTable<B> {
             .collect()
     }
 
+    /// Whether any domain holds a lock.
+    pub fn holds_locks(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The domains that hold a lock and whose process still runs: the writers a lost lock
+    /// would leave behind (self-fencing waits for this list to empty).
+    pub fn live_lock_holders(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|(uuid, owner)| {
+                process::is_alive(&owner.pidfd)
+                    && self.held.values().any(|h| h.holders.contains(*uuid))
+            })
+            .map(|(_, owner)| format!("'{}' (pid {})", owner.info.name, owner.info.pid))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Starts the backend's health probe, if it has one.
     pub fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
         self.backend.start_health_probe()

@@ -1,0 +1,2 @@
+#include <corosync/corotypes.h>
+#include <corosync/votequorum.h>
