@@ -13,7 +13,9 @@
 //! - **a hung DLM request** (its master node cut off) is refused at its deadline, another
 //!   domain is served meanwhile, and the late grant is dropped;
 //! - **an unfenced cluster** is refused at start (the control cluster of `dlm.rs` boots without
-//!   fencing; here the daemon is pointed at a stand-in `dlm_tool` that says so).
+//!   fencing; here the daemon is pointed at a stand-in `dlm_tool` that says so);
+//! - **unsafe self-fencing** is refused at start (watchdog agent without `--watchdog`, a short
+//!   `wait=`, watchdog fencing on this two_node cluster, a missing watchdog device).
 //!
 //! Needs root, /dev/net/tun and QEMU: run by `tests/cluster/run-dlm.sh`.
 
@@ -570,6 +572,53 @@ printf '%s\n' 'socket_path = "/run/lockmgr/unfenced.sock"' 'state_dir = "/run/lo
     Ok("refused to start".into())
 }
 
+/// Self-fencing that cannot be safe is refused at start, by the real corosync of this two_node
+/// cluster: survivors that trust fence_lockmgr_watchdog while the daemon arms no watchdog, a
+/// wait= shorter than the timeouts, watchdog fencing with two_node and no quorum device, and a
+/// missing watchdog device. The serving daemon is untouched.
+fn unsafe_self_fencing_refused(bed: &Bed) -> Result<String, String> {
+    let setup = r#"mkdir -p /run/lockmgr && printf '%s\n' 'socket_path = "/run/lockmgr/wd.sock"' 'state_dir = "/run/lockmgr/wd-state"' > /run/lockmgr/wd.conf
+printf '%s\n' 'enable_fencing=1' 'fence_all /usr/sbin/fence_lockmgr_watchdog wait=20' > /run/lockmgr/dlm-wd.conf
+printf '%s\n' 'enable_fencing=1' 'fence_all /usr/sbin/fence_lockmgr_watchdog wait=15' > /run/lockmgr/dlm-short.conf"#;
+    bed.sh(1, setup);
+    let daemon = format!(
+        "timeout 20 {SHARE}/lockmgrd --backend dlm --config /run/lockmgr/wd.conf --lock-failure-timeout 8"
+    );
+    let cases = [
+        (
+            "--dlm-conf /run/lockmgr/dlm-wd.conf",
+            "runs without --watchdog",
+        ),
+        (
+            "--dlm-conf /run/lockmgr/dlm-short.conf --watchdog /dev/watchdog --watchdog-timeout 10",
+            "wait=15 is shorter than",
+        ),
+        (
+            "--dlm-conf /run/lockmgr/dlm-wd.conf --watchdog /dev/watchdog --watchdog-timeout 10",
+            "two_node: 1 and no quorum device",
+        ),
+        // Power fencing (the bed's dlm.conf) plus a watchdog this node does not have.
+        (
+            "--watchdog /dev/nowatchdog --watchdog-timeout 10",
+            "cannot open the watchdog /dev/nowatchdog",
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (args, expected) in cases {
+        let (code, out) = bed.sh(1, &format!("{daemon} {args} 2>&1"));
+        if code == 0 || !out.contains(expected) {
+            return Err(format!(
+                "lockmgrd {args}: exit {code}, expected '{expected}':\n{out}"
+            ));
+        }
+        seen.push(expected);
+    }
+    if bed.sh(1, &format!("kill -0 $(cat {PID_FILE})")).0 != 0 {
+        return Err("the serving lockmgrd on node1 is gone".into());
+    }
+    Ok(format!("refused: {}", seen.join("; ")))
+}
+
 #[test]
 #[ignore = "boots a DLM cluster in QEMU VMs; run by tests/cluster/run-dlm.sh"]
 fn lockmgrd_dlm_under_crashes_and_abuse() {
@@ -592,7 +641,7 @@ fn lockmgrd_dlm_under_crashes_and_abuse() {
         }
     }
     type Case = fn(&Bed) -> Result<String, String>;
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 9] = [
         ("second daemon", second_daemon_touches_nothing),
         ("release by another pid", another_pid_cannot_release),
         ("inconsistent locks.json", inconsistent_table_refused),
@@ -600,6 +649,7 @@ fn lockmgrd_dlm_under_crashes_and_abuse() {
         ("inputs beyond the limits", inputs_are_bounded),
         ("full state disk", a_full_state_disk_leaves_no_lock),
         ("unfenced cluster", unfenced_cluster_refused),
+        ("unsafe self-fencing", unsafe_self_fencing_refused),
         // Last: it cuts node2 off for good.
         (
             "hung DLM request (node2 cut off)",
