@@ -278,7 +278,7 @@ fn serve<B: Backend>(
     what: &str,
     self_fencing: Option<SelfFencing>,
 ) -> Result<(), String> {
-    let state = StateFile::open(state_dir, backend.durable_state()).map_err(|e| e.to_string())?;
+    let state = StateFile::in_claimed_dir(state_dir, backend.durable_state());
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
     let mut table = LockTable::new(backend, state);
     let mut lost_locks = Vec::new();

@@ -40,21 +40,14 @@ pub enum StateError {
 }
 
 impl StateFile {
-    /// The state file in `dir` (created 0700 if missing; [`crate::instance::Instance::claim`]
-    /// creates it first in the daemon).
-    pub fn open(dir: &Path, durable: bool) -> Result<Self, StateError> {
-        let io = |source| StateError::Io {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(io)?;
-        Ok(StateFile {
+    /// The state file in `dir`, which [`crate::instance::Instance::claim`] has created (0700)
+    /// and locked: the one place that makes the state directory.
+    pub fn in_claimed_dir(dir: &Path, durable: bool) -> Self {
+        StateFile {
             dir: dir.to_owned(),
             path: dir.join("locks.json"),
             durable,
-        })
+        }
     }
 
     /// The file's path.

@@ -166,7 +166,7 @@ struct Bed {
 
 impl Bed {
     fn daemon(&self) -> LockTable<PersistentLocks> {
-        let store = StateFile::open(self.dir.path(), true).unwrap();
+        let store = StateFile::in_claimed_dir(self.dir.path(), true);
         let backend = PersistentLocks {
             world: Arc::clone(&self.world),
         };
