@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockmgr_proto::{
-    self as proto, ErrorKind, Event, EventKind, FrameError, LockStatus, PROTOCOL_VERSION, Reply,
-    ReplyFrame, Request, RequestFrame,
+    self as proto, DomainStatus, ErrorKind, Event, EventKind, FrameError, LockStatus,
+    PROTOCOL_VERSION, Reply, ReplyFrame, Request, RequestFrame,
 };
 
 use crate::backend::Backend;
@@ -498,7 +498,7 @@ impl<B: Backend> Server<B> {
 }
 
 /// The status reply, with owners and locks left out (and said so) until it fits in a frame.
-fn fit_status(backend: &str, mut owners: Vec<String>, mut locks: Vec<LockStatus>) -> Reply {
+fn fit_status(backend: &str, mut owners: Vec<DomainStatus>, mut locks: Vec<LockStatus>) -> Reply {
     let (all_owners, all_locks) = (owners.len(), locks.len());
     let mut truncated = None;
     loop {

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use lockmgr_proto::{
-    self as proto, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo, ResourceSpec,
+    self as proto, DomainStatus, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo,
+    ResourceSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -819,11 +820,15 @@ impl<B: Backend> LockTable<B> {
     }
 
     /// The lock table, for `Status`.
-    pub fn status(&self) -> (Vec<String>, Vec<LockStatus>) {
-        let mut owners: Vec<String> = self
+    pub fn status(&self) -> (Vec<DomainStatus>, Vec<LockStatus>) {
+        let mut owners: Vec<DomainStatus> = self
             .owners
             .values()
-            .map(|o| format!("{} ({}) pid {}", o.info.name, o.info.uuid, o.info.pid))
+            .map(|o| DomainStatus {
+                name: o.info.name.clone(),
+                uuid: o.info.uuid.clone(),
+                pid: o.info.pid,
+            })
             .collect();
         owners.sort();
         let mut locks: Vec<LockStatus> = self

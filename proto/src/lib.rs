@@ -366,6 +366,18 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// One registered domain, for [`Reply::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainStatus {
+    /// libvirt's name for it.
+    pub name: String,
+    /// Its uuid.
+    pub uuid: String,
+    /// Its QEMU's pid on this host.
+    pub pid: u32,
+}
+
 /// One lock in the daemon's table, for [`Reply::Status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -393,8 +405,8 @@ pub enum Reply {
     Status {
         /// The backend in use.
         backend: String,
-        /// Registered owners: `name (uuid) pid N`.
-        owners: Vec<String>,
+        /// Registered domains.
+        owners: Vec<DomainStatus>,
         /// Every lock.
         locks: Vec<LockStatus>,
         /// Set when owners or locks were left out so that the reply fits in a frame: how many.
