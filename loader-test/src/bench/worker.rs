@@ -1,0 +1,413 @@
+//! `__bench-worker`: one plugin (or the floor) set up once, then timed batches of libvirt's
+//! resume/pause cycle on request.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockmgr::host::{self, ForkedOwner, Plugin, RegisterOutcome};
+use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use serde::{Deserialize, Serialize};
+
+use crate::bench::args::LockMode;
+use crate::bench::run::SANLOCK_MAX_RESOURCES;
+use crate::daemons::{self, Layout, PluginEnv, Profile};
+use crate::harness_sys;
+use crate::matrix::ToolArgs;
+
+/// Arguments of `__bench-worker`.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// `floor` or a plugin path.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long)]
+    floor: bool,
+    #[arg(long, value_enum)]
+    mode: Option<LockMode>,
+    /// Pin to this CPU; absent = all CPUs.
+    #[arg(long)]
+    cpu: Option<usize>,
+    #[arg(long, value_delimiter = ',')]
+    disks: Vec<usize>,
+    #[arg(long)]
+    scratch: PathBuf,
+    #[arg(long)]
+    disk_dir: Option<PathBuf>,
+    #[command(flatten)]
+    tools: ToolArgs,
+}
+
+/// What a worker writes back, one JSON line per command.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Reply {
+    Ready { detail: String },
+    Samples { ns: Vec<u64> },
+    Error { message: String },
+}
+
+/// `__bench-worker`: sets up one plugin (or the floor), then runs batches on command.
+pub fn worker_command(args: &WorkerArgs) -> u8 {
+    let mut out = match crate::sys::take_stdout_for_events() {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("lockmgr-loader-test: cannot set up the reply stream: {err}");
+            return crate::EXIT_FAIL;
+        }
+    };
+    // One write per line: the pipe is unbuffered, and a batch's samples are thousands of tokens.
+    let mut reply = |r: &Reply| {
+        let mut line = serde_json::to_vec(r).unwrap_or_default();
+        line.push(b'\n');
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    };
+    let cpus = match args.cpu {
+        Some(cpu) => vec![cpu],
+        None => harness_sys::online_cpus(),
+    };
+    if let Err(err) = harness_sys::set_affinity(&cpus) {
+        reply(&Reply::Error {
+            message: format!("pinning to CPUs {cpus:?}: {err}"),
+        });
+        return crate::EXIT_FAIL;
+    }
+    let mut subject = match Subject::set_up(args) {
+        Ok(subject) => subject,
+        Err(message) => {
+            reply(&Reply::Error { message });
+            return crate::EXIT_FAIL;
+        }
+    };
+    // libvirtd always has libvirt.so.0 loaded. Without it, the host harness's lookup of
+    // libvirt's error functions before every callback searches the library path (~50 µs a
+    // call), which would be charged to plugins that do not link libvirt (file.so, nop.so) and
+    // not to lockd.so, which does. (After set_up: the private /run is entered single-threaded.)
+    let libvirt_loaded = !args.floor && harness_sys::preload(c"libvirt.so.0");
+    reply(&Reply::Ready {
+        detail: format!(
+            "{}{}",
+            subject.describe(&cpus),
+            if libvirt_loaded {
+                "; libvirt.so.0 loaded, as in libvirtd"
+            } else {
+                ""
+            }
+        ),
+    });
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["run", n, count] => {
+                let (Ok(n), Ok(count)) = (n.parse::<usize>(), count.parse::<usize>()) else {
+                    reply(&Reply::Error {
+                        message: format!("bad command '{line}'"),
+                    });
+                    continue;
+                };
+                match subject.run(n, count) {
+                    Ok(ns) => reply(&Reply::Samples { ns }),
+                    Err(message) => reply(&Reply::Error { message }),
+                }
+            }
+            ["quit"] => break,
+            _ => reply(&Reply::Error {
+                message: format!("bad command '{line}'"),
+            }),
+        }
+    }
+    match subject.finish() {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("{err}");
+            crate::EXIT_FAIL
+        }
+    }
+}
+
+enum Subject {
+    Plugin(Box<PluginSubject>),
+    Floor(FloorSubject),
+}
+
+struct PluginSubject {
+    plugin: Option<Plugin>,
+    env: PluginEnv,
+    /// Per disk count: the registered owner, its domain, its disks, its last state.
+    owners: BTreeMap<usize, BenchOwner>,
+    /// Disk counts the plugin refused to register (sanlock: more than 8), with its message:
+    /// not timed.
+    refused: BTreeMap<usize, String>,
+    mode: Option<LockMode>,
+}
+
+struct BenchOwner {
+    process: ForkedOwner,
+    domain: Domain,
+    disks: Vec<Resource>,
+    state: Option<String>,
+}
+
+struct FloorSubject {
+    server: Child,
+    stream: UnixStream,
+}
+
+fn bench_uuid(n: usize) -> Uuid {
+    let mut bytes = *b"lockmgr-bench-\0\0";
+    bytes[14] = u8::try_from(n & 0xff).unwrap_or(0);
+    bytes[15] = u8::try_from((n >> 8) & 0xff).unwrap_or(0);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid(bytes)
+}
+
+impl Subject {
+    fn set_up(args: &WorkerArgs) -> Result<Subject, String> {
+        let layout = Layout::create(&args.scratch)
+            .map_err(|e| format!("scratch {}: {e}", args.scratch.display()))?;
+        let max = args.disks.iter().copied().max().unwrap_or(1);
+        let disk_dir = args
+            .disk_dir
+            .clone()
+            .unwrap_or_else(|| layout.disks.clone());
+        if args.floor {
+            let socket = layout.run.join("floor.sock");
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut server = Command::new(exe)
+                .arg("__bench-floor")
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--dir")
+                .arg(&layout.disks)
+                .arg("--files")
+                .arg(max.to_string())
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot start the floor's peer: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let stream = loop {
+                if let Ok(stream) = UnixStream::connect(&socket) {
+                    break stream;
+                }
+                if Instant::now() > deadline || matches!(server.try_wait(), Ok(Some(_))) {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                    return Err("the floor's peer did not come up".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            return Ok(Subject::Floor(FloorSubject { server, stream }));
+        }
+        let path = args.plugin.clone().ok_or("--plugin or --floor")?;
+        let profile = args
+            .profile
+            .as_deref()
+            .and_then(Profile::from_name)
+            .unwrap_or_else(|| Profile::discover(&path));
+        let lockspace = args.mode == Some(LockMode::Lockspace);
+        let tools = args.tools.tools();
+        let env = daemons::prepare(profile, &path, &tools, &layout, lockspace)
+            .map_err(|e| format!("setting up {profile}: {e}"))?;
+        let mut plugin = Plugin::open(&path).map_err(|e| e.to_string())?;
+        plugin
+            .init(&env.config)
+            .map_err(|e| format!("drvInit: {e}"))?;
+        let mut owners = BTreeMap::new();
+        let mut refused = BTreeMap::new();
+        for (i, &n) in args.disks.iter().enumerate() {
+            let mut disks = Vec::new();
+            for d in 0..n {
+                let file = disk_dir.join(format!("n{n}-{d:03}.img"));
+                std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
+                disks.push(Resource::Disk {
+                    path: file,
+                    access: Access::Exclusive,
+                });
+            }
+            let mut domain = Domain {
+                uuid: bench_uuid(n),
+                name: format!("bench-{n}"),
+                id: u32::try_from(i + 1).unwrap_or(1),
+                pid: 0,
+                uri: Some("qemu:///system".into()),
+            };
+            let process = host::start_owner(&plugin, &domain, &disks, LockFailureAction::Default)
+                .map_err(|e| format!("registering the owner of {n} disks: {e}"))?;
+            if let RegisterOutcome::Failed { error, .. } = &process.outcome {
+                // sanlock.so takes at most 8 resources per domain: larger N are reported as
+                // refused (with its message) and not timed.
+                if profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES {
+                    refused.insert(n, error.to_string());
+                    continue;
+                }
+                return Err(format!(
+                    "registering the owner of {n} disks, in the pre-exec child: {error}"
+                ));
+            }
+            domain.pid = process.pid();
+            owners.insert(
+                n,
+                BenchOwner {
+                    process,
+                    domain,
+                    disks,
+                    state: None,
+                },
+            );
+        }
+        Ok(Subject::Plugin(Box::new(PluginSubject {
+            plugin: Some(plugin),
+            env,
+            owners,
+            refused,
+            mode: args.mode,
+        })))
+    }
+
+    pub(super) fn describe(&self, cpus: &[usize]) -> String {
+        let placement = format!("CPUs {cpus:?}");
+        match self {
+            Subject::Floor(floor) => {
+                format!("floor peer pid {}; {placement}", floor.server.id())
+            }
+            Subject::Plugin(p) => format!(
+                "{}; {}; owners {}; {placement}{}",
+                p.env.describe(),
+                p.mode.map_or("no lockspace option", LockMode::as_str),
+                p.owners
+                    .iter()
+                    .map(|(n, o)| format!("{n} disks: pid {}", o.process.pid()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.refused
+                    .iter()
+                    .map(|(n, why)| format!("; N={n} not timed: refused: {why}"))
+                    .collect::<String>()
+            ),
+        }
+    }
+
+    pub(super) fn run(&mut self, n: usize, count: usize) -> Result<Vec<u64>, String> {
+        let mut out = Vec::with_capacity(count);
+        match self {
+            Subject::Floor(floor) => {
+                let n16 = u16::try_from(n).map_err(|_| "too many disks".to_owned())?;
+                let [lo, hi] = n16.to_le_bytes();
+                let mut answer = [0u8; 1];
+                for _ in 0..count {
+                    let started = Instant::now();
+                    for op in [b'L', b'U'] {
+                        floor
+                            .stream
+                            .write_all(&[op, lo, hi])
+                            .and_then(|()| floor.stream.read_exact(&mut answer))
+                            .map_err(|e| format!("floor round trip: {e}"))?;
+                        if answer[0] != b'k' {
+                            return Err("the floor's peer could not lock its files".into());
+                        }
+                    }
+                    out.push(elapsed_ns(started));
+                }
+            }
+            Subject::Plugin(p) if p.refused.contains_key(&n) => {}
+            Subject::Plugin(p) => {
+                let plugin = p.plugin.as_ref().ok_or("plugin not loaded")?;
+                let owner = p
+                    .owners
+                    .get_mut(&n)
+                    .ok_or_else(|| format!("no owner for {n} disks"))?;
+                let resume = owner.domain.clone();
+                let mut pause = owner.domain.clone();
+                pause.uri = None;
+                for _ in 0..count {
+                    let started = Instant::now();
+                    {
+                        let mut manager = plugin
+                            .new_manager(&resume, NewFlags::default())
+                            .map_err(|e| format!("resume New: {e}"))?;
+                        for disk in &owner.disks {
+                            manager
+                                .add_resource(disk)
+                                .map_err(|e| format!("resume AddResource: {e}"))?;
+                        }
+                        manager
+                            .acquire(
+                                owner.state.as_deref(),
+                                AcquireFlags::default(),
+                                LockFailureAction::Default,
+                                false,
+                            )
+                            .map_err(|e| format!("resume Acquire ({n} disks): {e}"))?;
+                    }
+                    {
+                        let mut manager = plugin
+                            .new_manager(&pause, NewFlags::default())
+                            .map_err(|e| format!("pause New: {e}"))?;
+                        for disk in &owner.disks {
+                            manager
+                                .add_resource(disk)
+                                .map_err(|e| format!("pause AddResource: {e}"))?;
+                        }
+                        owner.state = manager
+                            .release(true)
+                            .map_err(|e| format!("pause Release ({n} disks): {e}"))?;
+                    }
+                    out.push(elapsed_ns(started));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Subject::Floor(mut floor) => {
+                drop(floor.stream);
+                let _ = floor.server.kill();
+                let _ = floor.server.wait();
+                Ok(())
+            }
+            Subject::Plugin(mut p) => {
+                p.owners.clear();
+                let mut problems = Vec::new();
+                if let Some(mut plugin) = p.plugin.take() {
+                    if let Err(err) = plugin.deinit() {
+                        problems.push(err.to_string());
+                    }
+                }
+                if let Err(err) = p.env.stop() {
+                    problems.push(err);
+                }
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+        }
+    }
+}
+
+fn elapsed_ns(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_uuids_are_plausible() {
+        assert!(bench_uuid(1).is_plausible());
+        assert_ne!(bench_uuid(1), bench_uuid(64));
+    }
+}
