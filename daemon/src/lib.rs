@@ -16,6 +16,7 @@ pub mod fencing;
 pub mod file_backend;
 pub mod health;
 pub mod instance;
+pub mod notify;
 pub mod persist;
 pub mod process;
 pub mod server;

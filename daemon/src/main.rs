@@ -67,12 +67,15 @@ struct Cli {
     /// dlm: after this many seconds without an answer from the DLM (lockspace stopped, quorum
     /// lost), apply every domain's <on_lockfailure> and refuse new locks. Fencing, not this
     /// timeout, is what keeps a cut-off node from writing while the others take its disks.
+    /// With --watchdog, losing membership (quorum, dlm_controld) applies them at once instead,
+    /// and a DLM that is only recovering keeps the domains.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     lock_failure_timeout: u64,
     /// dlm: self-fencing, for clusters without fence hardware: arm this watchdog device
-    /// (/dev/watchdog) and pet it only while this node is quorate and its DLM answers, or while
-    /// no domain with a lock runs. On quorum loss every lock-holding domain's <on_lockfailure>
-    /// is applied at once; a domain that keeps running lets the watchdog reset the node.
+    /// (/dev/watchdog) and pet it only while this node is a quorate member of the cluster with
+    /// dlm_controld running, or while no domain with a lock runs. When membership is lost every
+    /// lock-holding domain's <on_lockfailure> is applied at once; a domain that keeps running
+    /// lets the watchdog reset the node.
     /// Required when /etc/dlm/dlm.conf fences with fence_lockmgr_watchdog.
     #[arg(long, value_name = "DEVICE")]
     watchdog: Option<PathBuf>,
@@ -105,6 +108,15 @@ fn print_warnings(warnings: Vec<lockmgr_conf::Warning>) {
     for warning in warnings {
         log(&format!("warning: {warning}"));
     }
+}
+
+/// Self-fencing to arm once the lock table is loaded (`--watchdog`).
+#[cfg_attr(not(feature = "dlm"), allow(dead_code))]
+struct WatchdogPlan {
+    device: PathBuf,
+    timeout_secs: u32,
+    /// What corosync said at start.
+    quorate_now: bool,
 }
 
 /// What a daemon owns before it touches anything: its state directory and its socket.
@@ -182,20 +194,11 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
     }
     let quorate_now = check_self_fencing(cli)?;
     let claim = claim(&settings.state_dir, &settings.socket_path)?;
-    let self_fencing = match &cli.watchdog {
-        Some(path) => {
-            let device = WatchdogDevice::open(path, cli.watchdog_timeout)?;
-            log(&format!(
-                "watchdog {} armed ({} s): petted while this node is quorate and its DLM \
-                 answers, or while no domain with a lock runs",
-                path.display(),
-                device.timeout_secs()
-            ));
-            let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
-            Some(SelfFencing::start(device, timeout, quorate_now)?)
-        }
-        None => None,
-    };
+    let watchdog = cli.watchdog.as_ref().map(|device| WatchdogPlan {
+        device: device.clone(),
+        timeout_secs: cli.watchdog_timeout,
+        quorate_now,
+    });
     let backend = lockmgrd::dlm_backend::DlmBackend::join(&settings.lockspace_name)
         .map_err(|e| e.to_string())?;
     let what = format!(
@@ -210,8 +213,26 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         &settings.socket_path,
         &settings.state_dir,
         &what,
-        self_fencing,
+        watchdog,
     )
+}
+
+/// Arms the watchdog and starts self-fencing.
+#[cfg(feature = "dlm")]
+fn arm(plan: &WatchdogPlan) -> Result<SelfFencing, String> {
+    let device = WatchdogDevice::open(&plan.device, plan.timeout_secs)?;
+    log(&format!(
+        "watchdog {} armed ({} s): petted while this node is a quorate member with dlm_controld \
+         running, or while no domain with a lock runs",
+        plan.device.display(),
+        device.timeout_secs()
+    ));
+    SelfFencing::start(device, plan.quorate_now)
+}
+
+#[cfg(not(feature = "dlm"))]
+fn arm(_plan: &WatchdogPlan) -> Result<SelfFencing, String> {
+    Err("this lockmgrd was built without the dlm backend, which self-fencing needs".into())
 }
 
 /// Refuses every unsafe combination of the cluster's fencing and this daemon's self-fencing
@@ -276,10 +297,18 @@ fn serve<B: Backend>(
     socket_path: &Path,
     state_dir: &Path,
     what: &str,
-    self_fencing: Option<SelfFencing>,
+    watchdog: Option<WatchdogPlan>,
 ) -> Result<(), String> {
     let state = StateFile::in_claimed_dir(state_dir, backend.durable_state());
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
+    // Armed once the table is known to be readable: a refusal before this leaves the watchdog as
+    // it was (armed by a lockmgrd that stopped with locks held, or not at all).
+    let self_fencing = watchdog.map(|plan| arm(&plan)).transpose()?;
+    if let Some(self_fencing) = &self_fencing {
+        if snapshot.as_ref().is_none_or(|s| s.locks.is_empty()) {
+            self_fencing.shared().publish(Vec::new());
+        }
+    }
     let mut table = LockTable::new(backend, state);
     let mut lost_locks = Vec::new();
     if let Some(snapshot) = snapshot {
@@ -317,6 +346,7 @@ fn serve<B: Backend>(
         table.store().path().display(),
         claim.fd_limit
     ));
+    lockmgrd::notify::ready(&format!("serving {}", socket_path.display()));
     let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
     let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout);
     if let Some(self_fencing) = &self_fencing {
@@ -328,9 +358,7 @@ fn serve<B: Backend>(
     let result = server.run();
     // Its last word depends on the table: disarmed when no domain holds a lock.
     drop(server);
-    if let Some(self_fencing) = self_fencing {
-        self_fencing.stop();
-    }
+    drop(self_fencing);
     let _ = std::fs::remove_file(socket_path);
     if let Some(pid_file) = &cli.pid_file {
         let _ = std::fs::remove_file(pid_file);

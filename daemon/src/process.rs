@@ -38,6 +38,22 @@ pub fn is_alive(pidfd: &OwnedFd) -> bool {
     !sys::pidfd_exited(pidfd.as_fd())
 }
 
+/// Whether a process whose command name (`/proc/PID/comm`) is `name` runs on this host.
+pub fn running_named(name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(entry.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+    })
+}
+
 /// Why `pid` can never be a domain's QEMU, if it cannot: a process that outlives this daemon
 /// (init, the daemon itself or one of its ancestors) or a kernel thread would hold its locks
 /// forever.
@@ -114,6 +130,13 @@ pub fn apply_failure_action(pidfd: &OwnedFd, owner: &OwnerInfo, action: FailureA
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_process_is_found_by_name() {
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(running_named(comm.trim_end()));
+        assert!(!running_named("no-such-daemon"));
+    }
 
     #[test]
     fn start_time_identifies_this_process() {

@@ -105,7 +105,6 @@ impl<B: Backend> Server<B> {
     /// quorum it watches as a lock failure.
     #[must_use]
     pub fn self_fence(mut self, fence: Arc<SelfFence>) -> Self {
-        fence.set_health(self.health.clone());
         self.self_fence = Some(fence);
         self.publish_exposure();
         self
@@ -148,32 +147,40 @@ impl<B: Backend> Server<B> {
     fn check_health(&mut self) {
         let Some(health) = &self.health else { return };
         let silent_for = health.since_last_ok();
-        let stale = silent_for > self.failure_timeout;
-        let quorum_problem = self.self_fence.as_ref().and_then(|f| f.quorum_problem());
-        if (stale || quorum_problem.is_some()) && self.failed.is_none() {
-            let why = health
-                .last_error()
-                .map_or_else(String::new, |e| format!(" (last error: {e})"));
-            let reason = match quorum_problem {
-                Some(problem) => format!("{problem}: this node may no longer hold its locks"),
-                None => format!(
+        // With self-fencing, membership decides: a DLM that is silent while this node stays a
+        // member is recovering (another node's fence pending) and takes no lock away.
+        let problem = match &self.self_fence {
+            Some(fence) => fence
+                .cluster_problem()
+                .map(|problem| format!("{problem}: this node may no longer hold its locks")),
+            None => (silent_for > self.failure_timeout).then(|| {
+                let why = health
+                    .last_error()
+                    .map_or_else(String::new, |e| format!(" (last error: {e})"));
+                format!(
                     "the {} lock manager has not answered for {} s{why}: lockspace stopped or quorum lost",
                     self.table.backend_name(),
                     silent_for.as_secs()
-                ),
-            };
-            log(&format!("LOCK FAILURE: {reason}"));
-            for (domain, outcome) in self.table.apply_lock_failure() {
-                log(&format!("LOCK FAILURE: {outcome}"));
-                self.record(EventKind::LockLost {
-                    domain,
-                    detail: format!("{reason}; {outcome}"),
-                });
+                )
+            }),
+        };
+        match problem {
+            Some(reason) if self.failed.is_none() => {
+                log(&format!("LOCK FAILURE: {reason}"));
+                for (domain, outcome) in self.table.apply_lock_failure() {
+                    log(&format!("LOCK FAILURE: {outcome}"));
+                    self.record(EventKind::LockLost {
+                        domain,
+                        detail: format!("{reason}; {outcome}"),
+                    });
+                }
+                self.failed = Some(reason);
             }
-            self.failed = Some(reason);
-        } else if !stale && quorum_problem.is_none() {
-            if let Some(reason) = self.failed.take() {
-                log(&format!("the lock manager answers again (after: {reason})"));
+            Some(_) => {}
+            None => {
+                if let Some(reason) = self.failed.take() {
+                    log(&format!("the lock manager answers again (after: {reason})"));
+                }
             }
         }
     }

@@ -6,19 +6,29 @@
 //! that time, every domain of this node that may still write under a lock it has lost is gone:
 //!
 //! - a **keeper** thread pets `/dev/watchdog` every [`PET_INTERVAL`], but only while
-//!   - this node is in a quorate partition, confirmed by corosync within [`QUORUM_FRESH`], and
-//!     the DLM answered within the lock-failure timeout, **or**
+//!   - this node is a member of the cluster: in the quorate partition, confirmed by corosync
+//!     within [`QUORUM_FRESH`], with its dlm_controld running, **or**
 //!   - no domain that holds a lock still runs (the server publishes them, [`SelfFence::publish`]);
-//! - a **quorum watcher** thread follows votequorum (notifications on its fd, and a fresh
-//!   `votequorum_getinfo` every half second): its calls may block when corosync is frozen,
-//!   so they never run on the keeper's thread;
-//! - on quorum loss the server applies every lock-holding domain's `<on_lockfailure>` at once
-//!   ([`SelfFence::quorum_problem`]); once they have all exited the keeper pets again. A domain
-//!   that keeps running (`ignore`, `pause`) leaves the watchdog to reset the node.
+//! - a **membership watcher** thread follows votequorum (notifications on its fd, and a fresh
+//!   `votequorum_getinfo` every half second) and checks that dlm_controld runs (the others fence
+//!   a node whose dlm_controld has gone, while its corosync may stay quorate). Its calls may block
+//!   when corosync is frozen, so they never run on the keeper's thread;
+//! - when membership is lost the server applies every lock-holding domain's `<on_lockfailure>` at
+//!   once ([`SelfFence::cluster_problem`]); once they have all exited the keeper pets again. A
+//!   domain that keeps running (`ignore`, `pause`) leaves the watchdog to reset the node.
+//!
+//! A DLM that stops answering while this node stays a member is *not* a lost lock: the lockspace
+//! is recovering, typically waiting for another node's fence (with this agent, for its `wait=`),
+//! and no other node can be granted this node's locks meanwhile. So the DLM's silence makes the
+//! server refuse new requests, but neither stops the petting nor costs the domains their disks:
+//! otherwise every failure of one node would stop the domains of all the others.
 //!
 //! A frozen node pets nothing, and its watchdog (hardware, outside the CPU) resets it. When
 //! lockmgrd stops with locks held, the watchdog stays armed: start lockmgrd again within the
 //! timeout, or the node resets (its domains would run unprotected otherwise).
+
+// Without the dlm backend the server still knows the type, but nothing starts a keeper.
+#![cfg_attr(not(feature = "dlm"), allow(dead_code))]
 
 use std::fs::File;
 use std::io::Write;
@@ -32,7 +42,8 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "dlm")]
 use lockmgr_quorum::Votequorum;
 
-use crate::health::Health;
+#[cfg(feature = "dlm")]
+use crate::process;
 use crate::{log, sys};
 
 /// How often the keeper pets the watchdog.
@@ -44,7 +55,9 @@ pub const MIN_TIMEOUT_SECS: u32 = 5;
 /// What `fence_lockmgr_watchdog`'s `wait=` must add to the watchdog and lock-failure timeouts:
 /// the pet interval, and how much later than the survivors this node may learn of the split.
 pub const FENCE_MARGIN_SECS: u64 = 2;
-/// How often the quorum watcher asks corosync when no notification comes.
+/// The daemon that keeps this node in the DLM's lockspaces.
+const DLM_CONTROLD: &str = "dlm_controld";
+/// How often the membership watcher asks corosync when no notification comes.
 const QUORUM_POLL_MS: i32 = 500;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,7 +128,7 @@ impl WatchdogDevice {
     }
 }
 
-/// What the quorum watcher last learnt.
+/// What the membership watcher last learnt.
 #[derive(Debug, Default)]
 struct QuorumSeen {
     confirmed_at: Option<Instant>,
@@ -135,30 +148,21 @@ struct Exposure {
 pub struct SelfFence {
     quorum: Mutex<QuorumSeen>,
     exposure: Mutex<Exposure>,
-    health: Mutex<Option<Arc<Health>>>,
-    lock_failure_timeout: Duration,
     watchdog_timeout: Duration,
     stop: AtomicBool,
 }
 
 impl SelfFence {
-    fn new(lock_failure_timeout: Duration, watchdog_timeout: Duration) -> SelfFence {
+    fn new(watchdog_timeout: Duration) -> SelfFence {
         SelfFence {
             quorum: Mutex::new(QuorumSeen::default()),
             exposure: Mutex::new(Exposure {
                 holders: vec!["(the lock table is being restored)".into()],
                 published_at: Instant::now(),
             }),
-            health: Mutex::new(None),
-            lock_failure_timeout,
             watchdog_timeout,
             stop: AtomicBool::new(false),
         }
-    }
-
-    /// Lets the keeper see the DLM probe.
-    pub fn set_health(&self, health: Option<Arc<Health>>) {
-        *locked(&self.health) = health;
     }
 
     /// The server's view: the domains that may write under a lock this node holds (empty when
@@ -169,8 +173,8 @@ impl SelfFence {
         exposure.published_at = Instant::now();
     }
 
-    /// Why this node cannot count on being in the quorate partition, if it cannot.
-    pub fn quorum_problem(&self) -> Option<String> {
+    /// Why this node cannot count on being a member of the quorate cluster, if it cannot.
+    pub fn cluster_problem(&self) -> Option<String> {
         let seen = locked(&self.quorum);
         match seen.confirmed_at {
             Some(at) if at.elapsed() <= QUORUM_FRESH => None,
@@ -183,13 +187,13 @@ impl SelfFence {
         }
     }
 
-    fn confirm_quorum(&self) {
+    fn confirm_membership(&self) {
         let mut seen = locked(&self.quorum);
         seen.confirmed_at = Some(Instant::now());
         seen.problem = None;
     }
 
-    fn lose_quorum(&self, why: String) {
+    fn lose_membership(&self, why: String) {
         locked(&self.quorum).problem = Some(why);
         // No confirmation from now on: `confirmed_at` ages out within QUORUM_FRESH.
         locked(&self.quorum).confirmed_at = None;
@@ -208,13 +212,7 @@ impl SelfFence {
         if holders.is_empty() {
             return Ok(());
         }
-        let cluster_problem = self.quorum_problem().or_else(|| {
-            let health = locked(&self.health).clone()?;
-            let silent = health.since_last_ok();
-            (silent > self.lock_failure_timeout)
-                .then(|| format!("the DLM has not answered for {} s", silent.as_secs()))
-        });
-        match cluster_problem {
+        match self.cluster_problem() {
             None => Ok(()),
             Some(problem) => Err(format!(
                 "{problem}, and domain(s) {} still run with locks this node may have lost",
@@ -240,21 +238,17 @@ impl SelfFencing {
     /// Starts watching quorum and petting `device`; `quorate_now` is what corosync said at
     /// start (it counts as a confirmation).
     #[cfg(feature = "dlm")]
-    pub fn start(
-        device: WatchdogDevice,
-        lock_failure_timeout: Duration,
-        quorate_now: bool,
-    ) -> Result<SelfFencing, String> {
+    pub fn start(device: WatchdogDevice, quorate_now: bool) -> Result<SelfFencing, String> {
         let watchdog_timeout = Duration::from_secs(u64::from(device.timeout_secs()));
-        let shared = Arc::new(SelfFence::new(lock_failure_timeout, watchdog_timeout));
+        let shared = Arc::new(SelfFence::new(watchdog_timeout));
         if quorate_now {
-            shared.confirm_quorum();
+            shared.confirm_membership();
         }
         let watcher = Arc::clone(&shared);
         std::thread::Builder::new()
-            .name("quorum".into())
-            .spawn(move || watch_quorum(&watcher))
-            .map_err(|e| format!("cannot start the quorum watcher: {e}"))?;
+            .name("membership".into())
+            .spawn(move || watch_membership(&watcher))
+            .map_err(|e| format!("cannot start the membership watcher: {e}"))?;
         let keeper_state = Arc::clone(&shared);
         let keeper = std::thread::Builder::new()
             .name("watchdog".into())
@@ -270,9 +264,12 @@ impl SelfFencing {
     pub fn shared(&self) -> Arc<SelfFence> {
         Arc::clone(&self.shared)
     }
+}
 
-    /// Stops petting after one last pet; disarms the watchdog only when no domain holds a lock.
-    pub fn stop(mut self) {
+/// Dropping it stops petting after one last pet, and disarms the watchdog only when the server
+/// last said that no domain holds a lock (a refusal during the restore leaves it armed).
+impl Drop for SelfFencing {
+    fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(keeper) = self.keeper.take() {
             let _ = keeper.join();
@@ -326,13 +323,13 @@ fn keep(device: WatchdogDevice, shared: &SelfFence) {
 }
 
 #[cfg(feature = "dlm")]
-fn watch_quorum(shared: &SelfFence) {
+fn watch_membership(shared: &SelfFence) {
     let mut last_problem: Option<String> = None;
     let mut report = |problem: Option<String>| {
         if problem != last_problem {
             match &problem {
-                Some(why) => log(&format!("QUORUM: {why}")),
-                None => log("quorum: this node is in the quorate partition"),
+                Some(why) => log(&format!("MEMBERSHIP: {why}")),
+                None => log("membership: this node is in the quorate partition, dlm_controld runs"),
             }
             last_problem = problem;
         }
@@ -345,7 +342,7 @@ fn watch_quorum(shared: &SelfFence) {
             Ok(quorum) => quorum,
             Err(err) => {
                 let why = format!("cannot ask corosync about quorum: {err}");
-                shared.lose_quorum(why.clone());
+                shared.lose_membership(why.clone());
                 report(Some(why));
                 std::thread::sleep(PET_INTERVAL);
                 continue;
@@ -359,21 +356,29 @@ fn watch_quorum(shared: &SelfFence) {
                 quorum.info()
             });
             match answer {
-                Ok(info) if info.quorate => {
-                    shared.confirm_quorum();
+                Ok(info) if info.quorate && process::running_named(DLM_CONTROLD) => {
+                    shared.confirm_membership();
                     report(None);
+                }
+                Ok(info) if info.quorate => {
+                    let why = format!(
+                        "{DLM_CONTROLD} is not running: the other nodes remove this node from \
+                         the lockspace and fence it"
+                    );
+                    shared.lose_membership(why.clone());
+                    report(Some(why));
                 }
                 Ok(info) => {
                     let why = format!(
                         "this node lost quorum ({} of {} votes, {} needed)",
                         info.total_votes, info.expected_votes, info.quorum
                     );
-                    shared.lose_quorum(why.clone());
+                    shared.lose_membership(why.clone());
                     report(Some(why));
                 }
                 Err(err) => {
                     let why = format!("corosync stopped answering: {err}");
-                    shared.lose_quorum(why.clone());
+                    shared.lose_membership(why.clone());
                     report(Some(why));
                     break;
                 }
@@ -387,19 +392,19 @@ mod tests {
     use super::*;
 
     fn fence() -> SelfFence {
-        SelfFence::new(Duration::from_secs(8), Duration::from_secs(10))
+        SelfFence::new(Duration::from_secs(10))
     }
 
     #[test]
     fn without_domains_at_risk_it_always_pets() {
         let fence = fence();
         fence.publish(Vec::new());
-        fence.lose_quorum("this node lost quorum".into());
+        fence.lose_membership("this node lost quorum".into());
         assert_eq!(fence.may_pet(), Ok(()));
     }
 
     #[test]
-    fn a_running_holder_without_quorum_stops_the_petting() {
+    fn a_running_holder_without_membership_stops_the_petting() {
         let fence = fence();
         fence.publish(vec!["'vm1' (pid 42)".into()]);
         assert!(
@@ -408,17 +413,31 @@ mod tests {
                 .unwrap_err()
                 .contains("has not confirmed quorum")
         );
-        fence.confirm_quorum();
+        fence.confirm_membership();
         assert_eq!(fence.may_pet(), Ok(()));
-        fence.lose_quorum("this node lost quorum (1 of 3 votes, 2 needed)".into());
+        fence.lose_membership("this node lost quorum (1 of 3 votes, 2 needed)".into());
         let why = fence.may_pet().unwrap_err();
         assert!(
             why.contains("lost quorum") && why.contains("'vm1' (pid 42)"),
             "{why}"
         );
+        assert!(fence.cluster_problem().is_some());
         // Once the domain is gone, petting resumes even without quorum.
         fence.publish(Vec::new());
         assert_eq!(fence.may_pet(), Ok(()));
+    }
+
+    #[test]
+    fn a_confirmation_ages_out() {
+        let fence = fence();
+        fence.publish(vec!["'vm1' (pid 42)".into()]);
+        fence.confirm_membership();
+        locked(&fence.quorum).confirmed_at = Some(Instant::now() - 2 * QUORUM_FRESH);
+        let why = fence.may_pet().unwrap_err();
+        assert!(
+            why.contains("has not confirmed quorum for over 2 s"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -428,30 +447,6 @@ mod tests {
         locked(&fence.exposure).published_at = Instant::now() - 4 * PET_INTERVAL;
         let why = fence.may_pet().unwrap_err();
         assert!(why.contains("server has not said"), "{why}");
-    }
-
-    #[test]
-    fn a_stale_dlm_stops_the_petting_even_when_quorate() {
-        let fence = fence();
-        fence.publish(vec!["'vm1' (pid 42)".into()]);
-        fence.confirm_quorum();
-        let stuck = crate::health::spawn_probe("stuck", Duration::from_secs(3600), || {
-            Err("lockspace stopped".into())
-        })
-        .unwrap();
-        fence.set_health(Some(stuck));
-        assert_eq!(fence.may_pet(), Ok(()), "fresh at start");
-        let quick = SelfFence::new(Duration::ZERO, Duration::from_secs(10));
-        quick.publish(vec!["'vm1' (pid 42)".into()]);
-        quick.confirm_quorum();
-        quick.set_health(locked(&fence.health).clone());
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            quick
-                .may_pet()
-                .unwrap_err()
-                .contains("DLM has not answered")
-        );
     }
 
     #[test]
