@@ -10,6 +10,8 @@
 pub mod backend;
 #[cfg(feature = "dlm")]
 pub mod dlm_backend;
+#[cfg(feature = "dlm")]
+pub mod doctor;
 pub mod failpoint;
 #[cfg(feature = "dlm")]
 pub mod fencing;

@@ -38,20 +38,24 @@ pub fn is_alive(pidfd: &OwnedFd) -> bool {
     !sys::pidfd_exited(pidfd.as_fd())
 }
 
-/// Whether a process whose command name (`/proc/PID/comm`) is `name` runs on this host.
-pub fn running_named(name: &str) -> bool {
+/// The pids of the processes whose command name (`/proc/PID/comm`) is `name`.
+pub fn pids_named(name: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    entries.flatten().any(|entry| {
-        let is_pid = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        is_pid
-            && std::fs::read_to_string(entry.path().join("comm"))
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim_end() == name)
-    })
+        })
+        .collect()
+}
+
+/// Whether a process whose command name is `name` runs on this host.
+pub fn running_named(name: &str) -> bool {
+    !pids_named(name).is_empty()
 }
 
 /// Why `pid` can never be a domain's QEMU, if it cannot: a process that outlives this daemon

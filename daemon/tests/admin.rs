@@ -131,3 +131,66 @@ fn a_stopped_daemon_is_said_so_and_fails() {
         "{out}"
     );
 }
+
+/// `lockmgr doctor` on this host, which runs no cluster: every blocking problem is found and
+/// named with its fix, and the exit status says "not ready".
+#[test]
+fn doctor_on_a_host_without_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let qemu_conf = dir.path().join("qemu.conf");
+    std::fs::write(&qemu_conf, "lockManager = \"dlm\"\n").unwrap();
+    let plugin_conf = dir.path().join("qemu-dlm.conf");
+    std::fs::write(&plugin_conf, "socket_path = \"/nonexistent/dlm.sock\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockmgr"))
+        .args(["doctor", "--json", "--qemu-conf"])
+        .arg(&qemu_conf)
+        .arg("--config")
+        .arg(&plugin_conf)
+        .arg("--dlm-conf")
+        .arg(dir.path().join("dlm.conf"))
+        .arg("--plugin-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run lockmgr doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).expect("JSON");
+    let finding = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f["check"] == check)
+            .unwrap_or_else(|| panic!("no '{check}' finding in {text}"))
+    };
+    let qemu = finding("qemu.conf");
+    assert_eq!(qemu["severity"], "error", "{text}");
+    assert!(
+        qemu["detail"].as_str().unwrap().contains("lockManager"),
+        "the misspelling is named: {text}"
+    );
+    assert!(
+        qemu["fix"]
+            .as_str()
+            .unwrap()
+            .contains(&qemu_conf.display().to_string())
+    );
+    assert_eq!(finding("plugin")["severity"], "error", "{text}");
+    assert_eq!(finding("qemu-dlm.conf")["severity"], "ok", "{text}");
+    let corosync = finding("corosync");
+    assert_eq!(corosync["severity"], "error", "{text}");
+    assert!(
+        corosync["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer")
+    );
+    assert_eq!(finding("dlm_controld")["severity"], "error", "{text}");
+    assert_eq!(finding("fence method")["severity"], "error", "{text}");
+    let daemon = finding("lockmgrd");
+    assert!(
+        daemon["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/dlm.sock"),
+        "{text}"
+    );
+}

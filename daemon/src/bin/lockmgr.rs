@@ -55,7 +55,7 @@ impl Backend {
         (/etc/libvirt/qemu-dlm.conf, /etc/libvirt/qemu-file.conf; absent = defaults) names a \
         socket is asked.",
     after_help = "Examples:\n  lockmgr status\n  lockmgr status --backend dlm --json\n  \
-        lockmgr events --follow\n  lockmgr events --after 41 --json"
+        lockmgr events --follow\n  lockmgr events --after 41 --json\n  lockmgr doctor"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,9 +63,9 @@ struct Cli {
     /// Ask only this backend's daemon.
     #[arg(long, value_enum, global = true)]
     backend: Option<Backend>,
-    /// The plugin's configuration file (with --backend). Default: the backend's file in
-    /// /etc/libvirt.
-    #[arg(long, value_name = "FILE", global = true, requires = "backend")]
+    /// The plugin's configuration file (status and events: with --backend). Default: the
+    /// backend's file in /etc/libvirt.
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Ask the daemon on this socket, whatever the configuration says.
     #[arg(long, value_name = "PATH", global = true, conflicts_with = "config")]
@@ -88,6 +88,28 @@ enum Command {
         /// Keep printing new events until interrupted.
         #[arg(long)]
         follow: bool,
+    },
+    /// Check this host for dlm.so: qemu.conf's lock_manager, the plugin, qemu-dlm.conf,
+    /// corosync and quorum, dlm_controld, fencing and a fence method, the watchdog when the
+    /// cluster fences with it, and lockmgrd answering. Every finding names what fixes it; the
+    /// exit status is 1 when one blocks dlm.so (--config: the qemu-dlm.conf to check).
+    Doctor {
+        /// libvirt's qemu.conf.
+        #[arg(long, value_name = "FILE", default_value = "/etc/libvirt/qemu.conf")]
+        qemu_conf: PathBuf,
+        /// dlm_controld's configuration.
+        #[arg(long, value_name = "FILE", default_value = "/etc/dlm/dlm.conf")]
+        dlm_conf: PathBuf,
+        /// Where libvirt loads lock plugins from.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver"
+        )]
+        plugin_dir: PathBuf,
+        /// The watchdog device self-fencing uses.
+        #[arg(long, value_name = "DEVICE", default_value = "/dev/watchdog")]
+        watchdog_device: PathBuf,
     },
 }
 
@@ -139,6 +161,9 @@ fn targets(cli: &Cli) -> Result<Vec<Target>, String> {
             socket: socket.clone(),
             explicit: true,
         }]);
+    }
+    if cli.config.is_some() && cli.backend.is_none() {
+        return Err("--config needs --backend: which plugin's configuration is it?".into());
     }
     let backends = match cli.backend {
         Some(backend) => vec![backend],
@@ -407,11 +432,55 @@ fn events(cli: &Cli, after: u64, follow: bool) -> Result<bool, String> {
     }
 }
 
+#[cfg(feature = "dlm")]
+fn doctor(cli: &Cli, paths: lockmgrd::doctor::Paths) -> Result<bool, String> {
+    use lockmgrd::doctor::{self, Severity};
+    let quorum = lockmgr_quorum::Votequorum::connect()
+        .and_then(|quorum| quorum.info())
+        .map_err(|e| e.to_string());
+    let findings = doctor::check_dlm_host(&paths, quorum);
+    if cli.json {
+        let text = serde_json::to_string_pretty(&findings).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        println!("lockmgr doctor: dlm.so on {}", host.trim());
+        print!("{}", doctor::render(&findings));
+    }
+    Ok(!findings.iter().any(|f| f.severity == Severity::Error))
+}
+
+#[cfg(not(feature = "dlm"))]
+fn doctor(_cli: &Cli, _paths: ()) -> Result<bool, String> {
+    Err("this lockmgr was built without the dlm backend, which doctor checks".into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Status => status(&cli),
         Command::Events { after, follow } => events(&cli, *after, *follow),
+        #[cfg(feature = "dlm")]
+        Command::Doctor {
+            qemu_conf,
+            dlm_conf,
+            plugin_dir,
+            watchdog_device,
+        } => doctor(
+            &cli,
+            lockmgrd::doctor::Paths {
+                qemu_conf: qemu_conf.clone(),
+                plugin_conf: cli
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| DlmPluginSettings::PATH.into()),
+                dlm_conf: dlm_conf.clone(),
+                plugin_dir: plugin_dir.clone(),
+                watchdog: watchdog_device.clone(),
+            },
+        ),
+        #[cfg(not(feature = "dlm"))]
+        Command::Doctor { .. } => doctor(&cli, ()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
