@@ -346,15 +346,11 @@ fn a_restarted_daemon_takes_back_the_locks_of_running_domains_only() {
         PosixLocker::take(&keep_file).is_none(),
         "vm-a's lock is held again"
     );
-    let log = daemon.log();
-    assert!(
-        log.contains("restored 1 of 2 lock(s) for 1 running domain(s)"),
-        "{log}"
-    );
-    assert!(
-        log.contains("domain 'vm-c'") && log.contains("stopped while the daemon was down"),
-        "{log}"
-    );
+    let Reply::Status { owners, .. } = daemon.call(Request::Status) else {
+        panic!("no status reply");
+    };
+    let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["vm-a"], "vm-c stopped while the daemon was down: dropped");
     let b = Owner::new("vm-b", 2);
     expect_error(
         acquire(&daemon, &b, &[disk("/img/keep.img", Mode::Exclusive)]),
@@ -380,12 +376,6 @@ fn a_lock_taken_while_the_daemon_was_down_powers_the_domain_off() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9),
         "on_lockfailure=poweroff kills QEMU"
-    );
-    let log = daemon.log();
-    assert!(
-        log.contains("LOCK LOST: disk /img/stolen.img of domain 'vm-a'")
-            && log.contains("powered off"),
-        "{log}"
     );
     let Reply::Events { events } = daemon.call(Request::Events { after: 0 }) else {
         panic!("no events reply");

@@ -104,6 +104,9 @@ struct StepOutput {
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<u32>,
+    /// The domain's uuid (register), as the lock manager knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,7 +282,10 @@ fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
             )
             .map_err(|e| e.to_string())?;
             match owner.outcome.clone() {
-                RegisterOutcome::Registered { .. } => done("register", None, Some(owner.detach())),
+                RegisterOutcome::Registered { .. } => StepOutput {
+                    uuid: Some(prepared.domain.uuid.to_string()),
+                    ..done("register", None, Some(owner.detach()))
+                },
                 RegisterOutcome::Failed { error, reported } => {
                     let code = reported.as_ref().map(|r| r.code);
                     let error = reported.map_or(error, |r| r.rendered());
