@@ -350,7 +350,11 @@ fn a_restarted_daemon_takes_back_the_locks_of_running_domains_only() {
         panic!("no status reply");
     };
     let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(names, ["vm-a"], "vm-c stopped while the daemon was down: dropped");
+    assert_eq!(
+        names,
+        ["vm-a"],
+        "vm-c stopped while the daemon was down: dropped"
+    );
     let b = Owner::new("vm-b", 2);
     expect_error(
         acquire(&daemon, &b, &[disk("/img/keep.img", Mode::Exclusive)]),

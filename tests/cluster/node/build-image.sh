@@ -6,7 +6,8 @@
 #
 # Usage: build-image.sh KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR
 #   KERNEL_PKG  exact package, e.g. linux-image-6.1.0-56-amd64 (resolved by the caller from the meta package)
-#   SRC_DIR     holds init, packages, dlm.conf and fence_testbed (tests/cluster/node/)
+#   SRC_DIR     holds init, packages, dlm.conf, fence_testbed (tests/cluster/node/) and
+#               fence_lockmgr_watchdog (daemon/)
 #   CACHE_DIR   downloaded .debs are kept here between builds (kernel + debootstrap cache)
 #   OUT_DIR     created; must not exist yet (the caller moves it into place when this succeeds)
 #
@@ -23,8 +24,10 @@ src=$(realpath "$2")
 cache=$(realpath -m "$3")
 out=$(realpath -m "$4")
 
-# The modules every node loads (init modprobes the same list), plus their dependencies.
+# The modules every node loads (init modprobes the same list), plus their dependencies, plus the
+# watchdogs init loads for watchdog fencing (i6300esb, the emulated PCI one; softdog, a fallback).
 node_modules="virtio_pci virtio_net virtio_console virtio_rng virtio_blk 9pnet_virtio 9p configfs dlm"
+watchdog_modules="i6300esb softdog"
 
 build_start=$(date +%s.%N)
 # Each step line carries the time since the build started, so each step's duration reads off the next line.
@@ -39,7 +42,7 @@ die() { echo "[image] error: $*" >&2; exit 1; }
 for tool in apt-get apt-cache dpkg debootstrap depmod modprobe cpio chroot; do
     command -v "$tool" >/dev/null || die "missing host tool '$tool' (Debian packages: apt, dpkg, debootstrap, kmod, cpio)"
 done
-for f in init packages dlm.conf fence_testbed; do
+for f in init packages dlm.conf fence_testbed fence_lockmgr_watchdog; do
     [ -f "$src/$f" ] || die "missing $src/$f"
 done
 [ ! -e "$out" ] || die "output directory $out already exists"
@@ -108,14 +111,16 @@ install -d "$root/etc/dlm" "$root/mnt/host" "$root/var/log/corosync"
 install -m 0644 "$src/dlm.conf" "$root/etc/dlm/dlm.conf"
 # dlm_controld's fence agent (fence_all in dlm.conf): asks the host to power a node off
 install -m 0755 "$src/fence_testbed" "$root/usr/sbin/fence_testbed"
+# The survivors' agent for watchdog fencing (dlmnode.fencing=watchdog): lockmgr's own, from daemon/
+install -m 0755 "$src/fence_lockmgr_watchdog" "$root/usr/sbin/fence_lockmgr_watchdog"
 # The kernel opens /dev/console of the initramfs before /init runs; without it init has no output.
 [ -c "$root/dev/console" ] || mknod -m 600 "$root/dev/console" c 5 1
 [ -c "$root/dev/null" ] || mknod -m 666 "$root/dev/null" c 1 3
 
-step "copying kernel modules ($node_modules)"
+step "copying kernel modules ($node_modules $watchdog_modules)"
 mdir="$root/lib/modules/$kver"
 mkdir -p "$mdir"
-for mod in $node_modules; do
+for mod in $node_modules $watchdog_modules; do
     deps=$(modprobe -d "$kdir" -S "$kver" --show-depends "$mod") || die "modprobe --show-depends $mod failed for $kver"
     echo "$deps" | awk '$1 == "insmod" { print $2 }' | while read -r ko; do
         rel=${ko#"$kdir/lib/modules/$kver/"}

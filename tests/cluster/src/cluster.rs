@@ -8,6 +8,7 @@
 //! With fencing on (the default), each node also has a fence channel to the host: see
 //! [`crate::fence`].
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -25,9 +26,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::fence::{FENCE_PORT_NAME, FenceEvent, Fencer};
 use crate::host;
 use crate::image::{NodeImage, lock_cache};
+use crate::watchdog::{Listener, WATCHDOG_FENCE_WAIT_S, WATCHDOG_TIMEOUT_S, WatchdogEvent};
+use crate::{qmp, vcpu};
 
 /// The line a node prints on its serial console once it is quorate and `dlm_tool status` answers.
 pub const READY_MARKER: &str = "LOCKMGR-NODE-READY";
+/// What dlm_controld prints on a node's console when corosync went away under it (for example
+/// when the cluster kills the corosync of a node that rejoined before a fence of it completed).
+pub const KICKED_MARKER: &str = "cluster is down, exiting";
 /// Where run dirs live (`LOCKMGR_RUN_DIR` overrides).
 pub const DEFAULT_RUN_DIR: &str = "/run/lockmgr-testbed";
 /// Node N is `10.99.0.N`, only inside the cluster's namespace.
@@ -36,6 +42,50 @@ pub const NETWORK_PREFIX: &str = "10.99.0";
 pub const MAX_NODES: usize = 8;
 /// Default limit for one command in a node.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How the survivors make sure a failed node no longer writes before they take its locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceMode {
+    /// Power fencing (the default): dlm_controld's `fence_testbed` asks the host, which kills
+    /// the victim's QEMU (see [`crate::fence`]). `dlmnode.fencing=1`.
+    #[default]
+    Power,
+    /// Watchdog self-fencing (issue 8): every node has an emulated i6300esb (`/dev/watchdog`,
+    /// `-action watchdog=poweroff`) that lockmgrd pets, and dlm_controld's agent is
+    /// `fence_lockmgr_watchdog wait=`[`crate::watchdog::WATCHDOG_FENCE_WAIT_S`], which only waits
+    /// (see [`crate::watchdog`]). No host side. `dlmnode.fencing=watchdog`.
+    Watchdog,
+    /// No fencing (`dlm_controld --enable_fencing 0`): the survivors take a failed node's locks
+    /// as soon as corosync drops it; for control runs only. `dlmnode.fencing=0`.
+    Off,
+}
+
+impl FenceMode {
+    /// The value of `dlmnode.fencing=` on the nodes' kernel command line.
+    pub fn kernel_arg(self) -> &'static str {
+        match self {
+            FenceMode::Power => "1",
+            FenceMode::Watchdog => "watchdog",
+            FenceMode::Off => "0",
+        }
+    }
+
+    /// Whether dlm_controld fences at all (power or watchdog).
+    pub fn fences(self) -> bool {
+        self != FenceMode::Off
+    }
+}
+
+impl std::fmt::Display for FenceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FenceMode::Power => "power",
+            FenceMode::Watchdog => "watchdog",
+            FenceMode::Off => "off",
+        })
+    }
+}
 
 /// What cluster to start.
 #[derive(Debug, Clone)]
@@ -53,12 +103,13 @@ pub struct ClusterSpec {
     pub boot_timeout: Duration,
     /// Where the run dir is created.
     pub run_dir: PathBuf,
-    /// Power fencing (default on): dlm_controld runs with `enable_fencing=1` and the
-    /// `fence_testbed` agent, and the host powers off the nodes it asks for (see
-    /// [`crate::fence`]). Off (`dlmnode.fencing=0` on the kernel command line): the survivors take
-    /// a failed node's locks as soon as corosync drops it, even while a node that is only cut off
-    /// still runs; for control runs that must show that.
-    pub fencing: bool,
+    /// How failed nodes are fenced ([`FenceMode::Power`] by default). Power: dlm_controld runs
+    /// with `enable_fencing=1` and the `fence_testbed` agent, and the host powers off the nodes it
+    /// asks for (see [`crate::fence`]). Watchdog: the nodes fence themselves (see
+    /// [`crate::watchdog`]). Off (`dlmnode.fencing=0` on the kernel command line): the survivors
+    /// take a failed node's locks as soon as corosync drops it, even while a node that is only
+    /// cut off still runs; for control runs that must show that.
+    pub fence_mode: FenceMode,
     /// Two-node clusters only: how long the host holds back a request to power off node1 while
     /// node1 runs. Both halves of a split stay quorate (`two_node: 1`) and ask to fence each other
     /// at once; this makes node1 win (pacemaker's `pcmk_delay_base` on node1's device).
@@ -78,7 +129,7 @@ impl Default for ClusterSpec {
             memory_mib: 768,
             boot_timeout: Duration::from_secs(300),
             run_dir: default_run_dir(),
-            fencing: true,
+            fence_mode: FenceMode::Power,
             fence_tie_break: Duration::from_secs(5),
             shared_disk: None,
         }
@@ -108,7 +159,13 @@ impl ClusterSpec {
 
     /// Power fencing on (the default) or off (control runs only: unsafe by design).
     pub fn fencing(mut self, on: bool) -> Self {
-        self.fencing = on;
+        self.fence_mode = if on { FenceMode::Power } else { FenceMode::Off };
+        self
+    }
+
+    /// Power fencing, watchdog self-fencing or none (see [`FenceMode`]).
+    pub fn fence_mode(mut self, mode: FenceMode) -> Self {
+        self.fence_mode = mode;
         self
     }
 
@@ -147,9 +204,13 @@ pub struct ClusterState {
     pub share: Option<PathBuf>,
     /// The kernel the nodes run.
     pub kernel: String,
-    /// Whether the nodes run with power fencing ([`ClusterSpec::fencing`]).
+    /// Whether the nodes run with power fencing (the host's fencer serves them).
     #[serde(default)]
     pub fencing: bool,
+    /// How the nodes fence ([`ClusterSpec::fence_mode`]); missing in state files written before
+    /// watchdog fencing existed: [`ClusterState::fence_mode`] then follows `fencing`.
+    #[serde(default)]
+    pub fence_mode: Option<FenceMode>,
     /// The two-node tie-break in milliseconds (0 for other sizes; [`ClusterSpec::fence_tie_break`]).
     #[serde(default)]
     pub fence_tie_break_ms: u64,
@@ -181,6 +242,12 @@ pub struct NodeRecord {
     /// Its fence channel (a virtio-serial port in the node), when the cluster has fencing.
     #[serde(default)]
     pub fence_socket: Option<PathBuf>,
+    /// Its QMP command socket (`query-status` while its vCPUs are frozen).
+    #[serde(default)]
+    pub qmp_socket: Option<PathBuf>,
+    /// Its QMP event socket, held by the cluster's watchdog event listener.
+    #[serde(default)]
+    pub qmp_events: Option<PathBuf>,
     /// Set once it was powered off: by [`Cluster::kill_node`] or by a fence request.
     pub killed: bool,
     /// The node whose fence request powered it off.
@@ -193,6 +260,15 @@ pub struct NodeRecord {
 }
 
 impl ClusterState {
+    /// How the nodes fence: the recorded mode, or (older state files) power when `fencing`.
+    pub fn fence_mode(&self) -> FenceMode {
+        self.fence_mode.unwrap_or(if self.fencing {
+            FenceMode::Power
+        } else {
+            FenceMode::Off
+        })
+    }
+
     pub(crate) fn save(&self) -> Result<()> {
         let path = self.dir.join("state.json");
         let tmp = self.dir.join("state.json.tmp");
@@ -238,6 +314,10 @@ pub struct Cluster {
     owned: bool,
     /// The host side of the fence channels, while this process serves them.
     fencer: Mutex<Option<Fencer>>,
+    /// The listener of the nodes' watchdog events (watchdog fencing).
+    watchdog: Mutex<Option<Listener>>,
+    /// Nodes whose vCPU threads are frozen ([`Cluster::freeze_vcpus`]): their thread ids.
+    frozen: Mutex<HashMap<usize, Vec<i32>>>,
     /// What the nodes were started from, for [`Cluster::restart_node`].
     launched_from: Option<(NodeImage, ClusterSpec)>,
 }
@@ -319,7 +399,10 @@ impl Cluster {
                 address: node_address(index),
                 console: dir.join(format!("node{index}.console")),
                 agent_socket: dir.join(format!("node{index}.qga")),
-                fence_socket: spec.fencing.then(|| dir.join(format!("node{index}.fence"))),
+                fence_socket: (spec.fence_mode == FenceMode::Power)
+                    .then(|| dir.join(format!("node{index}.fence"))),
+                qmp_socket: Some(dir.join(format!("node{index}.qmp"))),
+                qmp_events: Some(dir.join(format!("node{index}.events"))),
                 killed: false,
                 fenced_by: None,
                 started_unix: None,
@@ -332,7 +415,8 @@ impl Cluster {
             owner_start: host::start_time(me),
             share: spec.share.clone(),
             kernel: image.kernel_package.clone(),
-            fencing: spec.fencing,
+            fencing: spec.fence_mode == FenceMode::Power,
+            fence_mode: Some(spec.fence_mode),
             fence_tie_break_ms: if spec.nodes == 2 {
                 u64::try_from(spec.fence_tie_break.as_millis()).unwrap_or(u64::MAX)
             } else {
@@ -353,6 +437,8 @@ impl Cluster {
             boot_time: Duration::ZERO,
             owned: true,
             fencer: Mutex::new(None),
+            watchdog: Mutex::new(None),
+            frozen: Mutex::new(HashMap::new()),
             launched_from: Some((image.clone(), spec.clone())),
         };
         let accel = host::accelerator();
@@ -362,10 +448,10 @@ impl Cluster {
             accel.join(" "),
             spec.memory_mib,
             image.kernel_release,
-            if spec.fencing {
-                "on (fence_testbed -> host)"
-            } else {
-                "OFF (control run)"
+            match spec.fence_mode {
+                FenceMode::Power => "power (fence_testbed -> host)",
+                FenceMode::Watchdog => "watchdog (i6300esb; fence_lockmgr_watchdog waits)",
+                FenceMode::Off => "OFF (control run)",
             }
         );
         create_network(&name, spec.nodes)?;
@@ -378,8 +464,12 @@ impl Cluster {
                 cluster.launch(image, spec, accel, index)?;
             }
         }
-        if spec.fencing {
-            *locked(&cluster.fencer) = Some(Fencer::start(&cluster.state));
+        match spec.fence_mode {
+            FenceMode::Power => *locked(&cluster.fencer) = Some(Fencer::start(&cluster.state)),
+            FenceMode::Watchdog => {
+                *locked(&cluster.watchdog) = Some(Listener::start(&cluster.state));
+            }
+            FenceMode::Off => {}
         }
         host::reap_qemu_zombies();
         let all: Vec<usize> = (1..=spec.nodes).collect();
@@ -427,6 +517,8 @@ impl Cluster {
             boot_time: Duration::ZERO,
             owned: false,
             fencer: Mutex::new(None),
+            watchdog: Mutex::new(None),
+            frozen: Mutex::new(HashMap::new()),
             launched_from: None,
         })
     }
@@ -571,7 +663,108 @@ impl Cluster {
         state.save()?;
         drop(state);
         *locked(&self.agents[node - 1]) = None;
+        // Frozen vCPU threads died with it: the tracer lets go of them.
+        if let Some(tids) = locked(&self.frozen).remove(&node) {
+            vcpu::thaw(&tids);
+        }
         Ok(())
+    }
+
+    /// Freezes only node `node`'s vCPU threads (`CPU 0/TCG`), not QEMU's main loop: the guest
+    /// hangs (its kernel, corosync and lockmgrd stop; its peers see it go silent) while its
+    /// emulated devices and timers go on, among them the watchdog, as real watchdog hardware
+    /// runs outside the CPU. With [`FenceMode::Watchdog`] the watchdog therefore powers a node
+    /// frozen past its timeout off; SIGSTOP ([`Cluster::freeze_node`]) would freeze the watchdog
+    /// too.
+    ///
+    /// Each vCPU thread is `PTRACE_SEIZE`d and `PTRACE_INTERRUPT`ed (see `vcpu.rs`). A vCPU
+    /// stopped while it holds QEMU's big lock would stop the main loop as well, so the main loop
+    /// must then answer a QMP `query-status` within 1 s; otherwise the threads are thawed and
+    /// frozen again, up to 8 times. Returns the number of attempts it took. Calls to the node's
+    /// agent hang while it is frozen.
+    pub fn freeze_vcpus(&self, node: usize) -> Result<u32> {
+        check_interrupted()?;
+        self.check_node(node)?;
+        let record = self.state().nodes[node - 1].clone();
+        let pid = record
+            .pid
+            .filter(|pid| !record.killed && host::is_our_qemu(*pid, &record.qemu_name))
+            .ok_or_else(|| Error::Usage(format!("node{node} has no running QEMU")))?;
+        let socket = record.qmp_socket.clone().ok_or_else(|| {
+            Error::Usage(format!(
+                "node{node} has no QMP socket (started by an older harness)"
+            ))
+        })?;
+        if locked(&self.frozen).contains_key(&node) {
+            return Err(Error::Usage(format!(
+                "node{node}'s vCPUs are frozen already"
+            )));
+        }
+        let tids = vcpu::vcpu_threads(pid);
+        if tids.is_empty() {
+            return Err(Error::Usage(format!(
+                "node{node}: QEMU pid {pid} has no vCPU thread (no `CPU n/...` in /proc/{pid}/task/*/comm)"
+            )));
+        }
+        let mut last = String::new();
+        for attempt in 1..=8u32 {
+            vcpu::freeze(&tids).map_err(|err| Error::Usage(format!("node{node}: {err}")))?;
+            match qmp::main_loop_answers(&socket, Duration::from_secs(1)) {
+                Ok(_) => {
+                    locked(&self.frozen).insert(node, tids);
+                    return Ok(attempt);
+                }
+                Err(err) => {
+                    last = err.to_string();
+                    vcpu::thaw(&tids);
+                    thread::sleep(Duration::from_millis(50 + 40 * u64::from(attempt)));
+                }
+            }
+        }
+        Err(Error::Usage(format!(
+            "node{node}: QEMU's main loop did not answer with the vCPUs frozen, 8 times \
+             (a vCPU held the big QEMU lock?): {last}"
+        )))
+    }
+
+    /// Undoes [`Cluster::freeze_vcpus`]. Returns whether the node's QEMU still runs: false when it
+    /// exited meanwhile (powered off by its watchdog; see [`Cluster::powered_off_by_watchdog`]),
+    /// in which case its threads are only reaped.
+    pub fn thaw_vcpus(&self, node: usize) -> Result<bool> {
+        self.check_node(node)?;
+        let tids = locked(&self.frozen)
+            .remove(&node)
+            .ok_or_else(|| Error::Usage(format!("node{node}'s vCPUs are not frozen")))?;
+        let problems = vcpu::thaw(&tids);
+        if !problems.is_empty() && self.node_running(node) {
+            return Err(Error::Usage(format!(
+                "node{node}: thawing its vCPUs: {}",
+                problems.join("; ")
+            )));
+        }
+        Ok(self.node_running(node))
+    }
+
+    /// The nodes' watchdog events, oldest first (watchdog fencing only; read before the cluster
+    /// stops: the log lives in the run dir).
+    pub fn watchdog_events(&self) -> Result<Vec<WatchdogEvent>> {
+        crate::watchdog::read_log(&self.state().dir)
+    }
+
+    /// Whether node `node` is powered off because its watchdog fired: its QEMU is gone and sent
+    /// a `WATCHDOG` event (as opposed to [`Cluster::kill_node`], a power fence, or a crash).
+    pub fn powered_off_by_watchdog(&self, node: usize) -> bool {
+        let pid = self
+            .state()
+            .nodes
+            .get(node.wrapping_sub(1))
+            .and_then(|n| n.pid);
+        !self.node_running(node)
+            && self.watchdog_events().is_ok_and(|events| {
+                events
+                    .iter()
+                    .any(|event| event.node == node && event.pid == pid)
+            })
     }
 
     /// Freezes node `node` whole: SIGSTOP of its QEMU (pid-checked), as a VM that hangs (a long
@@ -612,9 +805,14 @@ impl Cluster {
         crate::fence::node_running(&self.state(), node)
     }
 
-    /// Whether the nodes run with power fencing.
+    /// Whether the nodes fence (power or watchdog; false only for control runs).
     pub fn fencing(&self) -> bool {
-        self.state().fencing
+        self.fence_mode().fences()
+    }
+
+    /// How the nodes fence.
+    pub fn fence_mode(&self) -> FenceMode {
+        self.state().fence_mode()
     }
 
     /// Cuts node `node` off the cluster network: its tap device on the namespace's bridge goes
@@ -667,6 +865,9 @@ impl Cluster {
             )));
         }
         *locked(&self.agents[node - 1]) = None;
+        if let Some(tids) = locked(&self.frozen).remove(&node) {
+            vcpu::thaw(&tids);
+        }
         self.reconnect_node(node)?;
         let console = self.console_path(node)?;
         let _ = fs::rename(&console, console.with_extension("console.before-restart"));
@@ -696,6 +897,12 @@ impl Cluster {
         locked(&LIVE).retain(|live| !Arc::ptr_eq(live, &self.state));
         if let Some(threads) = locked(&self.fencer).take() {
             threads.stop();
+        }
+        for (_, tids) in locked(&self.frozen).drain() {
+            vcpu::thaw(&tids);
+        }
+        if let Some(listener) = locked(&self.watchdog).take() {
+            listener.stop();
         }
         let mut state = self.state();
         if state.fencing {
@@ -750,6 +957,13 @@ impl Cluster {
         if let Some(fencer) = locked(&self.fencer).take() {
             fencer.stop();
         }
+        // Frozen vCPUs would hold up QEMU's orderly exit on SIGTERM.
+        for (_, tids) in locked(&self.frozen).drain() {
+            vcpu::thaw(&tids);
+        }
+        if let Some(listener) = locked(&self.watchdog).take() {
+            listener.stop();
+        }
         if !was_live {
             return Vec::new(); // the signal handler got there first
         }
@@ -780,12 +994,17 @@ impl Cluster {
         let log_path = dir.join(format!("node{index}.qemu.log"));
         let log = fs::File::create(&log_path).at(&log_path, "create")?;
         let log_err = log.try_clone().at(&log_path, "dup")?;
-        let append = format!(
+        let mut append = format!(
             "console=ttyS0 quiet panic=-1 mitigations=off random.trust_cpu=on \
              dlmnode.node={index} dlmnode.nodes={} dlmnode.net={NETWORK_PREFIX} dlmnode.fencing={}",
             spec.nodes,
-            u8::from(spec.fencing)
+            spec.fence_mode.kernel_arg()
         );
+        if spec.fence_mode == FenceMode::Watchdog {
+            append.push_str(&format!(
+                " dlmnode.fence_wait={WATCHDOG_FENCE_WAIT_S} dlmnode.watchdog_timeout={WATCHDOG_TIMEOUT_S}"
+            ));
+        }
         let mut command = Command::new("ip");
         command
             .args([
@@ -796,6 +1015,9 @@ impl Cluster {
                 "-name",
                 &record.qemu_name,
             ])
+            // Names its threads (`CPU 0/TCG`, ...) for freeze_vcpus; merged into the -name above,
+            // which stays the 2nd argument that is_our_qemu checks.
+            .args(["-name", "debug-threads=on"])
             .args(accel)
             .args(["-M", "pc", "-smp", "1", "-m", &spec.memory_mib.to_string()])
             .args([
@@ -846,6 +1068,17 @@ impl Cluster {
                     "-device",
                     &format!("virtserialport,chardev=fence0,name={FENCE_PORT_NAME}"),
                 ]);
+        }
+        for socket in record.qmp_socket.iter().chain(record.qmp_events.iter()) {
+            command.args([
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", socket.display()),
+            ]);
+        }
+        if spec.fence_mode == FenceMode::Watchdog {
+            // The emulated watchdog runs in QEMU's main loop, outside the guest's CPU; when it
+            // expires QEMU exits (power off, no reset: -no-reboot would make a reset one anyway).
+            command.args(["-device", "i6300esb", "-action", "watchdog=poweroff"]);
         }
         if let Some(share) = &spec.share {
             command.args([
@@ -964,9 +1197,19 @@ impl Cluster {
                     )));
                 }
                 let marker = format!("{READY_MARKER} node={}", node.index);
-                if fs::read(&node.console)
-                    .is_ok_and(|text| String::from_utf8_lossy(&text).contains(&marker))
-                {
+                let console = fs::read(&node.console)
+                    .map(|text| String::from_utf8_lossy(&text).into_owned())
+                    .unwrap_or_default();
+                if !console.contains(&marker) && console.contains(KICKED_MARKER) {
+                    // It will never be ready: no need to wait for the timeout.
+                    return Err(self.boot_error(format!(
+                        "node{}'s dlm_controld exited during boot (`{KICKED_MARKER}`): the \
+                         cluster threw it out, e.g. because a fence of its previous incarnation \
+                         completed after it had rejoined",
+                        node.index
+                    )));
+                }
+                if console.contains(&marker) {
                     ready[slot] = true;
                     println!(
                         "[cluster]   node{} ready at {:.1} s",
@@ -1284,6 +1527,7 @@ mod tests {
             share: None,
             kernel: "k".to_owned(),
             fencing: false,
+            fence_mode: None,
             fence_tie_break_ms: 0,
             fencer_pid: None,
             fencer_start: None,
@@ -1296,11 +1540,59 @@ mod tests {
                 console: dir.join("node1.console"),
                 agent_socket: dir.join("node1.qga"),
                 fence_socket: None,
+                qmp_socket: None,
+                qmp_events: None,
                 killed: false,
                 fenced_by: None,
                 started_unix: None,
             }],
         }
+    }
+
+    #[test]
+    fn fence_modes_and_old_state_files() {
+        assert_eq!(FenceMode::Power.kernel_arg(), "1");
+        assert_eq!(FenceMode::Watchdog.kernel_arg(), "watchdog");
+        assert_eq!(FenceMode::Off.kernel_arg(), "0");
+        assert!(FenceMode::Watchdog.fences() && !FenceMode::Off.fences());
+        assert_eq!(ClusterSpec::default().fence_mode, FenceMode::Power);
+        assert_eq!(
+            ClusterSpec::default().fencing(false).fence_mode,
+            FenceMode::Off
+        );
+        assert_eq!(
+            ClusterSpec::default()
+                .fence_mode(FenceMode::Watchdog)
+                .fence_mode,
+            FenceMode::Watchdog
+        );
+        // A state file written before fence modes existed: `fencing` decides.
+        let root = tempfile::tempdir().unwrap();
+        let mut state = state_in(root.path(), None);
+        for (fencing, mode) in [(true, FenceMode::Power), (false, FenceMode::Off)] {
+            state.fencing = fencing;
+            let mut json = serde_json::to_value(&state).unwrap();
+            json.as_object_mut().unwrap().remove("fence_mode");
+            for node in json["nodes"].as_array_mut().unwrap() {
+                node.as_object_mut().unwrap().remove("qmp_socket");
+                node.as_object_mut().unwrap().remove("qmp_events");
+            }
+            fs::write(root.path().join("state.json"), json.to_string()).unwrap();
+            let loaded = ClusterState::load(root.path()).unwrap();
+            assert_eq!(loaded.fence_mode(), mode);
+            assert_eq!(loaded.nodes[0].qmp_socket, None);
+        }
+        state.fence_mode = Some(FenceMode::Watchdog);
+        state.save().unwrap();
+        assert_eq!(
+            ClusterState::load(root.path()).unwrap().fence_mode(),
+            FenceMode::Watchdog
+        );
+        assert!(
+            fs::read_to_string(root.path().join("state.json"))
+                .unwrap()
+                .contains("\"fence_mode\": \"watchdog\"")
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ const INIT: &str = include_str!("../node/init");
 const PACKAGES: &str = include_str!("../node/packages");
 const DLM_CONF: &str = include_str!("../node/dlm.conf");
 const FENCE_AGENT: &str = include_str!("../node/fence_testbed");
+/// lockmgr's agent for watchdog fencing, installed as `/usr/sbin/fence_lockmgr_watchdog`.
+const WATCHDOG_FENCE_AGENT: &str = include_str!("../../../daemon/fence_lockmgr_watchdog");
 
 /// Where images and downloaded .debs are kept (`LOCKMGR_CACHE_DIR` overrides).
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/lockmgr";
@@ -71,7 +73,7 @@ pub struct NodeImage {
 
 impl NodeImage {
     /// Returns the cached image, building it first when it is missing or its inputs changed
-    /// (the build script, init, package list, dlm.conf, the fence agent, or the kernel version apt
+    /// (the build script, init, package list, dlm.conf, the fence agents, or the kernel version apt
     /// resolves).
     pub fn ensure() -> Result<NodeImage> {
         Self::ensure_with(&ImageOptions::default())
@@ -111,7 +113,7 @@ impl NodeImage {
         } else if !complete {
             "no complete image yet"
         } else {
-            "its inputs changed (build script, init, packages, dlm.conf, fence agent or kernel)"
+            "its inputs changed (build script, init, packages, dlm.conf, fence agents or kernel)"
         };
         println!(
             "[image] building the node image in {}: {why}",
@@ -205,6 +207,7 @@ fn stamp(kernel_pkg: &str, kernel_version: &str) -> String {
         PACKAGES,
         DLM_CONF,
         FENCE_AGENT,
+        WATCHDOG_FENCE_AGENT,
         kernel_pkg,
         kernel_version,
     ] {
@@ -228,6 +231,7 @@ fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
         ("packages", PACKAGES),
         ("dlm.conf", DLM_CONF),
         ("fence_testbed", FENCE_AGENT),
+        ("fence_lockmgr_watchdog", WATCHDOG_FENCE_AGENT),
     ] {
         fs::write(src.join(name), text).at(src.join(name), "write")?;
     }
@@ -297,5 +301,16 @@ mod tests {
         assert!(INIT.contains(crate::fence::FENCE_PORT_NAME));
         assert!(FENCE_AGENT.contains(crate::fence::FENCE_PORT_NAME));
         assert!(INIT.contains("dlmnode.fencing"));
+        // Watchdog fencing: the module and agent the build installs are what init loads and
+        // writes into dlm.conf, with the wait the harness passes.
+        assert!(BUILD_SCRIPT.contains("watchdog_modules=\"i6300esb softdog\""));
+        assert!(INIT.contains("modprobe i6300esb"));
+        assert!(INIT.contains("dlmnode.fence_wait"));
+        assert!(INIT.contains(&format!(
+            "fence_all {} wait=",
+            crate::watchdog::WATCHDOG_FENCE_AGENT
+        )));
+        assert!(BUILD_SCRIPT.contains("\"$root/usr/sbin/fence_lockmgr_watchdog\""));
+        assert!(WATCHDOG_FENCE_AGENT.contains("wait=*)"));
     }
 }

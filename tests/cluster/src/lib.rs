@@ -12,9 +12,10 @@
 //! - Power fencing is on by default: dlm_controld's agent in a node asks the host, over the node's
 //!   own virtio-serial port, to power a failed node off, and the host kills that node's QEMU
 //!   before it answers ([`fence`], [`Cluster::fence_events`]). [`ClusterSpec::fencing`] turns it
-//!   off for control runs. [`Cluster::cut_node`], [`Cluster::kill_node`] and
+//!   off for control runs; [`ClusterSpec::fence_mode`] also offers watchdog self-fencing
+//!   ([`watchdog`]). [`Cluster::cut_node`], [`Cluster::kill_node`] and
 //!   [`Cluster::restart_node`] make partitions, crashes and power cycles;
-//!   [`Cluster::freeze_node`] hangs a whole VM, and [`ClusterSpec::shared_disk`] gives every node
+//!   [`Cluster::freeze_node`] hangs a whole VM, [`Cluster::freeze_vcpus`] only its vCPUs, and [`ClusterSpec::shared_disk`] gives every node
 //!   one shared raw disk, as a SAN LUN.
 //! - [`nemesis`]: the on-disk format the nemesis's workers write under the lock, and the checker
 //!   that proves from the disk image and their logs that no two holders overlapped.
@@ -39,13 +40,20 @@ pub mod fence;
 mod host;
 mod image;
 pub mod nemesis;
+mod qmp;
+mod vcpu;
+pub mod watchdog;
 
 pub use agent::{ExitStatus, Output, shell_quote};
 pub use cluster::{
-    Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, MAX_NODES,
-    NETWORK_PREFIX, NodeRecord, READY_MARKER, SHARED_DISK_DEVICE, check_interrupted,
-    default_run_dir, down, fencer_alive, list, node_address,
+    Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, FenceMode,
+    KICKED_MARKER, MAX_NODES, NETWORK_PREFIX, NodeRecord, READY_MARKER, SHARED_DISK_DEVICE,
+    check_interrupted, default_run_dir, down, fencer_alive, list, node_address,
 };
 pub use error::{Error, Result};
 pub use fence::{FENCE_LOG, FENCE_PORT_NAME, FenceEvent, FenceOutcome, serve_fencing};
 pub use image::{DEFAULT_CACHE_DIR, DEFAULT_KERNEL_META, ImageOptions, NodeImage};
+pub use watchdog::{
+    LOCK_FAILURE_TIMEOUT_S, WATCHDOG_DEVICE, WATCHDOG_FENCE_WAIT_S, WATCHDOG_TIMEOUT_S,
+    WatchdogEvent, lockmgrd_watchdog_args,
+};

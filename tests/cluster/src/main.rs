@@ -76,8 +76,13 @@ enum Command {
         memory: u32,
         /// Boot the nodes with dlm_controld's fencing off (enable_fencing=0): the survivors take
         /// a failed node's locks even while it still runs. For control runs only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watchdog")]
         no_fencing: bool,
+        /// Watchdog self-fencing instead of power fencing: an i6300esb in every node
+        /// (/dev/watchdog, QEMU powers the VM off when it expires) and dlm_controld's agent
+        /// fence_lockmgr_watchdog, which waits; lockmgrd must then run with --watchdog.
+        #[arg(long)]
+        watchdog: bool,
     },
     /// Serve the fence requests of a detached cluster (started in the background by `up`).
     #[command(hide = true)]
@@ -144,6 +149,7 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
             share,
             memory,
             no_fencing,
+            watchdog,
         } => {
             let image = NodeImage::ensure()?;
             let share = share
@@ -158,7 +164,13 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
                 share,
                 memory_mib: memory,
                 run_dir: cli.run_dir,
-                fencing: !no_fencing,
+                fence_mode: if no_fencing {
+                    lockmgr_testbed::FenceMode::Off
+                } else if watchdog {
+                    lockmgr_testbed::FenceMode::Watchdog
+                } else {
+                    lockmgr_testbed::FenceMode::Power
+                },
                 ..ClusterSpec::default()
             };
             let fencer = std::env::current_exe().map_err(|err| {
@@ -220,6 +232,9 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
                     Some(pid) => format!("LEFTOVER of dead pid {pid} (`down` removes it)"),
                 };
                 let fencing = match (state.fencing, state.fencer_pid) {
+                    (false, _) if state.fence_mode() == lockmgr_testbed::FenceMode::Watchdog => {
+                        "watchdog fencing (no host side)".to_owned()
+                    }
                     (false, _) => "fencing OFF".to_owned(),
                     (true, Some(pid)) if lockmgr_testbed::fencer_alive(&state) => {
                         format!("fencing on (fencer pid {pid})")
@@ -263,6 +278,11 @@ fn print_up(state: &lockmgr_testbed::ClusterState, boot: Duration) {
         Some(pid) if state.fencing => println!(
             "  fencing   on: fencer pid {pid} powers off the nodes dlm_controld asks for; log {}",
             state.dir.join(lockmgr_testbed::FENCE_LOG).display()
+        ),
+        _ if state.fence_mode() == lockmgr_testbed::FenceMode::Watchdog => println!(
+            "  fencing   watchdog: an i6300esb in each node powers it off unless lockmgrd --watchdog pets it; \
+             survivors run fence_lockmgr_watchdog wait={}",
+            lockmgr_testbed::WATCHDOG_FENCE_WAIT_S
         ),
         _ => {
             println!("  fencing   OFF (enable_fencing=0): a cut-off node keeps its domains running")

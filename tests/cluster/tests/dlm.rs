@@ -8,7 +8,11 @@
 //!   only after the host powered the cut-off node off (fence log), on 2 and 3 nodes;
 //! - **control**: the same check on a 3-node cluster booted without fencing must observe the
 //!   violation (node1 granted while the cut-off node still runs), so the checker can fail;
-//! - **node crash**: a node's QEMU SIGKILLed; the survivor's grant time.
+//! - **node crash**: a node's QEMU SIGKILLed; the survivor's grant time;
+//! - **watchdog fencing** (3 nodes, no host fence: lockmgrd `--watchdog`, survivors run
+//!   `fence_lockmgr_watchdog`): a cut-off node's own lockmgrd stops its domain on quorum loss and
+//!   node1 is granted only after that domain is gone; a node whose vCPUs freeze is powered off by
+//!   its watchdog before node1 is granted; a crashed node's disk is granted after the wait.
 //!
 //! Failover times are printed in a table, never asserted; the ordering is.
 //!
@@ -22,7 +26,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockmgr_testbed::{Cluster, ClusterSpec, FenceEvent, NodeImage};
+use lockmgr_testbed::watchdog::{LOCK_FAILURE_TIMEOUT_S, lockmgrd_watchdog_args};
+use lockmgr_testbed::{Cluster, ClusterSpec, FenceEvent, FenceMode, NodeImage};
 
 const SHARE: &str = "/mnt/host";
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
@@ -61,6 +66,7 @@ impl Step {
 struct Dom {
     node: usize,
     name: String,
+    uuid: String,
     pid: u32,
 }
 
@@ -193,6 +199,7 @@ impl<'c> Bed<'c> {
         Dom {
             node,
             name: name.into(),
+            uuid: step.json["uuid"].as_str().unwrap_or_default().to_owned(),
             pid: step.pid(),
         }
     }
@@ -224,20 +231,27 @@ impl<'c> Bed<'c> {
     }
 
     fn start_daemon(&self, node: usize) {
+        let fencing_flags = match self.cluster.fence_mode() {
+            FenceMode::Power => format!("--lock-failure-timeout {LOCK_FAILURE_TIMEOUT_S}"),
+            FenceMode::Watchdog => lockmgrd_watchdog_args(),
+            // lockmgrd refuses a cluster without fencing; the control run must run it anyway.
+            FenceMode::Off => {
+                format!("--lock-failure-timeout {LOCK_FAILURE_TIMEOUT_S} --unsafe-allow-no-fencing")
+            }
+        };
+        self.start_daemon_with(node, &fencing_flags);
+    }
+
+    /// Starts lockmgrd on `node` with these fencing flags, and waits until it serves.
+    fn start_daemon_with(&self, node: usize, fencing_flags: &str) {
         self.sh(
             node,
             "rm -f /run/lockmgr/dlm.pid; mkdir -p /run/lockmgr /etc/libvirt",
         );
-        // lockmgrd refuses a cluster without fencing; the control run must run it there anyway.
-        let unsafe_flag = if self.cluster.fencing() {
-            ""
-        } else {
-            " --unsafe-allow-no-fencing"
-        };
         self.cluster
             .spawn(
                 node,
-                &format!("{SHARE}/lockmgrd --backend dlm --config {CONFIG} --pid-file /run/lockmgr/dlm.pid --lock-failure-timeout 8{unsafe_flag}"),
+                &format!("{SHARE}/lockmgrd --backend dlm --config {CONFIG} --pid-file /run/lockmgr/dlm.pid {fencing_flags}"),
                 "/run/lockmgr/lockmgrd.log.current",
             )
             .unwrap();
@@ -428,12 +442,54 @@ fn hotplug_of_one_disk(bed: &Bed) -> Check {
     Ok("attach locks one disk, detach frees it, the rest stays held".into())
 }
 
-/// Parses "<secs>.<ms> lockmgrd[..]: owner … freed N lock(s) in U µs".
-fn freed_micros(log: &str, uuid_hint: &str) -> Option<u64> {
-    log.lines()
-        .filter(|l| l.contains("exited; freed") && l.contains(uuid_hint))
-        .rev()
-        .find_map(|l| l.rsplit_once(" in ")?.1.strip_suffix(" µs")?.parse().ok())
+/// What `node`'s lockmgrd did on its own (`lockmgr events --json`), newest first.
+fn daemon_events(bed: &Bed, node: usize) -> Vec<serde_json::Value> {
+    bed.sh(
+        node,
+        &format!("{SHARE}/lockmgr events --backend dlm --config {CONFIG} --json"),
+    )
+    .lines()
+    .rev()
+    .filter_map(|line| serde_json::from_str(line).ok())
+    .collect()
+}
+
+/// `node`'s lockmgrd's table (`lockmgr status --json`).
+fn daemon_status(bed: &Bed, node: usize) -> serde_json::Value {
+    let out = bed.sh(
+        node,
+        &format!("{SHARE}/lockmgr status --backend dlm --config {CONFIG} --json"),
+    );
+    serde_json::from_str::<serde_json::Value>(&out)
+        .map(|reports| reports[0].clone())
+        .unwrap_or_else(|_| serde_json::json!({ "unparsed": out }))
+}
+
+/// How long `node`'s lockmgrd took to free the locks of `dom` once its QEMU exited, and how many
+/// it freed, from its events.
+fn freed_micros(bed: &Bed, dom: &Dom) -> Result<(u64, u64), String> {
+    let events = daemon_events(bed, dom.node);
+    events
+        .iter()
+        .find_map(|event| {
+            let exited = &event["what"]["owner_exited"];
+            (exited["uuid"] == dom.uuid.as_str())
+                .then(|| Some((exited["micros"].as_u64()?, exited["freed"].as_u64()?)))?
+        })
+        .ok_or_else(|| {
+            format!(
+                "node{}'s lockmgrd has no exit event for {} ({}): {events:?}",
+                dom.node, dom.name, dom.uuid
+            )
+        })
+}
+
+/// The lock-lost event of `node`'s lockmgrd for domain `name`, if any: its detail.
+fn lock_lost(bed: &Bed, node: usize, name: &str) -> Option<String> {
+    daemon_events(bed, node).iter().find_map(|event| {
+        let lost = &event["what"]["lock_lost"];
+        (lost["domain"] == name).then(|| lost["detail"].as_str().unwrap_or_default().to_owned())
+    })
 }
 
 fn owner_kill_frees(bed: &Bed) -> Check {
@@ -446,10 +502,12 @@ fn owner_kill_frees(bed: &Bed) -> Check {
     bed.kill(&a);
     bed.acquire_until_granted(&b, disk, Duration::from_secs(30))?;
     let end_to_end = killed.elapsed();
-    let log = bed.daemon_log(1);
-    // Checks run one after another: the last release of one lock on node1 is A's.
-    let freed = freed_micros(&log, "freed 1 lock(s)")
-        .ok_or_else(|| format!("node1's daemon logged no release:\n{log}"))?;
+    let (freed, count) = freed_micros(bed, &a)?;
+    if count != 1 {
+        return Err(format!(
+            "node1's lockmgrd freed {count} lock(s) of A, expected 1"
+        ));
+    }
     bed.kill(&b);
     Ok(format!(
         "node1's daemon released the DLM lock {:.2} ms after seeing QEMU die; node2 granted {:.2} s after the kill \
@@ -484,21 +542,18 @@ fn daemon_crash_and_adoption(bed: &Bed) -> Check {
     sequence.push("D's QEMU killed while the daemon is down".into());
 
     bed.start_daemon(1);
-    let log = bed.daemon_log(1);
-    let restored = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("restored"))
-        .unwrap_or("")
-        .to_owned();
-    if !restored.contains("restored 1 of 2 lock(s) for 1 running domain(s)") {
+    let status = daemon_status(bed, 1);
+    let locks = status["locks"].as_array().cloned().unwrap_or_default();
+    let adopted_for_a = locks.len() == 1 && locks[0]["owners"] == serde_json::json!(["adopt-a"]);
+    if !adopted_for_a {
         return Err(format!(
-            "the restarted daemon did not adopt as expected:\n{log}"
+            "the restarted daemon did not adopt as expected (one lock, A's): {status}\n{}",
+            bed.daemon_log(1)
         ));
     }
     sequence.push(format!(
-        "lockmgrd restarted: {}",
-        restored.split(": ").last().unwrap_or_default()
+        "lockmgrd restarted: holds {} for adopt-a only",
+        locks[0]["resource"].as_str().unwrap_or_default()
     ));
     refused_across_nodes(&bed.acquire(&b, disk), "B after the restart")?;
     sequence.push("B still refused adopt.img (adopted by the new daemon)".into());
@@ -600,7 +655,7 @@ fn node_crash(bed: &Bed, victim: usize, taker: usize) -> Check {
     let granted_after = secs_between(killed, granted_at);
     let events = fence_events_since(bed, killed)?;
     let fence = fenced(&events, victim);
-    if bed.cluster.fencing() && fence.is_none() {
+    if bed.cluster.fence_mode() == FenceMode::Power && fence.is_none() {
         return Err(format!(
             "node{taker} was granted, but no fence request about node{victim} was answered: {events:?}"
         ));
@@ -973,17 +1028,16 @@ fn restart(bed: &Bed, node: usize) -> Result<Duration, String> {
     Ok(took)
 }
 
-fn boot(share: &Path, scratch: &Path, nodes: usize, fencing: bool) -> Cluster {
+fn boot(share: &Path, scratch: &Path, nodes: usize, fencing: FenceMode) -> Cluster {
     let image = NodeImage::ensure().expect("node image");
     let spec = ClusterSpec::with_nodes(nodes)
         .share(share)
         .scratch(scratch)
-        .fencing(fencing);
+        .fence_mode(fencing);
     let cluster = Cluster::start(&image, &spec)
         .unwrap_or_else(|e| panic!("start a {nodes}-node cluster: {e}"));
     println!(
-        "{nodes}-node cluster (fencing {}) ready in {:.1} s",
-        if fencing { "on" } else { "OFF" },
+        "{nodes}-node cluster (fencing: {fencing}) ready in {:.1} s",
         cluster.boot_time().as_secs_f64()
     );
     cluster
@@ -1000,9 +1054,30 @@ fn report(name: &str, started: Instant, result: &Check) {
 }
 
 /// A named check to run on a cluster.
-type Named<'b> = (&'static str, Box<dyn FnOnce(&'b Bed) -> Check + 'b>);
+type Named<'s> = (&'static str, Box<dyn FnOnce(&Bed) -> Check + 's>);
 
-fn run_checks<'b>(bed: &'b Bed, checks: Vec<Named<'b>>, results: &mut Vec<(&'static str, Check)>) {
+/// Boots a cluster, sets lockmgrd up on every node, runs `checks` in order, and stops it.
+fn run_cluster(
+    share: &Path,
+    scratch: &Path,
+    nodes: usize,
+    fencing: FenceMode,
+    checks: Vec<Named<'_>>,
+    figures: &mut Vec<Figure>,
+) -> Vec<(&'static str, Check)> {
+    let cluster = boot(share, scratch, nodes, fencing);
+    let bed = Bed::new(&cluster);
+    for node in 1..=nodes {
+        bed.setup(node);
+    }
+    let mut results = Vec::new();
+    run_checks(&bed, checks, &mut results);
+    finish(&cluster, &bed, &results, figures);
+    cluster.stop().expect("stop the cluster");
+    results
+}
+
+fn run_checks(bed: &Bed, checks: Vec<Named<'_>>, results: &mut Vec<(&'static str, Check)>) {
     for (name, check) in checks {
         let started = Instant::now();
         let result = check(bed);
@@ -1036,98 +1111,327 @@ fn print_fence_log(cluster: &Cluster) {
 
 /// 2 nodes, fencing on: the functional checks, the race, a node crash, then (node1 restarted) a
 /// split where node1 must win.
-fn run_two_nodes(
-    share: &Path,
-    scratch: &Path,
-    figures: &mut Vec<Figure>,
-) -> Vec<(&'static str, Check)> {
-    let cluster = boot(share, scratch, 2, true);
-    let bed = Bed::new(&cluster);
-    for node in 1..=2 {
-        bed.setup(node);
-    }
+fn two_node_checks(scratch: &Path) -> Vec<Named<'_>> {
     let race_seconds = 20;
-    let mut results: Vec<(&'static str, Check)> = Vec::new();
-    run_checks(
-        &bed,
-        vec![
-            (
-                "exclusive vs exclusive across nodes",
-                Box::new(exclusive_across_nodes),
-            ),
-            (
-                "shared + shared across nodes, exclusive refused",
-                Box::new(shared_across_nodes),
-            ),
-            ("read-only disks", Box::new(read_only_is_not_locked)),
-            ("lease conflict across nodes", Box::new(lease_across_nodes)),
-            (
-                "pause frees, resume re-takes with the state",
-                Box::new(pause_resume_with_state),
-            ),
-            ("hotplug of one disk", Box::new(hotplug_of_one_disk)),
-            ("owner SIGKILL frees the lock", Box::new(owner_kill_frees)),
-            (
-                "lockmgrd crash: orphans protect, restart adopts",
-                Box::new(daemon_crash_and_adoption),
-            ),
-            (
-                "race: no two exclusive holders overlap",
-                Box::new(move |bed| race(bed, scratch, race_seconds)),
-            ),
-            (
-                "2 nodes: node1 crashes → node2 gets the disk",
-                Box::new(|bed| node_crash(bed, 1, 2)),
-            ),
-            (
-                "2 nodes: split → node1 granted after node2 off",
-                Box::new(|bed| {
-                    let took = restart(bed, 1)?;
-                    println!("  (node1 restarted in {:.1} s)", took.as_secs_f64());
-                    partition_fenced(bed, 2, "split2")
-                }),
-            ),
-        ],
-        &mut results,
-    );
-    finish(&cluster, &bed, &results, figures);
-    cluster.stop().expect("stop the cluster");
-    results
+    vec![
+        (
+            "exclusive vs exclusive across nodes",
+            Box::new(exclusive_across_nodes),
+        ),
+        (
+            "shared + shared across nodes, exclusive refused",
+            Box::new(shared_across_nodes),
+        ),
+        ("read-only disks", Box::new(read_only_is_not_locked)),
+        ("lease conflict across nodes", Box::new(lease_across_nodes)),
+        (
+            "pause frees, resume re-takes with the state",
+            Box::new(pause_resume_with_state),
+        ),
+        ("hotplug of one disk", Box::new(hotplug_of_one_disk)),
+        ("owner SIGKILL frees the lock", Box::new(owner_kill_frees)),
+        (
+            "lockmgrd crash: orphans protect, restart adopts",
+            Box::new(daemon_crash_and_adoption),
+        ),
+        (
+            "race: no two exclusive holders overlap",
+            Box::new(move |bed| race(bed, scratch, race_seconds)),
+        ),
+        (
+            "2 nodes: node1 crashes → node2 gets the disk",
+            Box::new(|bed| node_crash(bed, 1, 2)),
+        ),
+        (
+            "2 nodes: split → node1 granted after node2 off",
+            Box::new(|bed| {
+                let took = restart(bed, 1)?;
+                println!("  (node1 restarted in {:.1} s)", took.as_secs_f64());
+                partition_fenced(bed, 2, "split2")
+            }),
+        ),
+    ]
 }
 
 /// 3 nodes, fencing on: a partition (node3 cut off), then (node3 restarted) a node crash.
-fn run_three_nodes(
-    share: &Path,
-    scratch: &Path,
-    figures: &mut Vec<Figure>,
-) -> Vec<(&'static str, Check)> {
-    let cluster = boot(share, scratch, 3, true);
-    let bed = Bed::new(&cluster);
-    for node in 1..=3 {
-        bed.setup(node);
+fn three_node_checks(_scratch: &Path) -> Vec<Named<'_>> {
+    vec![
+        (
+            "lockmgr doctor on a healthy node",
+            Box::new(|bed| {
+                doctor_says(
+                    bed,
+                    1,
+                    true,
+                    &[
+                        "✓ corosync",
+                        "quorate (3 of 3 votes",
+                        "✓ fencing",
+                        "fence_testbed",
+                        "✓ lockmgrd",
+                    ],
+                )
+            }),
+        ),
+        (
+            "3 nodes: node3 cut off → granted after it is off",
+            Box::new(|bed| partition_fenced(bed, 3, "part3")),
+        ),
+        (
+            "3 nodes: node2 crashes → node1 gets the disk",
+            Box::new(|bed| {
+                let took = restart(bed, 3)?;
+                println!("  (node3 restarted in {:.1} s)", took.as_secs_f64());
+                node_crash(bed, 2, 1)
+            }),
+        ),
+    ]
+}
+
+/// When `node`'s watchdog powered it off, per the cluster's watchdog log, in seconds after `since`.
+fn watchdog_fired(bed: &Bed, node: usize, since: SystemTime) -> Option<f64> {
+    let events = bed.cluster.watchdog_events().ok()?;
+    events
+        .iter()
+        .filter(|event| event.node == node)
+        .map(|event| UNIX_EPOCH + Duration::from_nanos(event.at_ns))
+        .find(|at| *at >= since)
+        .map(|at| secs_between(since, at))
+}
+
+/// The partition check with watchdog fencing: the cut-off node's lockmgrd loses quorum and
+/// powers its domain off (or its watchdog powers the node off); node1, whose fence agent only
+/// waits, must be granted strictly after that, counting the clock error against the grant.
+fn partition_watchdog(bed: &Bed, victim: usize, tag: &str) -> Check {
+    let seen = partition(bed, victim, tag)?;
+    let reset = watchdog_fired(bed, victim, seen.cut);
+    let gone = match (seen.owner_gone, reset) {
+        (Some(owner), Some(node)) => Some(owner.min(node)),
+        (owner, node) => owner.or(node),
+    };
+    bed.figures.borrow_mut().push(Figure {
+        scenario: format!("partition: node{victim} cut off (watchdog fence)"),
+        nodes: bed.cluster.node_count(),
+        fencing: true,
+        victim_dead: gone,
+        granted: Some(seen.granted),
+        note: format!(
+            "±{:.2} s; owner gone at {}, node reset by its watchdog: {}",
+            seen.clock_error,
+            seen.owner_gone
+                .map_or("never seen".into(), |g| format!("{g:.2} s")),
+            reset.map_or("no".into(), |r| format!("at {r:.2} s"))
+        ),
+    });
+    let Some(gone) = gone else {
+        return Err(format!(
+            "node1 was granted at {:.2} s and the owner on node{victim} was never seen gone: {}",
+            seen.granted,
+            seen.describe()
+        ));
+    };
+    if seen.granted - seen.clock_error <= gone {
+        return Err(format!(
+            "node1 was granted at {:.2} s (±{:.2} s), not after node{victim}'s owner was gone at {gone:.2} s: {}",
+            seen.granted,
+            seen.clock_error,
+            seen.describe()
+        ));
     }
-    let mut results = Vec::new();
-    run_checks(
-        &bed,
-        vec![
-            (
-                "3 nodes: node3 cut off → granted after it is off",
-                Box::new(|bed| partition_fenced(bed, 3, "part3")),
-            ),
-            (
-                "3 nodes: node2 crashes → node1 gets the disk",
-                Box::new(|bed| {
-                    let took = restart(bed, 3)?;
-                    println!("  (node3 restarted in {:.1} s)", took.as_secs_f64());
-                    node_crash(bed, 2, 1)
-                }),
-            ),
-        ],
-        &mut results,
+    let lost = lock_lost(bed, victim, &format!("{tag}-owner"));
+    let stopped_by = match lost {
+        _ if reset.is_some() => "its watchdog powered the node off".to_owned(),
+        Some(detail) if detail.contains("lost quorum") && detail.contains("powered off") => {
+            format!("its own lockmgrd: {detail}")
+        }
+        other => {
+            return Err(format!(
+                "node{victim}'s owner was gone, but neither a watchdog reset nor a lock lost to \
+                 quorum loss in its lockmgrd's events ({other:?}):\n{}",
+                bed.daemon_log(victim)
+            ));
+        }
+    };
+    Ok(format!(
+        "{}; {stopped_by}; granted {:.2} s after the owner was gone",
+        seen.describe(),
+        seen.granted - gone
+    ))
+}
+
+/// A frozen host for the watchdog fence: only `victim`'s vCPUs stop (its emulated watchdog runs
+/// on); node1 retries an Acquire of the SAME disk from the freeze. The watchdog must power the
+/// node off, and node1 be granted only after that.
+fn frozen_watchdog(bed: &Bed, victim: usize, tag: &str) -> Check {
+    let disk = format!("--disk /vm/{tag}.img");
+    let owner = bed.register(victim, &format!("{tag}-owner"), &disk);
+    let taker = bed.register(1, &format!("{tag}-taker"), &disk);
+    granted(
+        &bed.acquire(&owner, &disk),
+        &format!("owner on node{victim}"),
+    )?;
+    refused_across_nodes(&bed.acquire(&taker, &disk), "node1 before the freeze")?;
+    let clock = bed.clock(1)?;
+    let frozen = SystemTime::now();
+    bed.cluster
+        .freeze_vcpus(victim)
+        .map_err(|e| format!("freeze node{victim}'s vCPUs: {e}"))?;
+    let grant = retry_until_granted(bed, &taker, &disk, clock, Duration::from_secs(120));
+    let ran_after_grant = bed.cluster.node_running(victim);
+    let thawed = bed.cluster.thaw_vcpus(victim);
+    let (granted_at, attempts, _) = grant?;
+    let granted = secs_between(frozen, granted_at);
+    let reset = watchdog_fired(bed, victim, frozen);
+    bed.figures.borrow_mut().push(Figure {
+        scenario: format!("frozen host: node{victim}'s vCPUs stopped (watchdog fence)"),
+        nodes: bed.cluster.node_count(),
+        fencing: true,
+        victim_dead: reset,
+        granted: Some(granted),
+        note: format!("±{} ms", clock.error.as_millis()),
+    });
+    let Some(reset) = reset else {
+        return Err(format!(
+            "node1 was granted at {granted:.2} s, and node{victim}'s watchdog never fired \
+             (QEMU still running after the grant: {ran_after_grant}; thaw: {thawed:?})"
+        ));
+    };
+    if ran_after_grant || granted - clock.error.as_secs_f64() <= reset {
+        return Err(format!(
+            "node1 was granted at {granted:.2} s (±{} ms), not after node{victim}'s watchdog \
+             powered it off at {reset:.2} s (still running after the grant: {ran_after_grant})",
+            clock.error.as_millis()
+        ));
+    }
+    Ok(format!(
+        "node{victim}'s vCPUs frozen at t=0; its watchdog powered it off at {reset:.2} s; node1 \
+         granted at {granted:.2} s (±{} ms, {attempts} attempts)",
+        clock.error.as_millis()
+    ))
+}
+
+/// `lockmgr doctor` on `node` (its qemu.conf and plugin directory stand-ins in /run/lockmgr):
+/// ready or not as expected, and every `expected` text in its findings.
+fn doctor_says(bed: &Bed, node: usize, ready: bool, expected: &[&str]) -> Check {
+    bed.sh(
+        node,
+        "mkdir -p /run/lockmgr/plugins && ln -sf /mnt/host/libdlm_plugin.so /run/lockmgr/plugins/dlm.so \
+         && printf 'lock_manager = \"dlm\"\\n' > /run/lockmgr/qemu.conf",
     );
-    finish(&cluster, &bed, &results, figures);
-    cluster.stop().expect("stop the cluster");
-    results
+    let out = bed
+        .cluster
+        .exec(
+            node,
+            &format!(
+                "{SHARE}/lockmgr doctor --qemu-conf /run/lockmgr/qemu.conf \
+                 --plugin-dir /run/lockmgr/plugins --config {CONFIG}"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+    let text = out.stdout_text() + &out.stderr_text();
+    let said_ready = out.code() == Some(0);
+    if said_ready != ready {
+        return Err(format!(
+            "lockmgr doctor on node{node} exited {:?}, expected {}:\n{text}",
+            out.code(),
+            if ready { "ready (0)" } else { "not ready (1)" }
+        ));
+    }
+    if let Some(missing) = expected.iter().find(|e| !text.contains(*e)) {
+        return Err(format!(
+            "lockmgr doctor on node{node} does not say '{missing}':\n{text}"
+        ));
+    }
+    println!("{text}");
+    Ok(format!(
+        "node{node}: {}",
+        text.lines().last().unwrap_or_default()
+    ))
+}
+
+/// The control of the watchdog fence: node3's lockmgrd runs as if the operator had silenced its
+/// refusal — told of a power-fencing dlm.conf, without `--watchdog`, with a long lock-failure
+/// timeout — while the survivors still trust the watchdog agent. The partition check must then
+/// see node1 granted while node3's domain still runs (so the check can fail).
+fn partition_watchdog_control(bed: &Bed) -> Check {
+    // A clean stop: no lock held, so the watchdog is disarmed and node3 is not reset.
+    bed.sh(
+        3,
+        "kill -TERM $(cat /run/lockmgr/dlm.pid); for i in $(seq 50); do test -e /run/lockmgr/dlm.pid || break; sleep 0.1; done; \
+         cat /run/lockmgr/lockmgrd.log.current >> /run/lockmgr/lockmgrd.log; \
+         printf '%s\\n' 'enable_fencing=1' 'fence_all /usr/sbin/fence_testbed' > /run/lockmgr/dlm-power.conf",
+    );
+    bed.start_daemon_with(
+        3,
+        "--dlm-conf /run/lockmgr/dlm-power.conf --lock-failure-timeout 60",
+    );
+    let seen = partition(bed, 3, "wdctl3")?;
+    let gone = seen.owner_gone.or(watchdog_fired(bed, 3, seen.cut));
+    match gone {
+        Some(gone) if seen.granted - seen.clock_error > gone => Err(format!(
+            "the control saw no overlap: node1 granted at {:.2} s, after the owner was gone at {gone:.2} s: {}",
+            seen.granted,
+            seen.describe()
+        )),
+        _ => Ok(format!(
+            "overlap seen, as it must be without the watchdog: {}",
+            seen.describe()
+        )),
+    }
+}
+
+/// 3 nodes fenced by their watchdogs: a partition (node3 cut off, its lockmgrd stops its
+/// domain), a frozen host (node2's vCPUs; its watchdog powers it off), and a node crash.
+fn watchdog_checks(_scratch: &Path) -> Vec<Named<'_>> {
+    vec![
+        (
+            "watchdog, 3 nodes: node3 cut off → granted after its domain is gone",
+            Box::new(|bed| partition_watchdog(bed, 3, "wdpart3")),
+        ),
+        (
+            "lockmgr doctor on the cut-off node (no quorum)",
+            Box::new(|bed| {
+                doctor_says(
+                    bed,
+                    3,
+                    false,
+                    &[
+                        "✗ corosync",
+                        "NOT quorate (1 of 3 votes",
+                        "✓ self-fencing",
+                        "✓ watchdog",
+                    ],
+                )
+            }),
+        ),
+        (
+            "watchdog, 3 nodes: node2 frozen → granted after its watchdog fired",
+            Box::new(|bed| {
+                // node3 stays up cut off (its domain gone, its watchdog petted): power it
+                // off and boot it again.
+                bed.cluster.kill_node(3).map_err(|e| e.to_string())?;
+                let took = restart(bed, 3)?;
+                println!("  (node3 restarted in {:.1} s)", took.as_secs_f64());
+                frozen_watchdog(bed, 2, "wdfreeze2")
+            }),
+        ),
+        (
+            "watchdog, 3 nodes: node3 crashes → node1 gets the disk",
+            Box::new(|bed| {
+                let took = restart(bed, 2)?;
+                println!("  (node2 restarted in {:.1} s)", took.as_secs_f64());
+                node_crash(bed, 3, 1)
+            }),
+        ),
+        (
+            "control, watchdog agent but node3 without --watchdog: the checker sees the overlap",
+            Box::new(|bed| {
+                let took = restart(bed, 3)?;
+                println!("  (node3 restarted in {:.1} s)", took.as_secs_f64());
+                partition_watchdog_control(bed)
+            }),
+        ),
+    ]
 }
 
 /// The control run: the same partition check on 3 nodes booted WITHOUT fencing must observe the
@@ -1165,14 +1469,11 @@ fn control_without_fencing(bed: &Bed) -> Check {
     // What the cut-off node itself does, without quorum: its daemon declares a lock failure and
     // powers its domain off (--lock-failure-timeout 8), and refuses new locks.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = bed.daemon_log(3);
-        if log.contains("LOCK FAILURE") && log.contains("powered off") {
-            break;
-        }
+    while !lock_lost(bed, 3, "ctl3-owner").is_some_and(|detail| detail.contains("powered off")) {
         if Instant::now() > deadline {
             return Err(format!(
-                "node3's daemon never declared a lock failure:\n{log}"
+                "node3's daemon never declared a lock failure:\n{}",
+                bed.daemon_log(3)
             ));
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -1192,31 +1493,25 @@ fn control_without_fencing(bed: &Bed) -> Check {
     ))
 }
 
-fn run_control(
-    share: &Path,
-    scratch: &Path,
-    figures: &mut Vec<Figure>,
-) -> Vec<(&'static str, Check)> {
-    let cluster = boot(share, scratch, 3, false);
-    let bed = Bed::new(&cluster);
-    for node in 1..=3 {
-        bed.setup(node);
-    }
-    let mut results = Vec::new();
-    run_checks(
-        &bed,
-        vec![(
+/// 3 nodes WITHOUT fencing: what lockmgr doctor says, and the control of the partition check.
+fn control_checks(_scratch: &Path) -> Vec<Named<'_>> {
+    vec![
+        (
+            "lockmgr doctor on a node without fencing",
+            Box::new(|bed| {
+                doctor_says(
+                    bed,
+                    1,
+                    false,
+                    &["✗ fencing", "enable_fencing=0", "✓ corosync"],
+                )
+            }),
+        ),
+        (
             "control, no fencing: the checker sees the overlap",
             Box::new(control_without_fencing),
-        )],
-        &mut results,
-    );
-    if results.iter().any(|(_, r)| r.is_err()) {
-        println!("--- lockmgrd log, node3 ---\n{}", bed.daemon_log(3));
-    }
-    figures.extend(bed.figures.take());
-    cluster.stop().expect("stop the cluster");
-    results
+        ),
+    ]
 }
 
 #[test]
@@ -1225,9 +1520,36 @@ fn dlm_plugin_on_a_real_cluster() {
     let share = common::build_node_binaries();
     let scratch = common::scratch_dir("lockmgr-scratch-");
     let mut figures = Vec::new();
-    let mut results = run_two_nodes(&share, scratch.path(), &mut figures);
-    results.extend(run_three_nodes(&share, scratch.path(), &mut figures));
-    results.extend(run_control(&share, scratch.path(), &mut figures));
+    type Checks = fn(&Path) -> Vec<Named<'_>>;
+    let runs: [(&str, usize, FenceMode, Checks); 4] = [
+        ("two", 2, FenceMode::Power, two_node_checks),
+        ("three", 3, FenceMode::Power, three_node_checks),
+        ("watchdog", 3, FenceMode::Watchdog, watchdog_checks),
+        ("control", 3, FenceMode::Off, control_checks),
+    ];
+    // DLM_CLUSTERS=word,word boots only those clusters (by hand); the suite boots them all.
+    let only = std::env::var("DLM_CLUSTERS").ok();
+    let mut results = Vec::new();
+    for (name, nodes, fencing, checks) in runs {
+        if only
+            .as_deref()
+            .is_none_or(|words| words.split(',').any(|w| w == name))
+        {
+            let checks = checks(scratch.path());
+            results.extend(run_cluster(
+                &share,
+                scratch.path(),
+                nodes,
+                fencing,
+                checks,
+                &mut figures,
+            ));
+        }
+    }
+    assert!(
+        !results.is_empty(),
+        "DLM_CLUSTERS={only:?} names no cluster (two, three, watchdog, control)"
+    );
     print_table("dlm.so on a real DLM cluster", &results);
     print_figures(&figures);
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();

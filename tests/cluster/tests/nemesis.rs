@@ -9,6 +9,10 @@
 //! and workers. Afterwards the checker reads the disk image and the workers' logs.
 //!
 //! - `nemesis_with_fencing`: every fault kind at least once; 0 violations.
+//! - `nemesis_with_watchdog_fencing`: the same with watchdog self-fencing ([`FenceMode::Watchdog`]:
+//!   lockmgrd `--watchdog`, an i6300esb per node, `fence_lockmgr_watchdog` on the survivors); the
+//!   freeze stops only the vCPUs ([`Cluster::freeze_vcpus`]) so that the watchdog fires; nodes that
+//!   powered themselves off are booted again; 0 violations and every expected watchdog reset.
 //! - `nemesis_control_without_fencing`: the same cluster booted without fencing and only
 //!   partitions; the checker must report violations (it can fail).
 //!
@@ -27,7 +31,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lockmgr_testbed::nemesis::{self, Header, Report};
-use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage, SHARED_DISK_DEVICE};
+use lockmgr_testbed::{
+    Cluster, ClusterSpec, FenceMode, NodeImage, SHARED_DISK_DEVICE, lockmgrd_watchdog_args,
+};
 
 const SHARE: &str = "/mnt/host";
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
@@ -54,7 +60,8 @@ enum Fault {
     Partition,
     /// `kill_node`: the VM's power cut.
     KillNode,
-    /// SIGSTOP of the VM past the token timeout, then SIGCONT.
+    /// SIGSTOP of the VM past the token timeout, then SIGCONT; with watchdog fencing, only its
+    /// vCPUs are stopped (ptrace), past the watchdog timeout.
     Freeze,
     /// SIGKILL of lockmgrd, then a new one.
     KillDaemon,
@@ -99,6 +106,15 @@ struct Nemesis<'c> {
     faults: RefCell<BTreeMap<Fault, u32>>,
     /// Node restarts (power cycles) the nemesis did to bring a node back.
     restarts: RefCell<u32>,
+    /// Nodes found powered off by their own watchdog (watchdog fencing).
+    watchdog_resets: RefCell<u32>,
+    /// Freezes past the watchdog timeout after which the node still ran: the watchdog did not
+    /// fire when it had to.
+    watchdog_misses: RefCell<Vec<String>>,
+    /// Nodes power-cycled because they did not rejoin after a heal (kicked, daemons dead).
+    kicked: RefCell<u32>,
+    /// fence_lockmgr_watchdog runs that reported a node fenced, per (node, incarnation).
+    agent_fences: RefCell<BTreeMap<(usize, u64), u32>>,
     journal: RefCell<Vec<String>>,
     started: Instant,
     random: RefCell<Random>,
@@ -144,10 +160,10 @@ impl<'c> Nemesis<'c> {
             node,
             "rm -f /run/lockmgr/dlm.pid; mkdir -p /run/lockmgr /etc/libvirt",
         )?;
-        let unsafe_flag = if self.cluster.fencing() {
-            ""
-        } else {
-            " --unsafe-allow-no-fencing"
+        let unsafe_flag = match self.cluster.fence_mode() {
+            FenceMode::Power => String::new(),
+            FenceMode::Watchdog => format!(" {}", lockmgrd_watchdog_args()),
+            FenceMode::Off => " --unsafe-allow-no-fencing".to_owned(),
         };
         self.cluster
             .spawn(
@@ -232,12 +248,91 @@ impl<'c> Nemesis<'c> {
         Ok(())
     }
 
+    /// Counts the fence_lockmgr_watchdog runs each running node logged (its log lives in the
+    /// node's RAM: read after every fault, before a survivor could be restarted).
+    fn count_agent_fences(&self) {
+        if self.cluster.fence_mode() != FenceMode::Watchdog {
+            return;
+        }
+        for node in 1..=NODES {
+            if !self.cluster.node_running(node) {
+                continue;
+            }
+            let Ok(out) = self.sh(
+                node,
+                &format!(
+                    "grep -c 'fenced:' {} 2>/dev/null || true",
+                    lockmgr_testbed::watchdog::WATCHDOG_FENCE_AGENT_LOG
+                ),
+            ) else {
+                continue;
+            };
+            if let Ok(count) = out.trim().parse::<u32>() {
+                let incarnation = self.incarnation.borrow()[node - 1];
+                let mut fences = self.agent_fences.borrow_mut();
+                let seen = fences.entry((node, incarnation)).or_default();
+                *seen = (*seen).max(count);
+            }
+        }
+    }
+
+    /// Watchdog fencing: waits (up to 45 s) until no running node has a fence of `node` pending.
+    /// fence_lockmgr_watchdog waits 20 s; a node that rejoins before the fence of its previous
+    /// incarnation has completed is thrown out when it does.
+    fn wait_fence_done(&self, node: usize) {
+        if self.cluster.fence_mode() != FenceMode::Watchdog {
+            return;
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(45) {
+            let pending = (1..=NODES)
+                .filter(|other| *other != node && self.cluster.node_running(*other))
+                .any(|other| {
+                    self.sh(
+                        other,
+                        &format!(
+                            "dlm_tool status 2>/dev/null | grep -q '^fence {node} ' && echo pending"
+                        ),
+                    )
+                    .is_ok_and(|out| out.contains("pending"))
+                });
+            if !pending {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if started.elapsed() > Duration::from_secs(1) {
+            self.note(format!(
+                "node{node}: waited {:.1} s for the survivors' fence of it to complete",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+
     /// Boots a powered-off node again and sets it up.
     fn bring_back(&self, node: usize) -> Result<(), String> {
-        let took = self
-            .cluster
-            .restart_node(node)
-            .map_err(|err| err.to_string())?;
+        let mut attempt = 1;
+        let took = loop {
+            self.wait_fence_done(node);
+            match self.cluster.restart_node(node) {
+                Ok(took) => break took,
+                // Watchdog fencing: the survivors' fence of its previous incarnation completed
+                // after it had rejoined, and they threw it out. Once more, as an operator would.
+                Err(err) if attempt < 3 && self.cluster.fence_mode() == FenceMode::Watchdog => {
+                    self.note(format!(
+                        "node{node} failed to rejoin (attempt {attempt}): {}",
+                        err.to_string().lines().next().unwrap_or_default()
+                    ));
+                    if self.cluster.node_running(node) {
+                        self.cluster
+                            .kill_node(node)
+                            .map_err(|err| err.to_string())?;
+                    }
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.to_string()),
+            }
+        };
         self.incarnation.borrow_mut()[node - 1] += 1;
         *self.restarts.borrow_mut() += 1;
         self.setup(node)?;
@@ -259,6 +354,16 @@ impl<'c> Nemesis<'c> {
         .is_ok_and(|out| out.contains("healthy"))
     }
 
+    /// Whether node `node`'s corosync or dlm_controld is gone (dlm_controld kills corosync on a
+    /// node that merges back with stale state; dlm_controld exits when corosync dies).
+    fn kicked(&self, node: usize) -> bool {
+        self.sh(
+            node,
+            "pidof corosync >/dev/null && pidof dlm_controld >/dev/null && echo up",
+        )
+        .is_ok_and(|out| !out.contains("up"))
+    }
+
     /// After a fault: waits `min_wait` (a fence decision takes up to ~10 s), then until every
     /// node runs and is healthy twice in a row. A powered-off node is booted again; a running one
     /// that stays unhealthy for 45 s is power-cycled (as an operator would).
@@ -272,14 +377,34 @@ impl<'c> Nemesis<'c> {
                 return Err("the cluster did not settle within 600 s".to_owned());
             }
             let mut all = true;
+            self.count_agent_fences();
             for node in 1..=NODES {
                 if !self.cluster.node_running(node) {
-                    self.note(format!("node{node} is powered off (fenced or killed)"));
+                    if self.cluster.powered_off_by_watchdog(node) {
+                        *self.watchdog_resets.borrow_mut() += 1;
+                        self.note(format!("node{node} was powered off by its own watchdog"));
+                    } else {
+                        self.note(format!("node{node} is powered off (fenced or killed)"));
+                    }
                     self.bring_back(node)?;
                     unhealthy_since[node - 1] = None;
                     all = false;
                 } else if self.healthy(node) {
                     unhealthy_since[node - 1] = None;
+                } else if self.cluster.fence_mode() == FenceMode::Watchdog && self.kicked(node) {
+                    // Nobody powers it off: its watchdog stays petted (its domains are gone), and
+                    // it cannot rejoin with its stale DLM state. The operator reboots it.
+                    *self.kicked.borrow_mut() += 1;
+                    self.note(format!(
+                        "node{node} runs without corosync or dlm_controld (kicked out after a \
+                         heal, or its corosync died): power-cycling it"
+                    ));
+                    self.cluster
+                        .kill_node(node)
+                        .map_err(|err| err.to_string())?;
+                    self.bring_back(node)?;
+                    unhealthy_since[node - 1] = None;
+                    all = false;
                 } else {
                     all = false;
                     let since = *unhealthy_since[node - 1].get_or_insert_with(Instant::now);
@@ -394,6 +519,43 @@ impl<'c> Nemesis<'c> {
                     .map_err(|err| err.to_string())?;
                 self.settle(Duration::from_secs(12))
             }
+            Fault::Freeze if self.cluster.fence_mode() == FenceMode::Watchdog => {
+                let frozen_for = self.random.borrow_mut().millis(15_000, 25_000);
+                self.note(format!(
+                    "freeze: node{node}'s vCPUs stopped for up to {:.1} s (its watchdog runs on)",
+                    frozen_for.as_secs_f64()
+                ));
+                let attempts = self
+                    .cluster
+                    .freeze_vcpus(node)
+                    .map_err(|err| err.to_string())?;
+                let frozen = Instant::now();
+                while frozen.elapsed() < frozen_for && self.cluster.node_running(node) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let gone_after = frozen.elapsed().as_secs_f64();
+                let ran = self
+                    .cluster
+                    .thaw_vcpus(node)
+                    .map_err(|err| err.to_string())?;
+                if ran {
+                    // lockmgrd always has the watchdog open: frozen past its timeout, the node
+                    // must have been powered off.
+                    let miss = format!(
+                        "node{node} still ran after its vCPUs were frozen {gone_after:.1} s: THE \
+                         WATCHDOG DID NOT FIRE"
+                    );
+                    self.note(miss.clone());
+                    self.watchdog_misses.borrow_mut().push(miss);
+                } else {
+                    self.note(format!(
+                        "freeze: node{node} powered off {gone_after:.1} s into the freeze \
+                         (frozen in {attempts} attempt(s)); watchdog event: {}",
+                        self.cluster.powered_off_by_watchdog(node)
+                    ));
+                }
+                self.settle(Duration::from_secs(12))
+            }
             Fault::Freeze => {
                 let frozen_for = self.random.borrow_mut().millis(5_000, 11_000);
                 self.note(format!(
@@ -417,9 +579,16 @@ impl<'c> Nemesis<'c> {
                     "kill -9 $(cat /run/lockmgr/dlm.pid); sleep 0.2; \
                      cat /run/lockmgr/lockmgrd.log.current >> /run/lockmgr/lockmgrd.log",
                 )?;
+                // Within the watchdog timeout (10 s) with watchdog fencing: the node survives.
                 std::thread::sleep(self.random.borrow_mut().millis(500, 4_000));
-                self.start_daemon(node)?;
-                self.note(format!("daemon: lockmgrd restarted on node{node}"));
+                match self.start_daemon(node) {
+                    Ok(()) => self.note(format!("daemon: lockmgrd restarted on node{node}")),
+                    // Its watchdog powered it off meanwhile: settle boots it again.
+                    Err(_) if !self.cluster.node_running(node) => self.note(format!(
+                        "daemon: node{node} powered off before lockmgrd was back"
+                    )),
+                    Err(err) => return Err(err),
+                }
                 self.settle(Duration::from_secs(2))
             }
             Fault::RestartCorosync => {
@@ -455,11 +624,14 @@ struct Outcome {
     faults: BTreeMap<Fault, u32>,
     restarts: u32,
     fence_events: usize,
+    watchdog_resets: u32,
+    watchdog_misses: Vec<String>,
     seconds: f64,
     summary: String,
 }
 
-fn run(fencing: bool, extra_seconds: u64) -> Outcome {
+fn run(mode: FenceMode, extra_seconds: u64) -> Outcome {
+    let fencing = mode.fences();
     let share = common::build_node_binaries();
     assert!(
         share.join("nemesis-worker").exists(),
@@ -481,7 +653,7 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
     let spec = ClusterSpec::with_nodes(NODES)
         .share(&share)
         .scratch(scratch.path())
-        .fencing(fencing)
+        .fence_mode(mode)
         .shared_disk(&image_path, disks * region_bytes);
     let cluster = Cluster::start(&image, &spec).expect("boot the cluster");
     let nemesis = Nemesis {
@@ -495,6 +667,10 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
         offsets: RefCell::new(HashMap::new()),
         faults: RefCell::new(BTreeMap::new()),
         restarts: RefCell::new(0),
+        watchdog_resets: RefCell::new(0),
+        watchdog_misses: RefCell::new(Vec::new()),
+        kicked: RefCell::new(0),
+        agent_fences: RefCell::new(BTreeMap::new()),
         journal: RefCell::new(Vec::new()),
         started: Instant::now(),
         random: RefCell::new(Random(
@@ -509,7 +685,7 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
     nemesis.note(format!(
         "{} nodes, fencing {}, {owners} workers per node, {disks} exclusive disks of {} MiB on {}",
         NODES,
-        if fencing { "on" } else { "OFF (control)" },
+        describe(mode),
         region_bytes >> 20,
         image_path.display()
     ));
@@ -537,10 +713,19 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
         inject(ALL_FAULTS[usize::try_from(pick).unwrap_or(0)]);
     }
     nemesis.stop_workers();
-    let fence_events = cluster
-        .fence_events()
-        .map(|events| events.len())
-        .unwrap_or(0);
+    nemesis.count_agent_fences();
+    let fence_events = if mode == FenceMode::Watchdog {
+        let fenced: u32 = nemesis.agent_fences.borrow().values().sum();
+        usize::try_from(fenced).unwrap_or(0)
+    } else {
+        cluster
+            .fence_events()
+            .map(|events| events.len())
+            .unwrap_or(0)
+    };
+    let watchdog_resets = *nemesis.watchdog_resets.borrow();
+    let watchdog_misses = nemesis.watchdog_misses.borrow().clone();
+    let kicked = *nemesis.kicked.borrow();
     let seconds = nemesis.started.elapsed().as_secs_f64();
     let faults = nemesis.faults.borrow().clone();
     let restarts = *nemesis.restarts.borrow();
@@ -557,20 +742,33 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
     let _ = writeln!(
         summary,
         "== nemesis, fencing {}: {seconds:.0} s, {} workers in {} incarnations ==",
-        if fencing { "on" } else { "OFF (control)" },
+        describe(mode),
         NODES as u64 * owners,
         logs.len()
     );
     let _ = writeln!(
         summary,
-        "faults: {}; node restarts {restarts}; fence requests {fence_events}; nemesis errors {}",
+        "faults: {}; node restarts {restarts}; {} {fence_events}; nemesis errors {}",
         faults
             .iter()
             .map(|(fault, count)| format!("{fault:?} {count}"))
             .collect::<Vec<_>>()
             .join(", "),
+        if mode == FenceMode::Watchdog {
+            "fence_lockmgr_watchdog runs that reported a node fenced"
+        } else {
+            "fence requests"
+        },
         errors.len()
     );
+    if mode == FenceMode::Watchdog {
+        let _ = writeln!(
+            summary,
+            "watchdog resets {watchdog_resets}; watchdog did NOT fire when it had to: {}; \
+             nodes power-cycled after being kicked out {kicked}",
+            watchdog_misses.len()
+        );
+    }
     summary.push_str(&report.render());
     println!("{journal}\n{summary}");
     if let Ok(path) = std::env::var("NEMESIS_REPORT") {
@@ -586,15 +784,25 @@ fn run(fencing: bool, extra_seconds: u64) -> Outcome {
         faults,
         restarts,
         fence_events,
+        watchdog_resets,
+        watchdog_misses,
         seconds,
         summary,
+    }
+}
+
+fn describe(mode: FenceMode) -> &'static str {
+    match mode {
+        FenceMode::Power => "on",
+        FenceMode::Watchdog => "by watchdog",
+        FenceMode::Off => "OFF (control)",
     }
 }
 
 #[test]
 #[ignore = "boots a 3-node QEMU cluster with a shared disk; run by tests/cluster/run-nemesis.sh"]
 fn nemesis_with_fencing() {
-    let outcome = run(true, env_u64("NEMESIS_SECONDS", 0));
+    let outcome = run(FenceMode::Power, env_u64("NEMESIS_SECONDS", 0));
     for fault in ALL_FAULTS {
         assert!(
             outcome.faults.get(&fault).copied().unwrap_or(0) > 0,
@@ -623,10 +831,69 @@ fn nemesis_with_fencing() {
     );
 }
 
+/// Fails loudly when the lockmgrd built for the nodes has no `--watchdog` yet.
+fn require_watchdog_flags() {
+    let lockmgrd = common::build_node_binaries().join("lockmgrd");
+    let help = std::process::Command::new(&lockmgrd)
+        .arg("--help")
+        .output()
+        .expect("run lockmgrd --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--watchdog <") && help.contains("--watchdog-timeout"),
+        "{} has no --watchdog/--watchdog-timeout flags: the watchdog nemesis cannot run",
+        lockmgrd.display()
+    );
+}
+
+#[test]
+#[ignore = "boots a 3-node QEMU cluster with watchdogs; run by tests/cluster/run-nemesis.sh"]
+fn nemesis_with_watchdog_fencing() {
+    require_watchdog_flags();
+    let outcome = run(FenceMode::Watchdog, env_u64("NEMESIS_SECONDS", 0));
+    for fault in ALL_FAULTS {
+        assert!(
+            outcome.faults.get(&fault).copied().unwrap_or(0) > 0,
+            "{fault:?} was never injected\n{}",
+            outcome.summary
+        );
+    }
+    assert!(
+        outcome.report.grants > 0,
+        "no grant at all\n{}",
+        outcome.summary
+    );
+    assert!(
+        outcome.watchdog_misses.is_empty(),
+        "the watchdog did not fire when it had to: {:?}\n{}",
+        outcome.watchdog_misses,
+        outcome.summary
+    );
+    assert!(
+        outcome.watchdog_resets > 0,
+        "no node was powered off by its watchdog\n{}",
+        outcome.summary
+    );
+    assert!(
+        outcome.fence_events > 0,
+        "fence_lockmgr_watchdog never reported a node fenced\n{}",
+        outcome.summary
+    );
+    assert!(
+        outcome.report.violations.is_empty(),
+        "violations with watchdog fencing\n{}",
+        outcome.summary
+    );
+    println!(
+        "nemesis with watchdog fencing: {:.0} s, {} node restarts, {} watchdog resets, 0 violations",
+        outcome.seconds, outcome.restarts, outcome.watchdog_resets
+    );
+}
+
 #[test]
 #[ignore = "boots a 3-node QEMU cluster without fencing; run by tests/cluster/run-nemesis.sh"]
 fn nemesis_control_without_fencing() {
-    let outcome = run(false, 0);
+    let outcome = run(FenceMode::Off, 0);
     assert!(
         outcome.report.grants > 0,
         "no grant at all\n{}",

@@ -34,6 +34,7 @@ pub fn build_node_binaries() -> PathBuf {
     );
     for file in [
         "lockmgrd",
+        "lockmgr",
         "lockmgr-loader-test",
         "libdlm_plugin.so",
         "libfile.so",
