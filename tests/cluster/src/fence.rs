@@ -42,7 +42,7 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ClusterState;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::host;
 
 /// The name of the virtio-serial port a node's fence agent talks through (init links it to
@@ -430,19 +430,7 @@ fn record(state: &ClusterState, event: &FenceEvent) {
 
 /// Reads a cluster's fence log (empty when no node asked yet).
 pub(crate) fn read_log(dir: &Path) -> Result<Vec<FenceEvent>> {
-    let path = dir.join(FENCE_LOG);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).at(&path, "read"),
-    };
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line)
-                .map_err(|err| Error::Usage(format!("{}: {err}: {line}", path.display())))
-        })
-        .collect()
+    host::read_json_lines(&dir.join(FENCE_LOG))
 }
 
 /// The host side of a cluster's fence channels: one thread per node, connected to its

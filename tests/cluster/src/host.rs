@@ -9,9 +9,25 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// Runs a host command to completion; its stdout on success, an error with stderr otherwise.
+/// Reads a log of one JSON record a line (empty when the file does not exist yet).
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).at(path, "read"),
+    };
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line)
+                .map_err(|err| Error::Usage(format!("{}: {err}: {line}", path.display())))
+        })
+        .collect()
+}
+
 pub(crate) fn run(command: &mut Command) -> Result<String> {
     let line = describe(command);
     let output = command.output().map_err(|err| Error::Command {

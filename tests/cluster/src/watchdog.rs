@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::ClusterState;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 use crate::qmp::{Next, Qmp};
 
 /// The watchdog device in a node.
@@ -71,19 +71,7 @@ pub struct WatchdogEvent {
 
 /// Reads `DIR/watchdog.log` (empty when missing).
 pub fn read_log(dir: &Path) -> Result<Vec<WatchdogEvent>> {
-    let path = dir.join(WATCHDOG_LOG);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).at(&path, "read"),
-    };
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line)
-                .map_err(|err| Error::Usage(format!("{}: {err}: {line}", path.display())))
-        })
-        .collect()
+    crate::host::read_json_lines(&dir.join(WATCHDOG_LOG))
 }
 
 /// One thread per node holding its `nodeN.events` QMP connection (reconnecting after a
