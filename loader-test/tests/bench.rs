@@ -61,8 +61,15 @@ fn bench_smoke_prints_every_series_and_the_ratios() {
     let (report, stderr) = bench_json(&base);
     assert_eq!(report["iterations"], 4);
     let series = report["series"].as_array().unwrap();
-    // (floor, nop, file/direct) × (pinned, unpinned) × (1, 3 disks)
+    // (floor, nop, file/direct) × (pinned, unpinned) × (1, 3 disks): the default suite is the
+    // cycle alone, as before the other suites existed.
     assert_eq!(series.len(), 12, "{report:#}");
+    for key in ["floors", "storm", "storm_ratios", "scale"] {
+        assert!(
+            report.get(key).is_none(),
+            "{key} without --suite: {report:#}"
+        );
+    }
     for s in series {
         assert_eq!(s["cycles"], 4, "{s}");
         for key in ["median_ns", "p99_ns", "mean_ns", "min_ns"] {
@@ -220,4 +227,236 @@ fn bench_with_an_external_floor_and_a_shared_disk_dir() {
         stderr.contains("ready: fake floor"),
         "the floor's own description: {stderr}"
     );
+}
+
+#[test]
+fn bench_ipc_floor_suite_prints_the_ipc_inclusive_floor_and_its_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let args = bench_args(
+        &[format!("file={}", file.display())],
+        &lockmgrd,
+        &[
+            SMALL,
+            &[
+                "--modes",
+                "direct",
+                "--pinning",
+                "unpinned",
+                "--suite",
+                "ipc-floor",
+            ],
+        ]
+        .concat(),
+    );
+    let (report, _) = bench_json(&args);
+    let series = report["series"].as_array().unwrap();
+    // (floor, ipc-floor, ofd-raw, 2rtt, file/direct) × (1, 3 disks), measured in one run
+    assert_eq!(series.len(), 10, "{report:#}");
+    for label in ["floor", "ipc-floor", "ofd-raw", "2rtt", "file"] {
+        let of: Vec<_> = series.iter().filter(|s| s["plugin"] == label).collect();
+        assert_eq!(of.len(), 2, "{label}: {report:#}");
+        assert!(
+            of.iter()
+                .all(|s| s["cycles"] == 4 && s["median_ns"].as_u64().unwrap() > 0),
+            "{label}: {report:#}"
+        );
+    }
+    assert_eq!(report["floors"].as_array().unwrap().len(), 3, "{report:#}");
+    let ratios = report["ratios"].as_array().unwrap();
+    let file_ipc: Vec<_> = ratios
+        .iter()
+        .filter(|r| r["what"] == "file/ipc-floor")
+        .collect();
+    assert_eq!(file_ipc.len(), 2, "one per N: {report:#}");
+    assert!(
+        file_ipc.iter().all(|r| r["median"].as_f64().unwrap() > 0.0),
+        "{report:#}"
+    );
+    assert!(
+        file_ipc
+            .iter()
+            .any(|r| r["disks"] == 3 && r["target"] == "<= 2" && r["met"].is_boolean()),
+        "the target at the largest N: {report:#}"
+    );
+    assert_eq!(
+        ratios
+            .iter()
+            .filter(|r| r["what"] == "ipc/(ofd+2rtt)")
+            .count(),
+        2,
+        "{report:#}"
+    );
+    // The file/floor ratio of the cycle is still there.
+    assert_eq!(
+        ratios.iter().filter(|r| r["what"] == "file/floor").count(),
+        2,
+        "{report:#}"
+    );
+
+    let mut table = args;
+    table.retain(|a| a != "--json");
+    let (code, stdout, _) = run_clean(&table);
+    assert_eq!(code, 0);
+    for text in [
+        "ipc-floor = ",
+        "ofd-raw = ",
+        "2rtt = ",
+        "file/ipc-floor",
+        "ipc/(ofd+2rtt)",
+    ] {
+        assert!(stdout.contains(text), "{text}: {stdout}");
+    }
+    assert!(
+        stdout.lines().any(|l| l.starts_with("file/ipc-floor")
+            && l.contains("N=3")
+            && l.contains("target <= 2×")),
+        "{stdout}"
+    );
+}
+
+/// A tiny boot storm (5 domains × 2 disks, 2 storms) and a tiny scale run (200 locks, 4
+/// owners of 60 disks at most).
+const TINY_STORM_AND_SCALE: &[&str] = &[
+    "--storm-domains",
+    "5",
+    "--storm-disks",
+    "2",
+    "--storm-rounds",
+    "2",
+    "--scale-locks",
+    "200",
+    "--scale-per-owner",
+    "60",
+    "--scale-probes",
+    "5",
+];
+
+#[test]
+fn bench_storm_and_scale_suites_report_numbers_and_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let plugins = [
+        format!("nop={}", nop.display()),
+        format!("file={}", file.display()),
+    ];
+    let args = bench_args(
+        &plugins,
+        &lockmgrd,
+        &[
+            TINY_STORM_AND_SCALE,
+            &["--modes", "direct", "--suite", "storm,scale"],
+        ]
+        .concat(),
+    );
+    let (report, stderr) = bench_json(&args);
+    assert!(
+        report["series"].as_array().unwrap().is_empty(),
+        "no cycle without --suite cycle: {report:#}"
+    );
+
+    let storm = report["storm"].as_array().unwrap();
+    assert_eq!(storm.len(), 2, "nop and file/direct: {report:#}");
+    for row in storm {
+        assert_eq!(row["domains"], 5, "{row}");
+        assert_eq!(row["disks"], 2, "{row}");
+        assert_eq!(row["storms"], 2, "{row}");
+        for key in [
+            "wall_median_ns",
+            "wall_max_ns",
+            "domain_p50_ns",
+            "domain_p99_ns",
+            "release_wall_median_ns",
+            "register_ns",
+        ] {
+            assert!(row[key].as_u64().unwrap() > 0, "{key}: {row}");
+        }
+    }
+    let file_nop: Vec<_> = report["storm_ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["what"] == "file/nop")
+        .collect();
+    assert_eq!(file_nop.len(), 1, "{report:#}");
+    assert!(file_nop[0]["wall"].as_f64().unwrap() > 0.0);
+    assert!(stderr.contains("bench: storm round 2/2 done"), "{stderr}");
+
+    let scale = report["scale"].as_array().unwrap();
+    assert_eq!(scale.len(), 1, "file.so, direct mode: {report:#}");
+    let scale = &scale[0];
+    assert_eq!(scale["plugin"], "file");
+    assert_eq!(scale["mode"], "direct");
+    assert_eq!(scale["locks"], 200);
+    assert_eq!(scale["owners"], 4, "60 + 60 + 60 + 20");
+    let levels = scale["levels"].as_array().unwrap();
+    let held: Vec<u64> = levels.iter().map(|l| l["held"].as_u64().unwrap()).collect();
+    assert_eq!(held, [0, 20, 100, 200, 200], "{scale:#}");
+    assert_eq!(levels[4]["when"], "after restart");
+    for level in levels {
+        assert_eq!(level["probes"], 5, "{level}");
+        for key in [
+            "acquire_p50_ns",
+            "acquire_p99_ns",
+            "release_p50_ns",
+            "release_p99_ns",
+            "rss_kb",
+        ] {
+            assert!(level[key].as_u64().unwrap() > 0, "{key}: {level}");
+        }
+    }
+    // The restarted lockmgrd took every lock back from its state file, owners alive.
+    assert_eq!(scale["restored_locks"], 200, "{scale:#}");
+    assert!(scale["restart_ns"].as_u64().unwrap() > 0);
+    assert!(scale["rss_after_restart_kb"].as_u64().unwrap() > 0);
+
+    let mut table = args;
+    table.retain(|a| a != "--json");
+    let (code, stdout, _) = run_clean(&table);
+    assert_eq!(code, 0);
+    for text in [
+        "boot storm: 5 domains × 2 disks",
+        "storm ratios",
+        "file/nop",
+        "scale: file (direct mode)",
+        "flat? at 200 held ÷ at 0",
+        "restored 200 of 200 lock(s)",
+        "target < 2 s: ",
+    ] {
+        assert!(stdout.contains(text), "{text}: {stdout}");
+    }
+}
+
+#[test]
+fn bench_storm_with_lockd_reports_lockd_over_file() {
+    require_private_mount_namespace();
+    let dir = tempfile::tempdir().unwrap();
+    let (file, lockmgrd) = file_plugin(dir.path());
+    let lockd = libvirt_plugin("lockd");
+    let plugins = [
+        format!("file={}", file.display()),
+        format!("lockd={}", lockd.display()),
+    ];
+    let (report, _) = bench_json(&bench_args(
+        &plugins,
+        &lockmgrd,
+        &[
+            TINY_STORM_AND_SCALE,
+            &["--modes", "lockspace", "--suite", "storm"],
+        ]
+        .concat(),
+    ));
+    assert_eq!(report["storm"].as_array().unwrap().len(), 2, "{report:#}");
+    let lockd_file: Vec<_> = report["storm_ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["what"] == "lockd/file")
+        .collect();
+    assert_eq!(lockd_file.len(), 1, "{report:#}");
+    assert_eq!(lockd_file[0]["target"], ">= 10");
+    assert!(lockd_file[0]["met"].is_boolean());
+    assert!(lockd_file[0]["wall"].as_f64().unwrap() > 0.0);
+    assert!(report.get("scale").is_none(), "{report:#}");
 }

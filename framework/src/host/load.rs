@@ -37,6 +37,16 @@ pub struct Plugin {
     refs: usize,
 }
 
+// SAFETY: libvirtd calls one loaded lock driver from many worker threads at once (it starts
+// domains concurrently, and its lock manager layer adds no lock around the driver's callbacks),
+// so a driver libvirt can load must allow it. The library handle and the driver table do not
+// change after loading, and what does change (`refs`, through `init`/`deinit`) needs `&mut self`.
+#[allow(unsafe_code)]
+unsafe impl Send for Plugin {}
+// SAFETY: as for `Send`: shared read-only, as libvirtd shares its driver.
+#[allow(unsafe_code)]
+unsafe impl Sync for Plugin {}
+
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin")

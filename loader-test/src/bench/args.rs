@@ -21,13 +21,43 @@ pub const LONG_ABOUT: &str = "Times libvirt's resume/pause cycle against each pl
     a round trip then costs a context switch) and unpinned (the peer may wake an idle CPU), and \
     the ratios file ÷ floor and lockd ÷ file are printed. Progress goes to stderr. Without \
     --plugin: nop.so and file.so built beside this binary (nop shows what the harness itself \
-    costs), and libvirt's lockd.so and (when /usr/sbin/sanlock is installed) sanlock.so.";
+    costs), and libvirt's lockd.so and (when /usr/sbin/sanlock is installed) sanlock.so.\n\n\
+    --suite adds the figures against the real limits (default: cycle alone, as above): ipc-floor \
+    (the IPC-inclusive floor in the same rounds: framed request/reply like lockmgrd's + N OFD \
+    locks; file ÷ ipc-floor, target <= 2 at N=64), storm (--storm-domains × --storm-disks \
+    acquiring at once per plugin: wall, per-domain p50/p99, lockd ÷ file, target >= 10), scale \
+    (file.so + lockmgrd holding --scale-locks locks: latency as the table grows, RSS, restart \
+    time, target < 2 s), all.";
 
 /// `bench --help`, examples.
 pub const AFTER_HELP: &str = "Examples:\n  \
     lockmgr-loader-test bench\n  \
     lockmgr-loader-test bench --plugin target/release/libfile.so --plugin lockd --iterations 2000\n  \
-    lockmgr-loader-test bench --plugin target/release/libnop.so --disks 1,64 --pinning pinned --json";
+    lockmgr-loader-test bench --plugin target/release/libnop.so --disks 1,64 --pinning pinned --json\n  \
+    lockmgr-loader-test bench --plugin target/release/libnop.so --plugin target/release/libfile.so \
+    --plugin lockd --suite all\n  \
+    lockmgr-loader-test bench --plugin target/release/libfile.so --suite storm,scale --storm-domains 50 \
+    --scale-locks 2000";
+
+/// What `bench` measures (`--suite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// libvirt's resume/pause cycle per plugin against today's floor (the default).
+    Cycle,
+    /// The cycle run plus, in the same interleaved rounds, the IPC-inclusive floor
+    /// (`ipc-floor`: framed request and reply like the plugin's to lockmgrd, N OFD locks in the
+    /// peer) and its parts (`ofd-raw`: N OFD lock+unlock in one process; `2rtt`: two framed
+    /// round trips): file ÷ ipc-floor per N.
+    IpcFloor,
+    /// A boot storm on one host: `--storm-domains` domains × `--storm-disks` disks acquiring at
+    /// once, per plugin (nop, file, lockd): wall time, per-domain p50/p99, lockd ÷ file.
+    Storm,
+    /// file.so + lockmgrd holding `--scale-locks` locks: acquire/release latency as the table
+    /// grows, lockmgrd's RSS, its restart time with every lock held by live owners.
+    Scale,
+    /// Every suite.
+    All,
+}
 
 /// Which CPU placements to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +143,40 @@ pub struct BenchArgs {
     /// Seconds one batch may take before its worker is given up.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
+    /// What to measure: cycle (default), ipc-floor, storm, scale, all; comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cycle")]
+    pub suite: Vec<Suite>,
+    /// Boot storm: domains starting at once.
+    #[arg(long, default_value_t = 200)]
+    pub storm_domains: usize,
+    /// Boot storm: disks per domain.
+    #[arg(long, default_value_t = 4)]
+    pub storm_disks: usize,
+    /// Boot storm: threads of the plugin's host process making the Acquire calls (0: one per
+    /// domain, every Acquire issued at once; libvirtd's default `max_workers` is 20).
+    #[arg(long, default_value_t = 0)]
+    pub storm_threads: usize,
+    /// Boot storm: storms per plugin and mode, interleaved (each: acquire all, then release all).
+    #[arg(long, default_value_t = 10)]
+    pub storm_rounds: usize,
+    /// Scale: locks held through file.so + lockmgrd at the end.
+    #[arg(long, default_value_t = 10_000)]
+    pub scale_locks: usize,
+    /// Scale: disks per owner (domain); one Acquire carries at most 1024.
+    #[arg(long, default_value_t = 1000)]
+    pub scale_per_owner: usize,
+    /// Scale: probe cycles (acquire + release of one more domain's disk) at each table size.
+    #[arg(long, default_value_t = 200)]
+    pub scale_probes: usize,
     #[command(flatten)]
     pub tools: ToolArgs,
+}
+
+impl BenchArgs {
+    /// Whether `suite` was asked for (`all` includes every one; `ipc-floor` implies the cycle).
+    pub(super) fn wants(&self, suite: Suite) -> bool {
+        self.suite.contains(&Suite::All)
+            || self.suite.contains(&suite)
+            || (suite == Suite::Cycle && self.suite.contains(&Suite::IpcFloor))
+    }
 }

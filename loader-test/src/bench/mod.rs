@@ -13,12 +13,18 @@
 //! coordinator drives all workers in interleaved rounds (a batch of cycles each, in rotating
 //! order), so that load from elsewhere on the machine falls on every plugin alike. Pinned
 //! workers and their daemons run on one CPU (as `taskset -c 0`); unpinned ones on all.
+//!
+//! `--suite` adds the figures against the real limits (issue 11): the IPC-inclusive floor and its
+//! parts as more floor workers in the same rounds (`floor`), a boot storm of many domains
+//! acquiring at once per plugin (`storm`), and file.so + lockmgrd holding many locks (`scale`).
 
 mod args;
 mod floor;
 mod render;
 mod report;
 mod run;
+mod scale;
+mod storm;
 mod worker;
 
 pub use args::{AFTER_HELP, BenchArgs, LONG_ABOUT};

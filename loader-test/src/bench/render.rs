@@ -13,8 +13,172 @@ fn human(ns: u64) -> String {
     }
 }
 
-/// The table and the ratio lines.
+/// Everything `bench` prints: the cycle table with its ratios, then the storm and the scale
+/// sections when they ran.
 pub fn render(report: &BenchReport) -> String {
+    let mut out = String::new();
+    if !report.series.is_empty() {
+        out.push_str(&render_cycles(report));
+    }
+    if !report.storm.is_empty() {
+        out.push_str(&render_storm(report));
+    }
+    for scale in &report.scale {
+        out.push_str(&render_scale(scale));
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "\n{note}");
+    }
+    for err in &report.errors {
+        let _ = writeln!(out, "\nnot measured: {err}");
+    }
+    out
+}
+
+fn render_storm(report: &BenchReport) -> String {
+    let mut out = String::new();
+    let first = &report.storm[0];
+    let _ = writeln!(
+        out,
+        "\nboot storm: {} domains × {} disks acquiring at once (each New(0, uri) + {}×AddResource + \
+         Acquire(NULL, 0) + Free, from threads of one host process, released together), {} \
+         storms per row, interleaved; per domain: from the storm's start to its Acquire's return",
+        first.domains, first.disks, first.disks, first.storms
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>12} {:>13} {:>12}",
+        "plugin",
+        "mode",
+        "wall median",
+        "wall max",
+        "domain p50",
+        "domain p99",
+        "release wall",
+        "register"
+    );
+    let order = |plugin: &str| match plugin {
+        "nop" => 0,
+        _ => 1,
+    };
+    let mut rows: Vec<_> = report.storm.iter().collect();
+    rows.sort_by(|a, b| {
+        (order(&a.plugin), &a.plugin, &a.mode).cmp(&(order(&b.plugin), &b.plugin, &b.mode))
+    });
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<10} {:>12} {:>12} {:>12} {:>12} {:>13} {:>12}",
+            r.plugin,
+            r.mode,
+            human(r.wall_median_ns),
+            human(r.wall_max_ns),
+            human(r.domain_p50_ns),
+            human(r.domain_p99_ns),
+            human(r.release_wall_median_ns),
+            human(r.register_ns)
+        );
+    }
+    if !report.storm_ratios.is_empty() {
+        let _ = writeln!(out, "\nstorm ratios: wall (per-domain p50, p99)");
+        for r in &report.storm_ratios {
+            let target = match (&r.target, r.met) {
+                (Some(t), Some(met)) => format!(
+                    "   target {t}× (file.so ≥ 10× faster): {}",
+                    if met { "met" } else { "NOT met" }
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<12} {:<10} {:>9.2}× ({:.2}×, {:.2}×){target}",
+                r.what, r.mode, r.wall, r.p50, r.p99
+            );
+        }
+    }
+    out
+}
+
+fn render_scale(scale: &crate::bench::scale::ScaleResult) -> String {
+    let mut out = String::new();
+    let probes = scale.levels.first().map_or(0, |l| l.probes);
+    let _ = writeln!(
+        out,
+        "\nscale: {} ({} mode) + lockmgrd, up to {} locks held by {} live domains; probe: one more \
+         domain's Acquire and Release of 1 disk (New + AddResource + op + Free), {probes} each per row",
+        scale.plugin, scale.mode, scale.locks, scale.owners
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:<14} {:>12} {:>12} {:>12} {:>12} {:>12} {:>13}",
+        "held",
+        "",
+        "acquire p50",
+        "acquire p99",
+        "release p50",
+        "release p99",
+        "fill",
+        "lockmgrd RSS"
+    );
+    for l in &scale.levels {
+        let _ = writeln!(
+            out,
+            "{:>8} {:<14} {:>12} {:>12} {:>12} {:>12} {:>12} {:>10} kB",
+            l.held,
+            l.when,
+            human(l.acquire_p50_ns),
+            human(l.acquire_p99_ns),
+            human(l.release_p50_ns),
+            human(l.release_p99_ns),
+            if l.fill_ns == 0 {
+                "-".to_owned()
+            } else {
+                human(l.fill_ns)
+            },
+            l.rss_kb
+        );
+    }
+    let empty = scale
+        .levels
+        .iter()
+        .find(|l| l.held == 0 && l.when == "filled");
+    let full = scale
+        .levels
+        .iter()
+        .filter(|l| l.when == "filled")
+        .max_by_key(|l| l.held);
+    if let (Some(empty), Some(full)) = (empty, full) {
+        if full.held > 0 {
+            let _ = writeln!(
+                out,
+                "flat? at {} held ÷ at 0: acquire p50 {:.2}×, release p50 {:.2}×",
+                full.held,
+                full.acquire_p50_ns as f64 / empty.acquire_p50_ns.max(1) as f64,
+                full.release_p50_ns as f64 / empty.release_p50_ns.max(1) as f64
+            );
+        }
+    }
+    let restart = scale.restart_ns as f64 / 1e9;
+    let _ = writeln!(
+        out,
+        "restart with {} locks held by live owners: SIGKILL, start, {} until it answered (its socket \
+         accepted after {}); {}; RSS {} kB after   target < 2 s: {}",
+        scale.locks,
+        human(scale.restart_ns),
+        human(scale.restart_socket_ns),
+        scale.restored,
+        scale.rss_after_restart_kb,
+        if restart < 2.0 && scale.restored_locks >= scale.locks {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    out
+}
+
+/// The cycle table and its ratio lines.
+fn render_cycles(report: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -26,6 +190,9 @@ pub fn render(report: &BenchReport) -> String {
         "{} cycles per row and placement, in {} interleaved rounds; floor = {}",
         report.iterations, report.rounds, report.floor
     );
+    for (label, what) in &report.floors {
+        let _ = writeln!(out, "{label} = {what}");
+    }
     let cpus = report
         .unpinned_cpus
         .iter()
@@ -54,8 +221,11 @@ pub fn render(report: &BenchReport) -> String {
     // The floor, then nop (what the harness itself costs), then the plugins.
     let order = |plugin: &str| match plugin {
         "floor" => 0,
-        "nop" => 1,
-        _ => 2,
+        "ipc-floor" => 1,
+        "ofd-raw" => 2,
+        "2rtt" => 3,
+        "nop" => 4,
+        _ => 5,
     };
     rows.sort_by(|a, b| (order(&a.0), &a.0, &a.1, a.2).cmp(&(order(&b.0), &b.0, &b.1, b.2)));
     for (plugin, mode, disks) in &rows {
@@ -131,12 +301,6 @@ pub fn render(report: &BenchReport) -> String {
                 text(unpinned)
             );
         }
-    }
-    for note in &report.notes {
-        let _ = writeln!(out, "\n{note}");
-    }
-    for err in &report.errors {
-        let _ = writeln!(out, "\nnot measured: {err}");
     }
     out
 }

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::bench::scale::ScaleResult;
+use crate::bench::storm::StormRow;
 use crate::daemons::{PluginSpec, Profile};
 
 /// One measured series.
@@ -73,6 +75,39 @@ pub struct BenchReport {
     pub notes: Vec<String>,
     /// What the floor is.
     pub floor: String,
+    /// With `--suite ipc-floor`: the other floors' labels and what each measures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<(String, String)>,
+    /// With `--suite storm`: one row per plugin and mode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub storm: Vec<StormRow>,
+    /// With `--suite storm`: lockd ÷ file per mode, with the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub storm_ratios: Vec<StormRatio>,
+    /// With `--suite scale`: one result per mode of file.so.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<ScaleResult>,
+}
+
+/// A ratio between two boot storms.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormRatio {
+    /// `lockd/file`, `file/nop`.
+    pub what: String,
+    /// The mode of both.
+    pub mode: String,
+    /// Ratio of the median wall times.
+    pub wall: f64,
+    /// Ratio of the per-domain medians.
+    pub p50: f64,
+    /// Ratio of the per-domain p99s.
+    pub p99: f64,
+    /// The target for the wall-time ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Whether the wall-time ratio meets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
 }
 
 /// Nearest-rank percentile (`pct` in 1..=100) of sorted values.
@@ -131,6 +166,29 @@ pub(super) fn ratios(series: &[Series], plugins: &[PluginSpec]) -> Vec<Ratio> {
         if let Some(floor) = find("floor", "-", s.pinned, s.disks) {
             let target: Target = ("<= 2", |m| m <= 2.0);
             out.push(ratio(s, floor, at_target.then_some(target)));
+        }
+        // The IPC-inclusive floor (`--suite ipc-floor`): the target, file.so N=64 ≤ 2×
+        // (raw OFD locks for 64 + two socket round trips).
+        if let Some(floor) = find("ipc-floor", "-", s.pinned, s.disks) {
+            let target: Target = ("<= 2", |m| m <= 2.0);
+            out.push(ratio(s, floor, at_target.then_some(target)));
+        }
+    }
+    // What the IPC-inclusive floor is made of: ipc-floor ÷ (ofd-raw + 2rtt), both measured.
+    for s in series.iter().filter(|s| s.plugin == "ipc-floor") {
+        if let (Some(ofd), Some(rtt)) = (
+            find("ofd-raw", "-", s.pinned, s.disks),
+            find("2rtt", "-", s.pinned, s.disks),
+        ) {
+            let sum = Series {
+                plugin: "(ofd+2rtt)".into(),
+                median_ns: ofd.median_ns + rtt.median_ns,
+                p99_ns: ofd.p99_ns + rtt.p99_ns,
+                ..ofd.clone()
+            };
+            let mut r = ratio(s, &sum, None);
+            r.what = "ipc/(ofd+2rtt)".into();
+            out.push(r);
         }
     }
     // dlm.so against the DLM floor (`--floor-command dlm-floor …`): the target, 1.5×,

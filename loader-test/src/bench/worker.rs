@@ -13,7 +13,10 @@ use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resourc
 use serde::{Deserialize, Serialize};
 
 use crate::bench::args::LockMode;
+use crate::bench::floor::{self, FloorKind};
 use crate::bench::run::SANLOCK_MAX_RESOURCES;
+use crate::bench::scale::{ScaleResult, ScaleSubject};
+use crate::bench::storm::{StormSample, StormSubject};
 use crate::daemons::{self, Layout, PluginEnv, Profile};
 use crate::harness_sys;
 use crate::matrix::ToolArgs;
@@ -39,6 +42,23 @@ pub struct WorkerArgs {
     scratch: PathBuf,
     #[arg(long)]
     disk_dir: Option<PathBuf>,
+    /// With --floor: which floor.
+    #[arg(long, value_enum, default_value = "classic")]
+    floor_kind: FloorKind,
+    /// A boot-storm worker: register this many domains (`storm` runs one storm).
+    #[arg(long)]
+    pub(super) storm_domains: Option<usize>,
+    #[arg(long, default_value_t = 4)]
+    pub(super) storm_disks: usize,
+    #[arg(long, default_value_t = 0)]
+    pub(super) storm_threads: usize,
+    /// A scale worker: `scale` fills the table up to this many locks.
+    #[arg(long)]
+    pub(super) scale_locks: Option<usize>,
+    #[arg(long, default_value_t = 1000)]
+    pub(super) scale_per_owner: usize,
+    #[arg(long, default_value_t = 200)]
+    pub(super) scale_probes: usize,
     #[command(flatten)]
     tools: ToolArgs,
 }
@@ -49,6 +69,8 @@ pub struct WorkerArgs {
 pub(super) enum Reply {
     Ready { detail: String },
     Samples { ns: Vec<u64> },
+    Storm(StormSample),
+    Scale(ScaleResult),
     Error { message: String },
 }
 
@@ -118,6 +140,24 @@ pub fn worker_command(args: &WorkerArgs) -> u8 {
                     Err(message) => reply(&Reply::Error { message }),
                 }
             }
+            ["storm"] => match &mut subject {
+                Subject::Storm(storm) => match storm.storm() {
+                    Ok(sample) => reply(&Reply::Storm(sample)),
+                    Err(message) => reply(&Reply::Error { message }),
+                },
+                _ => reply(&Reply::Error {
+                    message: "not a storm worker".into(),
+                }),
+            },
+            ["scale"] => match &mut subject {
+                Subject::Scale(scale) => match scale.run() {
+                    Ok(result) => reply(&Reply::Scale(result)),
+                    Err(message) => reply(&Reply::Error { message }),
+                },
+                _ => reply(&Reply::Error {
+                    message: "not a scale worker".into(),
+                }),
+            },
             ["quit"] => break,
             _ => reply(&Reply::Error {
                 message: format!("bad command '{line}'"),
@@ -136,6 +176,8 @@ pub fn worker_command(args: &WorkerArgs) -> u8 {
 enum Subject {
     Plugin(Box<PluginSubject>),
     Floor(FloorSubject),
+    Storm(Box<StormSubject>),
+    Scale(Box<ScaleSubject>),
 }
 
 struct PluginSubject {
@@ -157,8 +199,51 @@ struct BenchOwner {
 }
 
 struct FloorSubject {
-    server: Child,
-    stream: UnixStream,
+    kind: FloorKind,
+    /// The peer process (none for `ofd-raw`).
+    server: Option<Child>,
+    stream: Option<UnixStream>,
+    /// `ofd-raw`'s open files.
+    files: Vec<std::fs::File>,
+}
+
+/// A plugin loaded as libvirtd loads it, its daemon started: what storm and scale workers share
+/// with the cycle's.
+pub(super) struct Loaded {
+    pub(super) plugin: Plugin,
+    pub(super) env: PluginEnv,
+    pub(super) profile: Profile,
+    pub(super) disk_dir: PathBuf,
+}
+
+/// Sets up `args`' plugin in a fresh scratch layout: its daemon, drvInit.
+pub(super) fn load_plugin(args: &WorkerArgs) -> Result<Loaded, String> {
+    let layout = Layout::create(&args.scratch)
+        .map_err(|e| format!("scratch {}: {e}", args.scratch.display()))?;
+    let disk_dir = args
+        .disk_dir
+        .clone()
+        .unwrap_or_else(|| layout.disks.clone());
+    let path = args.plugin.clone().ok_or("--plugin or --floor")?;
+    let profile = args
+        .profile
+        .as_deref()
+        .and_then(Profile::from_name)
+        .unwrap_or_else(|| Profile::discover(&path));
+    let lockspace = args.mode == Some(LockMode::Lockspace);
+    let tools = args.tools.tools();
+    let env = daemons::prepare(profile, &path, &tools, &layout, lockspace)
+        .map_err(|e| format!("setting up {profile}: {e}"))?;
+    let mut plugin = Plugin::open(&path).map_err(|e| e.to_string())?;
+    plugin
+        .init(&env.config)
+        .map_err(|e| format!("drvInit: {e}"))?;
+    Ok(Loaded {
+        plugin,
+        env,
+        profile,
+        disk_dir,
+    })
 }
 
 fn bench_uuid(n: usize) -> Uuid {
@@ -172,55 +257,24 @@ fn bench_uuid(n: usize) -> Uuid {
 
 impl Subject {
     fn set_up(args: &WorkerArgs) -> Result<Subject, String> {
-        let layout = Layout::create(&args.scratch)
-            .map_err(|e| format!("scratch {}: {e}", args.scratch.display()))?;
-        let max = args.disks.iter().copied().max().unwrap_or(1);
-        let disk_dir = args
-            .disk_dir
-            .clone()
-            .unwrap_or_else(|| layout.disks.clone());
         if args.floor {
-            let socket = layout.run.join("floor.sock");
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut server = Command::new(exe)
-                .arg("__bench-floor")
-                .arg("--socket")
-                .arg(&socket)
-                .arg("--dir")
-                .arg(&layout.disks)
-                .arg("--files")
-                .arg(max.to_string())
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start the floor's peer: {e}"))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let stream = loop {
-                if let Ok(stream) = UnixStream::connect(&socket) {
-                    break stream;
-                }
-                if Instant::now() > deadline || matches!(server.try_wait(), Ok(Some(_))) {
-                    let _ = server.kill();
-                    let _ = server.wait();
-                    return Err("the floor's peer did not come up".into());
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            };
-            return Ok(Subject::Floor(FloorSubject { server, stream }));
+            let layout = Layout::create(&args.scratch)
+                .map_err(|e| format!("scratch {}: {e}", args.scratch.display()))?;
+            let max = args.disks.iter().copied().max().unwrap_or(1);
+            return FloorSubject::start(args.floor_kind, &layout, max).map(Subject::Floor);
         }
-        let path = args.plugin.clone().ok_or("--plugin or --floor")?;
-        let profile = args
-            .profile
-            .as_deref()
-            .and_then(Profile::from_name)
-            .unwrap_or_else(|| Profile::discover(&path));
-        let lockspace = args.mode == Some(LockMode::Lockspace);
-        let tools = args.tools.tools();
-        let env = daemons::prepare(profile, &path, &tools, &layout, lockspace)
-            .map_err(|e| format!("setting up {profile}: {e}"))?;
-        let mut plugin = Plugin::open(&path).map_err(|e| e.to_string())?;
-        plugin
-            .init(&env.config)
-            .map_err(|e| format!("drvInit: {e}"))?;
+        if args.storm_domains.is_some() {
+            return StormSubject::set_up(args).map(|s| Subject::Storm(Box::new(s)));
+        }
+        if args.scale_locks.is_some() {
+            return ScaleSubject::set_up(args).map(|s| Subject::Scale(Box::new(s)));
+        }
+        let Loaded {
+            plugin,
+            env,
+            profile,
+            disk_dir,
+        } = load_plugin(args)?;
         let mut owners = BTreeMap::new();
         let mut refused = BTreeMap::new();
         for (i, &n) in args.disks.iter().enumerate() {
@@ -276,9 +330,16 @@ impl Subject {
     pub(super) fn describe(&self, cpus: &[usize]) -> String {
         let placement = format!("CPUs {cpus:?}");
         match self {
-            Subject::Floor(floor) => {
-                format!("floor peer pid {}; {placement}", floor.server.id())
-            }
+            Subject::Floor(floor) => match &floor.server {
+                Some(server) => format!(
+                    "{} peer pid {}; {placement}",
+                    floor.kind.label(),
+                    server.id()
+                ),
+                None => format!("{}, no peer; {placement}", floor.kind.label()),
+            },
+            Subject::Storm(storm) => format!("{}; {placement}", storm.describe()),
+            Subject::Scale(scale) => format!("{}; {placement}", scale.describe()),
             Subject::Plugin(p) => format!(
                 "{}; {}; owners {}; {placement}{}",
                 p.env.describe(),
@@ -299,24 +360,9 @@ impl Subject {
     pub(super) fn run(&mut self, n: usize, count: usize) -> Result<Vec<u64>, String> {
         let mut out = Vec::with_capacity(count);
         match self {
-            Subject::Floor(floor) => {
-                let n16 = u16::try_from(n).map_err(|_| "too many disks".to_owned())?;
-                let [lo, hi] = n16.to_le_bytes();
-                let mut answer = [0u8; 1];
-                for _ in 0..count {
-                    let started = Instant::now();
-                    for op in [b'L', b'U'] {
-                        floor
-                            .stream
-                            .write_all(&[op, lo, hi])
-                            .and_then(|()| floor.stream.read_exact(&mut answer))
-                            .map_err(|e| format!("floor round trip: {e}"))?;
-                        if answer[0] != b'k' {
-                            return Err("the floor's peer could not lock its files".into());
-                        }
-                    }
-                    out.push(elapsed_ns(started));
-                }
+            Subject::Floor(floor) => floor.run(n, count, &mut out)?,
+            Subject::Storm(_) | Subject::Scale(_) => {
+                return Err("storm and scale workers run no cycles".into());
             }
             Subject::Plugin(p) if p.refused.contains_key(&n) => {}
             Subject::Plugin(p) => {
@@ -371,11 +417,15 @@ impl Subject {
     fn finish(self) -> Result<(), String> {
         match self {
             Subject::Floor(mut floor) => {
-                drop(floor.stream);
-                let _ = floor.server.kill();
-                let _ = floor.server.wait();
+                drop(floor.stream.take());
+                if let Some(mut server) = floor.server.take() {
+                    let _ = server.kill();
+                    let _ = server.wait();
+                }
                 Ok(())
             }
+            Subject::Storm(storm) => storm.finish(),
+            Subject::Scale(scale) => scale.finish(),
             Subject::Plugin(mut p) => {
                 p.owners.clear();
                 let mut problems = Vec::new();
@@ -397,7 +447,102 @@ impl Subject {
     }
 }
 
-fn elapsed_ns(started: Instant) -> u64 {
+impl FloorSubject {
+    fn start(kind: FloorKind, layout: &Layout, max: usize) -> Result<FloorSubject, String> {
+        if kind == FloorKind::OfdRaw {
+            return Ok(FloorSubject {
+                kind,
+                server: None,
+                stream: None,
+                files: floor::open_floor_files(&layout.disks, max)?,
+            });
+        }
+        let socket = layout.run.join("floor.sock");
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut command = Command::new(exe);
+        command
+            .arg("__bench-floor")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&layout.disks)
+            .arg("--files")
+            .arg(if kind == FloorKind::Rtt { 0 } else { max }.to_string());
+        if kind != FloorKind::Classic {
+            command.arg("--framed");
+        }
+        let mut server = command
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the floor's peer: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                break stream;
+            }
+            if Instant::now() > deadline || matches!(server.try_wait(), Ok(Some(_))) {
+                let _ = server.kill();
+                let _ = server.wait();
+                return Err("the floor's peer did not come up".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        Ok(FloorSubject {
+            kind,
+            server: Some(server),
+            stream: Some(stream),
+            files: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, n: usize, count: usize, out: &mut Vec<u64>) -> Result<(), String> {
+        let n16 = u16::try_from(n).map_err(|_| "too many disks".to_owned())?;
+        match (self.kind, self.stream.as_mut()) {
+            (FloorKind::OfdRaw, _) => {
+                let files = self.files.get(..n).ok_or("more disks than files")?;
+                for _ in 0..count {
+                    let started = Instant::now();
+                    floor::ofd_raw_cycle(files)?;
+                    out.push(elapsed_ns(started));
+                }
+            }
+            (FloorKind::Classic, Some(stream)) => {
+                let [lo, hi] = n16.to_le_bytes();
+                let mut answer = [0u8; 1];
+                for _ in 0..count {
+                    let started = Instant::now();
+                    for op in [b'L', b'U'] {
+                        stream
+                            .write_all(&[op, lo, hi])
+                            .and_then(|()| stream.read_exact(&mut answer))
+                            .map_err(|e| format!("floor round trip: {e}"))?;
+                        if answer[0] != b'k' {
+                            return Err("the floor's peer could not lock its files".into());
+                        }
+                    }
+                    out.push(elapsed_ns(started));
+                }
+            }
+            (FloorKind::Ipc | FloorKind::Rtt, Some(stream)) => {
+                let n = if self.kind == FloorKind::Rtt {
+                    0
+                } else {
+                    u32::from(n16)
+                };
+                for _ in 0..count {
+                    let started = Instant::now();
+                    floor::framed_round_trip(stream, true, n)?;
+                    floor::framed_round_trip(stream, false, n)?;
+                    out.push(elapsed_ns(started));
+                }
+            }
+            (_, None) => return Err("the floor has no peer".into()),
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn elapsed_ns(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 

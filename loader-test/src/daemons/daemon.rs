@@ -58,6 +58,16 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The socket it serves.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Everything every instance logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Starts an instance and waits until its socket accepts connections.
     pub fn start(&mut self) -> Result<Duration, String> {
         let started = Instant::now();

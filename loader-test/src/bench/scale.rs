@@ -1,0 +1,416 @@
+//! Scale: file.so + lockmgrd holding many locks on one host.
+//!
+//! The worker registers `ceil(L / per_owner)` domains (real forked owners: lockmgrd checks
+//! their pids and pidfds), each with up to `per_owner` disks, and one probe domain with one
+//! disk. It then fills lockmgrd's table in steps (0, L/10, L/2, L held locks: each step one
+//! Acquire per domain of the disks it adds, at most 1024 per request) and at each step times
+//! the probe domain's Acquire (New + AddResource + Acquire(state) + Free) and Release
+//! (New + AddResource + Release(&state) + Free) separately, and reads lockmgrd's VmRSS. With
+//! all L held by live owners it SIGKILLs lockmgrd, starts it again and times the restart: until
+//! the new instance answers a request (it serves only once it has restored its table and
+//! re-taken every OFD lock from its state file), with the count it restored from its log.
+
+use std::time::{Duration, Instant};
+
+use lockmgr::host::{self, ForkedOwner, Plugin, RegisterOutcome};
+use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr_proto::{Client, Request};
+use serde::{Deserialize, Serialize};
+
+use crate::bench::report::percentile;
+use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
+use crate::daemons::{PluginEnv, Profile};
+
+struct ScaleOwner {
+    _process: ForkedOwner,
+    domain: Domain,
+    disks: Vec<Resource>,
+}
+
+/// A scale worker's subject.
+pub(super) struct ScaleSubject {
+    plugin: Option<Plugin>,
+    env: PluginEnv,
+    owners: Vec<ScaleOwner>,
+    probe: ScaleOwner,
+    probe_state: Option<String>,
+    locks: usize,
+    probes: usize,
+}
+
+/// One table size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleLevel {
+    /// Locks held by the other domains while the probe ran.
+    pub held: usize,
+    /// `filled` or `after restart`.
+    pub when: String,
+    /// Probe cycles.
+    pub probes: usize,
+    /// The probe's Acquire, median, ns.
+    pub acquire_p50_ns: u64,
+    /// The probe's Acquire, p99, ns.
+    pub acquire_p99_ns: u64,
+    /// The probe's Release, median, ns.
+    pub release_p50_ns: u64,
+    /// The probe's Release, p99, ns.
+    pub release_p99_ns: u64,
+    /// The filling Acquire requests that brought the table to this size (wall), ns.
+    pub fill_ns: u64,
+    /// lockmgrd's VmRSS after the probes, kB.
+    pub rss_kb: u64,
+}
+
+/// What a scale worker reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleResult {
+    /// The plugin's label (set by the coordinator).
+    #[serde(default)]
+    pub plugin: String,
+    /// `lockspace` or `direct` (set by the coordinator).
+    #[serde(default)]
+    pub mode: String,
+    /// Locks held at the end.
+    pub locks: usize,
+    /// Owner domains holding them (plus the probe).
+    pub owners: usize,
+    /// Per table size.
+    pub levels: Vec<ScaleLevel>,
+    /// From SIGKILL's reaping to the new lockmgrd answering its first request, ns.
+    pub restart_ns: u64,
+    /// Of which: until its socket accepted a connection, ns.
+    pub restart_socket_ns: u64,
+    /// lockmgrd's log line `restored X of Y lock(s) …` of the new instance.
+    pub restored: String,
+    /// Locks the new instance restored (X of that line).
+    pub restored_locks: usize,
+    /// lockmgrd's VmRSS right after the restart, kB.
+    pub rss_after_restart_kb: u64,
+}
+
+fn scale_uuid(i: usize) -> Uuid {
+    let mut bytes = *b"lockmgr-scale\0\0\0";
+    bytes[13] = u8::try_from((i >> 16) & 0xff).unwrap_or(0);
+    bytes[14] = u8::try_from((i >> 8) & 0xff).unwrap_or(0);
+    bytes[15] = u8::try_from(i & 0xff).unwrap_or(0);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid(bytes)
+}
+
+/// The table sizes probed: 0, L/10, L/2, L.
+pub(super) fn levels(locks: usize) -> Vec<usize> {
+    let mut out = vec![0, locks / 10, locks / 2, locks];
+    out.dedup();
+    out
+}
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn register(
+    plugin: &Plugin,
+    i: usize,
+    name: String,
+    disks: Vec<Resource>,
+) -> Result<ScaleOwner, String> {
+    let mut domain = Domain {
+        uuid: scale_uuid(i),
+        name,
+        id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+        pid: 0,
+        uri: Some("qemu:///system".into()),
+    };
+    let process = host::start_owner(plugin, &domain, &disks, LockFailureAction::Default)
+        .map_err(|e| format!("registering {}: {e}", domain.name))?;
+    if let RegisterOutcome::Failed { error, .. } = &process.outcome {
+        return Err(format!(
+            "registering {}, in the pre-exec child: {error}",
+            domain.name
+        ));
+    }
+    domain.pid = process.pid();
+    Ok(ScaleOwner {
+        _process: process,
+        domain,
+        disks,
+    })
+}
+
+impl ScaleSubject {
+    pub(super) fn set_up(args: &WorkerArgs) -> Result<ScaleSubject, String> {
+        let Loaded {
+            plugin,
+            env,
+            profile,
+            disk_dir,
+        } = load_plugin(args)?;
+        if profile != Profile::File {
+            return Err(format!("scale measures file.so + lockmgrd, not {profile}"));
+        }
+        let locks = args.scale_locks.unwrap_or(0);
+        let per_owner = args.scale_per_owner.clamp(1, lockmgr_proto::MAX_RESOURCES);
+        let disk = |name: String| -> Result<Resource, String> {
+            let file = disk_dir.join(name);
+            std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok(Resource::Disk {
+                path: file,
+                access: Access::Exclusive,
+            })
+        };
+        let mut owners = Vec::new();
+        let mut made = 0;
+        while made < locks {
+            let i = owners.len();
+            let count = per_owner.min(locks - made);
+            let disks = (0..count)
+                .map(|k| disk(format!("scale-{i:03}-{k:04}.img")))
+                .collect::<Result<Vec<_>, _>>()?;
+            owners.push(register(&plugin, i, format!("scale-{i}"), disks)?);
+            made += count;
+        }
+        let probe = register(
+            &plugin,
+            owners.len(),
+            "scale-probe".into(),
+            vec![disk("scale-probe.img".into())?],
+        )?;
+        Ok(ScaleSubject {
+            plugin: Some(plugin),
+            env,
+            owners,
+            probe,
+            probe_state: None,
+            locks,
+            probes: args.scale_probes.max(1),
+        })
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{}; {} owner domains for {} locks, one probe domain",
+            self.env.describe(),
+            self.owners.len(),
+            self.locks
+        )
+    }
+
+    fn daemon_pid(&self) -> u32 {
+        self.env.daemon.as_ref().map_or(0, |d| d.pid())
+    }
+
+    /// Acquires disks `from..to` of the concatenation of every owner's disks, one request per
+    /// owner.
+    fn fill(&self, from: usize, to: usize) -> Result<(), String> {
+        let plugin = self.plugin.as_ref().ok_or("plugin not loaded")?;
+        let mut base = 0;
+        for owner in &self.owners {
+            let end = base + owner.disks.len();
+            let (lo, hi) = (from.max(base), to.min(end));
+            if lo < hi {
+                let mut manager = plugin
+                    .new_manager(&owner.domain, NewFlags::default())
+                    .map_err(|e| format!("New: {e}"))?;
+                for disk in &owner.disks[lo - base..hi - base] {
+                    manager
+                        .add_resource(disk)
+                        .map_err(|e| format!("AddResource: {e}"))?;
+                }
+                manager
+                    .acquire(
+                        None,
+                        AcquireFlags::default(),
+                        LockFailureAction::Default,
+                        false,
+                    )
+                    .map_err(|e| {
+                        format!("{} acquiring {} disks: {e}", owner.domain.name, hi - lo)
+                    })?;
+            }
+            base = end;
+        }
+        Ok(())
+    }
+
+    /// `probes` acquire + release cycles of the probe domain: the times of each.
+    fn probe(&mut self) -> Result<(Vec<u64>, Vec<u64>), String> {
+        let plugin = self.plugin.as_ref().ok_or("plugin not loaded")?;
+        let mut acquires = Vec::with_capacity(self.probes);
+        let mut releases = Vec::with_capacity(self.probes);
+        let resume = self.probe.domain.clone();
+        let mut pause = resume.clone();
+        pause.uri = None;
+        for _ in 0..self.probes {
+            let started = Instant::now();
+            {
+                let mut manager = plugin
+                    .new_manager(&resume, NewFlags::default())
+                    .map_err(|e| format!("probe New: {e}"))?;
+                for disk in &self.probe.disks {
+                    manager
+                        .add_resource(disk)
+                        .map_err(|e| format!("probe AddResource: {e}"))?;
+                }
+                manager
+                    .acquire(
+                        self.probe_state.as_deref(),
+                        AcquireFlags::default(),
+                        LockFailureAction::Default,
+                        false,
+                    )
+                    .map_err(|e| format!("probe Acquire: {e}"))?;
+            }
+            acquires.push(elapsed_ns(started));
+            let started = Instant::now();
+            {
+                let mut manager = plugin
+                    .new_manager(&pause, NewFlags::default())
+                    .map_err(|e| format!("probe New: {e}"))?;
+                for disk in &self.probe.disks {
+                    manager
+                        .add_resource(disk)
+                        .map_err(|e| format!("probe AddResource: {e}"))?;
+                }
+                self.probe_state = manager
+                    .release(true)
+                    .map_err(|e| format!("probe Release: {e}"))?;
+            }
+            releases.push(elapsed_ns(started));
+        }
+        acquires.sort_unstable();
+        releases.sort_unstable();
+        Ok((acquires, releases))
+    }
+
+    fn level(&mut self, held: usize, when: &str, fill_ns: u64) -> Result<ScaleLevel, String> {
+        let (acquires, releases) = self.probe()?;
+        Ok(ScaleLevel {
+            held,
+            when: when.to_owned(),
+            probes: acquires.len(),
+            acquire_p50_ns: percentile(&acquires, 50),
+            acquire_p99_ns: percentile(&acquires, 99),
+            release_p50_ns: percentile(&releases, 50),
+            release_p99_ns: percentile(&releases, 99),
+            fill_ns,
+            rss_kb: vm_rss_kb(self.daemon_pid()),
+        })
+    }
+
+    /// Kills lockmgrd with every lock held and starts it again: (until it answers, until its
+    /// socket accepted).
+    fn restart(&mut self) -> Result<(u64, u64), String> {
+        let daemon = self
+            .env
+            .daemon
+            .as_mut()
+            .ok_or("file.so's profile has no daemon")?;
+        daemon.crash()?;
+        let started = Instant::now();
+        daemon.start()?;
+        let socket_ns = elapsed_ns(started);
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            let answered = Client::connect(daemon.socket())
+                .and_then(|mut c| c.call(&Request::Events { after: u64::MAX }));
+            match answered {
+                Ok(_) => return Ok((elapsed_ns(started), socket_ns)),
+                Err(err) if Instant::now() > deadline => {
+                    return Err(format!("the restarted lockmgrd never answered: {err}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    pub(super) fn run(&mut self) -> Result<ScaleResult, String> {
+        let mut out = Vec::new();
+        let mut held = 0;
+        for target in levels(self.locks) {
+            let started = Instant::now();
+            self.fill(held, target)?;
+            let fill_ns = if target > held {
+                elapsed_ns(started)
+            } else {
+                0
+            };
+            held = target;
+            out.push(self.level(held, "filled", fill_ns)?);
+        }
+        let (restart_ns, restart_socket_ns) = self.restart()?;
+        let rss_after_restart_kb = vm_rss_kb(self.daemon_pid());
+        let log = self
+            .env
+            .daemon
+            .as_ref()
+            .map(crate::daemons::Daemon::log_text)
+            .unwrap_or_default();
+        let restored = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("restored ") && l.contains(" lock(s)"))
+            .map_or("(lockmgrd logged no restore)", |l| {
+                let from = l.find("restored ").unwrap_or(0);
+                let to = l.find(" from ").unwrap_or(l.len()).max(from);
+                &l[from..to]
+            })
+            .trim()
+            .to_owned();
+        let restored_locks = restored
+            .split("restored ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        out.push(self.level(held, "after restart", 0)?);
+        Ok(ScaleResult {
+            plugin: String::new(),
+            mode: String::new(),
+            locks: self.locks,
+            owners: self.owners.len(),
+            levels: out,
+            restart_ns,
+            restart_socket_ns,
+            restored,
+            restored_locks,
+            rss_after_restart_kb,
+        })
+    }
+
+    pub(super) fn finish(mut self) -> Result<(), String> {
+        self.owners.clear();
+        let mut problems = Vec::new();
+        if let Some(mut plugin) = self.plugin.take() {
+            if let Err(err) = plugin.deinit() {
+                problems.push(err.to_string());
+            }
+        }
+        if let Err(err) = self.env.stop() {
+            problems.push(err);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_grow_to_the_total() {
+        assert_eq!(levels(10_000), vec![0, 1000, 5000, 10_000]);
+        assert_eq!(levels(5), vec![0, 2, 5]);
+        assert_eq!(levels(0), vec![0]);
+    }
+}
