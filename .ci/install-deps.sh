@@ -26,6 +26,9 @@ packages=(
     clang libclang-dev pkg-config binutils
     # the cluster test bed builds its node image from Debian packages
     debootstrap cpio kmod iproute2 util-linux procps
+    # the Debian packages (tests/package/run.sh): dpkg-buildpackage, lintian, the units
+    # (systemd-analyze verify, man for their Documentation=), the lenses (augparse, augtool)
+    debhelper dpkg-dev lintian systemd man-db augeas-tools python3
 )
 
 # The cluster test bed resolves the node kernel with apt-cache, which needs package lists even

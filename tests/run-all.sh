@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 section "cargo test"
 cargo test --workspace --all-features
 
+section "Debian packages: build, lintian, install/upgrade/purge in a clean Debian 12 root, units, lenses"
+tests/package/run.sh
+
 section "real libvirtd 11.x + QEMU end to end: file.so"
 tests/e2e/run.sh --plugin file
 
@@ -35,7 +38,7 @@ tests/cluster/run-dlm.sh
 section "conformance matrix with a dlm column (owners on two nodes) and dlm.so vs raw libdlm"
 tests/cluster/run-dlm-matrix.sh
 
-section "nemesis: faults at random under a write workload on a shared disk (fencing on: 0 violations; off: > 0)"
+section "nemesis: faults at random under a write workload on a shared disk (power fencing, watchdog fencing: 0 violations; off: > 0)"
 tests/cluster/run-nemesis.sh
 
 section "done in $(( $(date +%s) - started ))s"

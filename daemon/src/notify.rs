@@ -129,6 +129,7 @@ mod tests {
             ])
             .env("LOCKMGRD_NOTIFY_CHILD", "1")
             .env(NOTIFY_SOCKET, &path)
+            .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(status.success());
