@@ -5,9 +5,13 @@
 #     lockd.so and libvirt's sanlock.so side by side (the matrix starts lockmgrd and virtlockd
 #     itself, per cell, and one real sanlock daemon for the run — `sanlock daemon -w 0`, no
 #     watchdog — whose lockspace the first drvInit joins in ~20 s; restart-daemon gets its own).
+#  3. the dlm column: the same scenarios against nop.so, file.so and dlm.so on a 2-node DLM
+#     cluster (corosync, dlm_controld, power fencing) booted in QEMU VMs by tests/cluster, with
+#     dlm's second owners on the other node (tests/cluster/run-dlm-matrix.sh matrix; the node
+#     image is built on first use, ~1 min, and cached in /var/cache/lockmgr). A machine that
+#     cannot boot the test bed gets the reason, the rest still runs, and the job fails.
 # Daemons run in a private mount namespace with its own /run (virtlockd's socket path is fixed),
-# so the host is not touched; they are stopped by pid at the end. dlm.so needs a DLM cluster:
-# tests/cluster/run-dlm.sh runs it on one.
+# so the host is not touched; they are stopped by pid at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
@@ -25,4 +29,19 @@ printf '%s\n' \
     'state_dir = "/run/lockmgr/file-state"' >"$scratch/qemu-file.conf"
 
 # Not exec: the EXIT trap above must still remove the scratch directory afterwards.
-unshare --mount --propagation private bash "$PWD/tests/main-job-inside.sh" "$target" "$scratch"
+rc=0
+unshare --mount --propagation private bash "$PWD/tests/main-job-inside.sh" "$target" "$scratch" || rc=$?
+
+echo "[main-job] the dlm column: dlm.so on a 2-node DLM cluster in QEMU VMs"
+why_not=
+[ -c /dev/net/tun ] || why_not="/dev/net/tun is missing (QEMU cannot create the nodes' tap devices)"
+command -v qemu-system-x86_64 >/dev/null || why_not="qemu-system-x86_64 is not installed"
+[ "$(id -u)" = 0 ] || why_not="it needs root (network namespaces, tap devices, debootstrap)"
+if [ -n "$why_not" ]; then
+    echo "[main-job] the dlm column cannot run on this machine: $why_not" >&2
+    rc=1
+elif ! tests/cluster/run-dlm-matrix.sh matrix; then
+    echo "[main-job] the dlm column FAILED (see above)" >&2
+    rc=1
+fi
+exit $rc

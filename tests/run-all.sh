@@ -23,8 +23,16 @@ cargo test --workspace --all-features
 section "Debian packages: build, lintian, install/upgrade/purge in a clean Debian 12 root, units, lenses"
 tests/package/run.sh
 
-section "real libvirtd 11.x + QEMU end to end: file.so"
-tests/e2e/run.sh --plugin file
+section "real libvirtd 11.x + QEMU end to end: file.so and lockmgrd as the packages install them"
+# The files of the .debs built above, unpacked in their installed layout (not cargo's target/).
+packaged=$(mktemp -d /tmp/lockmgr-packaged.XXXXXX)
+trap 'rm -rf "$packaged"' EXIT
+for deb in target/debian/lockmgr_*_amd64.deb target/debian/libvirt-daemon-plugin-lockmgr-file_*_amd64.deb; do
+    [ -f "$deb" ] || { echo "run-all: no package $deb: the package stage must build it" >&2; exit 1; }
+    dpkg-deb -x "$deb" "$packaged"
+done
+tests/e2e/run.sh --plugin file --plugin-dir "$packaged/usr/lib/x86_64-linux-gnu/libvirt/lock-driver" \
+    --lockmgrd "$packaged/usr/sbin/lockmgrd"
 
 section "real libvirtd 11.x + QEMU end to end: libvirt's lockd.so (reference)"
 tests/e2e/run.sh --plugin lockd
