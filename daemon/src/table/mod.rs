@@ -1,0 +1,502 @@
+//! The daemon's lock table: owners (domains), what each holds, all-or-none acquisition,
+//! sharing between domains of this host, and the snapshot persisted across restarts.
+//!
+//! Every change is recorded before it is answered, and a refused request leaves no trace: an
+//! Acquire records its intent (the locks it is about to take) before it asks the backend, then
+//! the committed table before it answers; a Release records the table without the lock, with the
+//! lock as *unsettled*, before it unlocks. A restart drops whatever unsettled lock the backend
+//! still has. So at every instant each lock the backend holds for this daemon is in the table
+//! on disk or will be dropped at the next start (crash points: [`crate::failpoint`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use lockmgr_proto::{
+    self as proto, DomainStatus, ErrorKind, FailureAction, LockStatus, Mode, OwnerInfo,
+    ResourceSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, Target, UnlockFailed};
+use crate::failpoint;
+use crate::persist::StateFile;
+use crate::process;
+use crate::sys;
+
+mod locking;
+mod snapshot;
+
+pub use snapshot::{
+    SNAPSHOT_FORMAT, Snapshot, SnapshotLock, SnapshotOwner, SnapshotUnsettled, SnapshotView,
+};
+
+/// A refusal, as sent back to the plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub kind: ErrorKind,
+    /// The message for the operator.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(err: BackendError) -> Self {
+        let kind = match err {
+            BackendError::Busy(_) => ErrorKind::Busy,
+            BackendError::Config(_) => ErrorKind::Config,
+            BackendError::Io(_) => ErrorKind::Internal,
+        };
+        Refusal::new(kind, err.to_string())
+    }
+}
+
+/// A registered domain.
+#[derive(Debug)]
+struct Owner {
+    info: OwnerInfo,
+    /// Process start time (clock ticks since boot), against pid reuse.
+    start_time: u64,
+    pidfd: OwnedFd,
+    action: FailureAction,
+    /// Whether it acquired since it was registered: a state string given to its first Acquire
+    /// is libvirt's leftover from an earlier run of the domain, not a pause of this one.
+    acquired: bool,
+}
+
+/// What an owner was before a request changed it, to put back when the request is refused.
+#[derive(Debug)]
+enum OwnerBefore {
+    Absent,
+    Present {
+        info: OwnerInfo,
+        action: FailureAction,
+        acquired: bool,
+    },
+}
+
+/// One lock this daemon holds, possibly shared by several domains of this host.
+#[derive(Debug)]
+struct Held<H> {
+    target: Target,
+    spec: ResourceSpec,
+    mode: Mode,
+    holders: BTreeSet<String>,
+    handle: H,
+}
+
+/// A lock whose unlock failed: still held through the backend, retried until it goes.
+#[derive(Debug)]
+struct Stuck<H> {
+    target: Target,
+    spec: ResourceSpec,
+    mode: Mode,
+    handle: H,
+    error: String,
+}
+
+/// A lock that could not be taken back after a restart, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostLock {
+    /// The domain that held it.
+    pub owner: String,
+    /// The resource.
+    pub resource: String,
+    /// Why it was lost and which action was applied.
+    pub outcome: String,
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct LockTable<B: Backend> {
+    backend: B,
+    store: StateFile,
+    /// Bumped by every change worth persisting.
+    generation: u64,
+    /// The generation last written to the store.
+    saved: Option<u64>,
+    /// The backend's [`Backend::in_doubt_generation`] last written.
+    saved_in_doubt: Option<u64>,
+    /// The last save error logged, so a failing disk is logged once, not every second.
+    save_error: Option<String>,
+    owners: HashMap<String, Owner>,
+    held: BTreeMap<String, Held<B::Handle>>,
+    /// Locks between the backend and the table: an Acquire's intent while it asks the backend,
+    /// a Release's locks between recording and unlocking (durable backends only).
+    pending: Vec<(ResourceSpec, Mode)>,
+    /// Locks whose unlock failed.
+    stuck: Vec<Stuck<B::Handle>>,
+}
+
+impl<B: Backend> LockTable<B> {
+    /// An empty table over `backend`, recorded in `store`.
+    pub fn new(backend: B, store: StateFile) -> Self {
+        LockTable {
+            backend,
+            store,
+            generation: 0,
+            saved: None,
+            saved_in_doubt: None,
+            save_error: None,
+            owners: HashMap::new(),
+            held: BTreeMap::new(),
+            pending: Vec::new(),
+            stuck: Vec::new(),
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The backend, for tests and diagnostics.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Whether changes must be synced before replying.
+    pub fn durable(&self) -> bool {
+        self.backend.durable_state()
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &StateFile {
+        &self.store
+    }
+
+    /// Writes the table.
+    pub fn save(&mut self) -> Result<(), Refusal> {
+        // Read before the snapshot: a change in between is caught by the next save.
+        let in_doubt = self.backend.in_doubt_generation();
+        match self.store.save(&self.snapshot()) {
+            Ok(()) => {
+                if self.save_error.take().is_some() {
+                    crate::log(&format!(
+                        "the lock table is recorded again in {}",
+                        self.store.path().display()
+                    ));
+                }
+                self.saved = Some(self.generation);
+                self.saved_in_doubt = Some(in_doubt);
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("cannot record the lock table: {err}");
+                if self.save_error.as_ref() != Some(&message) {
+                    crate::log(&message);
+                    self.save_error = Some(message.clone());
+                }
+                Err(Refusal::new(ErrorKind::Internal, message))
+            }
+        }
+    }
+
+    /// Writes the table if it changed since it was last written.
+    pub fn save_if_dirty(&mut self) -> Result<(), Refusal> {
+        if self.saved == Some(self.generation)
+            && self.saved_in_doubt == Some(self.backend.in_doubt_generation())
+        {
+            return Ok(());
+        }
+        self.save()
+    }
+
+    /// The pidfds to watch, with the owning domain's uuid.
+    pub fn watched(&self) -> Vec<(RawFd, String)> {
+        self.owners
+            .iter()
+            .map(|(uuid, o)| (o.pidfd.as_raw_fd(), uuid.clone()))
+            .collect()
+    }
+
+    /// Registers (or refreshes) a domain; its process must be alive. Recorded before it returns.
+    pub fn register(&mut self, info: &OwnerInfo) -> Result<(), Refusal> {
+        self.check_identity(info, true)?;
+        self.transaction(&info.uuid, |table| {
+            table.upsert_owner(info)?;
+            table.save_if_dirty()
+        })
+    }
+
+    /// Runs `change` on behalf of domain `uuid`; if it is refused, the domain is put back as it
+    /// was, and the table is written again only if `change` had written it (an intent).
+    fn transaction<T>(
+        &mut self,
+        uuid: &str,
+        change: impl FnOnce(&mut Self) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let before = match self.owners.get(uuid) {
+            None => OwnerBefore::Absent,
+            Some(o) => OwnerBefore::Present {
+                info: o.info.clone(),
+                action: o.action,
+                acquired: o.acquired,
+            },
+        };
+        let (generation, saved) = (self.generation, self.saved);
+        let result = change(self);
+        if result.is_err() {
+            match before {
+                OwnerBefore::Absent => {
+                    self.owners.remove(uuid);
+                }
+                OwnerBefore::Present {
+                    info,
+                    action,
+                    acquired,
+                } => {
+                    if let Some(owner) = self.owners.get_mut(uuid) {
+                        owner.info = info;
+                        owner.action = action;
+                        owner.acquired = acquired;
+                    }
+                }
+            }
+            self.pending.clear();
+            if self.saved == saved {
+                self.generation = generation;
+            } else {
+                // An intent was written: clear it (if this fails too, the next start drops it).
+                let _ = self.save();
+            }
+        }
+        result
+    }
+
+    /// Settles who `info.uuid` is before a request: an owner whose process exited is cleaned
+    /// up first; a live one must be the process the request names. `starting`: the request may
+    /// start the domain (register, acquire), so a mismatch means it already runs.
+    fn check_identity(&mut self, info: &OwnerInfo, starting: bool) -> Result<(), Refusal> {
+        let Some(existing) = self.owners.get(&info.uuid) else {
+            return Ok(());
+        };
+        if !process::is_alive(&existing.pidfd) {
+            // Its death is not processed yet: clean up first.
+            let (name, pid) = (existing.info.name.clone(), existing.info.pid);
+            let freed = self.owner_died(&info.uuid);
+            crate::log(&format!(
+                "domain '{name}' (pid {pid}) had exited; freed {freed} lock(s) before serving its next request"
+            ));
+            return Ok(());
+        }
+        if existing.info.pid == info.pid {
+            return Ok(());
+        }
+        Err(if starting {
+            Refusal::new(
+                ErrorKind::Busy,
+                format!(
+                    "domain '{}' ({}) is already running on this host as pid {}",
+                    existing.info.name, existing.info.uuid, existing.info.pid
+                ),
+            )
+        } else {
+            Refusal::new(
+                ErrorKind::Denied,
+                format!(
+                    "domain '{}' ({}) runs as pid {} on this host; a request for pid {} ('{}') may not touch its locks",
+                    existing.info.name, existing.info.uuid, existing.info.pid, info.pid, info.name
+                ),
+            )
+        })
+    }
+
+    /// Adds the domain (checking its process) or refreshes what libvirt may change.
+    fn upsert_owner(&mut self, info: &OwnerInfo) -> Result<&mut Owner, Refusal> {
+        if !self.owners.contains_key(&info.uuid) {
+            let owner = new_owner(info)?;
+            self.owners.insert(info.uuid.clone(), owner);
+            self.generation += 1;
+        }
+        let owner = self.owners.get_mut(&info.uuid).expect("inserted above");
+        if owner.info.uri.as_ref() != info.uri.as_ref().or(owner.info.uri.as_ref())
+            || owner.info.name != info.name
+            || owner.info.id != info.id
+        {
+            self.generation += 1;
+        }
+        // libvirt sends uri only for start/resume/attach; keep the last one it gave.
+        if info.uri.is_some() {
+            owner.info.uri.clone_from(&info.uri);
+        }
+        owner.info.name.clone_from(&info.name);
+        owner.info.id = info.id;
+        Ok(owner)
+    }
+
+    fn holder_name(&self, uuid: &str) -> String {
+        self.owners.get(uuid).map_or_else(
+            || format!("uuid {uuid}"),
+            |o| format!("domain '{}' (pid {})", o.info.name, o.info.pid),
+        )
+    }
+
+    /// The owner's process exited: free everything it held, at once, then record it (a crash
+    /// in between is harmless: a restart drops the locks of domains that are gone).
+    pub fn owner_died(&mut self, uuid: &str) -> usize {
+        let mut freed = 0;
+        let ids: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.holders.contains(uuid))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let held = self.held.get_mut(&id).expect("listed");
+            held.holders.remove(uuid);
+            freed += 1;
+            if held.holders.is_empty() {
+                let held = self.held.remove(&id).expect("listed");
+                self.unlock_one(held.target, held.spec, held.mode, held.handle);
+                failpoint::hit("owner-death:unlocked-some");
+            }
+        }
+        failpoint::hit("owner-death:unlocked");
+        self.owners.remove(uuid);
+        self.generation += 1;
+        // Best effort: the server retries a failed save.
+        let _ = self.save();
+        freed
+    }
+
+    /// The cluster side failed: applies `<on_lockfailure>` to every domain holding a lock;
+    /// returns each domain's name and what was done.
+    pub fn apply_lock_failure(&self) -> Vec<(String, String)> {
+        self.owners
+            .iter()
+            .filter(|(uuid, _)| self.held.values().any(|h| h.holders.contains(*uuid)))
+            .map(|(_, owner)| {
+                let outcome =
+                    process::apply_failure_action(&owner.pidfd, &owner.info, owner.action);
+                (owner.info.name.clone(), outcome)
+            })
+            .collect()
+    }
+
+    /// Whether any domain holds a lock.
+    pub fn holds_locks(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The domains that hold a lock and whose process still runs: the writers a lost lock
+    /// would leave behind (self-fencing waits for this list to empty).
+    pub fn live_lock_holders(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .owners
+            .iter()
+            .filter(|(uuid, owner)| {
+                process::is_alive(&owner.pidfd)
+                    && self.held.values().any(|h| h.holders.contains(*uuid))
+            })
+            .map(|(_, owner)| format!("'{}' (pid {})", owner.info.name, owner.info.pid))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Starts the backend's health probe, if it has one.
+    pub fn start_health_probe(&self) -> Option<std::sync::Arc<crate::health::Health>> {
+        self.backend.start_health_probe()
+    }
+
+    /// The lock table, for `Status`.
+    pub fn status(&self) -> (Vec<DomainStatus>, Vec<LockStatus>) {
+        let mut owners: Vec<DomainStatus> = self
+            .owners
+            .values()
+            .map(|o| DomainStatus {
+                name: o.info.name.clone(),
+                uuid: o.info.uuid.clone(),
+                pid: o.info.pid,
+            })
+            .collect();
+        owners.sort();
+        let mut locks: Vec<LockStatus> = self
+            .held
+            .values()
+            .map(|h| LockStatus {
+                resource: h.spec.describe(),
+                target: h.target.id.clone(),
+                mode: h.mode,
+                owners: h
+                    .holders
+                    .iter()
+                    .map(|u| {
+                        self.owners
+                            .get(u)
+                            .map_or_else(|| u.clone(), |o| o.info.name.clone())
+                    })
+                    .collect(),
+            })
+            .collect();
+        locks.extend(self.stuck.iter().map(|s| LockStatus {
+            resource: s.spec.describe(),
+            target: s.target.id.clone(),
+            mode: s.mode,
+            owners: vec![format!("(no domain: its unlock failed: {})", s.error)],
+        }));
+        (owners, locks)
+    }
+
+    /// A number that changes whenever the table changes in a way worth persisting.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Checks whether the owner behind a pidfd really exited (the pidfd polled readable).
+    pub fn owner_exited(&self, uuid: &str) -> bool {
+        self.owners
+            .get(uuid)
+            .is_none_or(|o| !process::is_alive(&o.pidfd))
+    }
+
+    /// For tests: the raw fd of an owner's pidfd.
+    pub fn pidfd_of(&self, uuid: &str) -> Option<RawFd> {
+        self.owners.get(uuid).map(|o| o.pidfd.as_fd().as_raw_fd())
+    }
+}
+
+/// A domain seen for the first time: its process must run, and be one that can exit.
+fn new_owner(info: &OwnerInfo) -> Result<Owner, Refusal> {
+    let invalid = |why: String| {
+        Refusal::new(
+            ErrorKind::Invalid,
+            format!("domain '{}' ({}): {why}", info.name, info.uuid),
+        )
+    };
+    if info.pid == 0 {
+        return Err(invalid("no pid".into()));
+    }
+    if let Some(why) = process::never_an_owner(info.pid) {
+        return Err(invalid(format!(
+            "{why}, not a QEMU: its locks could never be freed"
+        )));
+    }
+    let pidfd = sys::pidfd_open(info.pid).map_err(|e| {
+        invalid(match e.raw_os_error() {
+            Some(libc::ESRCH) => format!("process {} is not running", info.pid),
+            _ => format!("cannot watch process {}: {e}", info.pid),
+        })
+    })?;
+    if !process::is_alive(&pidfd) {
+        return Err(invalid(format!("process {} has exited", info.pid)));
+    }
+    let start_time = process::start_time(info.pid)
+        .map_err(|e| invalid(format!("cannot read /proc/{}/stat: {e}", info.pid)))?;
+    Ok(Owner {
+        info: info.clone(),
+        start_time,
+        pidfd,
+        action: FailureAction::Default,
+        acquired: false,
+    })
+}

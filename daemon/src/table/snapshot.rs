@@ -1,0 +1,259 @@
+//! What survives a daemon restart (`<state_dir>/locks.json`): the persisted snapshot, its
+//! consistency check, and taking the table back from it.
+
+use super::*;
+
+/// What survives a daemon restart (`<state_dir>/locks.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Format version.
+    pub format: u32,
+    /// Backend that wrote it (a daemon refuses another backend's file).
+    pub backend: String,
+    /// Registered domains.
+    pub owners: Vec<SnapshotOwner>,
+    /// Held locks.
+    pub locks: Vec<SnapshotLock>,
+    /// Locks the backend may hold that no domain does (an Acquire or a Release was under way):
+    /// dropped at restore. Absent in format 1.
+    #[serde(default)]
+    pub unsettled: Vec<SnapshotUnsettled>,
+}
+
+/// A domain in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotOwner {
+    /// The domain.
+    pub info: OwnerInfo,
+    /// Process start time of its pid.
+    pub start_time: u64,
+    /// Its `<on_lockfailure>`.
+    pub action: FailureAction,
+}
+
+/// A lock in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLock {
+    /// The resource as requested.
+    pub spec: ResourceSpec,
+    /// How it is held.
+    pub mode: Mode,
+    /// UUIDs of the holding domains.
+    pub holders: Vec<String>,
+}
+
+/// An unsettled lock in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotUnsettled {
+    /// The resource.
+    pub spec: ResourceSpec,
+    /// The mode it was (or was about to be) taken in.
+    pub mode: Mode,
+}
+
+impl Snapshot {
+    /// Checks what JSON cannot: every holder is a listed owner, every lock has a holder, an
+    /// exclusive lock has one, nothing is listed twice.
+    pub fn check(&self) -> Result<(), String> {
+        let mut uuids = BTreeSet::new();
+        for owner in &self.owners {
+            if !uuids.insert(owner.info.uuid.as_str()) {
+                return Err(format!("domain {} is listed twice", owner.info.uuid));
+            }
+        }
+        let mut resources = std::collections::HashSet::new();
+        for lock in &self.locks {
+            let what = lock.spec.describe();
+            if !resources.insert((&lock.spec.kind, &lock.spec.name)) {
+                return Err(format!("{what} is listed twice"));
+            }
+            if lock.holders.is_empty() {
+                return Err(format!("{what} has no holder"));
+            }
+            if lock.mode == Mode::Exclusive && lock.holders.len() > 1 {
+                return Err(format!(
+                    "{what} is exclusive but has {} holders",
+                    lock.holders.len()
+                ));
+            }
+            if let Some(stranger) = lock.holders.iter().find(|u| !uuids.contains(u.as_str())) {
+                return Err(format!(
+                    "{what} is held by domain {stranger}, which is not in the owner list"
+                ));
+            }
+        }
+        if let Some(both) = self
+            .unsettled
+            .iter()
+            .find(|u| resources.contains(&(&u.spec.kind, &u.spec.name)))
+        {
+            return Err(format!(
+                "{} is listed both as held and as unsettled",
+                both.spec.describe()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Snapshot`] borrowed from the live table: writing it copies nothing.
+#[derive(Debug, Serialize)]
+pub struct SnapshotView<'a> {
+    format: u32,
+    backend: &'a str,
+    owners: Vec<SnapshotOwnerView<'a>>,
+    locks: Vec<SnapshotLockView<'a>>,
+    unsettled: Vec<SnapshotUnsettled>,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotOwnerView<'a> {
+    info: &'a OwnerInfo,
+    start_time: u64,
+    action: FailureAction,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotLockView<'a> {
+    spec: &'a ResourceSpec,
+    mode: Mode,
+    holders: Vec<&'a str>,
+}
+
+/// The current snapshot format (format 1, without `unsettled`, is still read).
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
+impl<B: Backend> LockTable<B> {
+    /// What to persist, borrowed from the table (serialized as a [`Snapshot`]).
+    pub fn snapshot(&self) -> SnapshotView<'_> {
+        SnapshotView {
+            format: SNAPSHOT_FORMAT,
+            backend: self.backend.name(),
+            owners: self
+                .owners
+                .values()
+                .map(|o| SnapshotOwnerView {
+                    info: &o.info,
+                    start_time: o.start_time,
+                    action: o.action,
+                })
+                .collect(),
+            locks: self
+                .held
+                .values()
+                .map(|h| SnapshotLockView {
+                    spec: &h.spec,
+                    mode: h.mode,
+                    holders: h.holders.iter().map(String::as_str).collect(),
+                })
+                .collect(),
+            unsettled: self
+                .pending
+                .iter()
+                .map(|(spec, mode)| (spec.clone(), *mode))
+                .chain(self.stuck.iter().map(|s| (s.spec.clone(), s.mode)))
+                .chain(self.backend.in_doubt())
+                .map(|(spec, mode)| SnapshotUnsettled { spec, mode })
+                .collect(),
+        }
+    }
+
+    /// After a restart: re-register the domains of `snapshot` that still run (same pid and
+    /// start time), drop the unsettled locks, and take the domains' locks again. A lock someone
+    /// else took meanwhile is lost: its owners' `<on_lockfailure>` actions are applied and
+    /// reported. The caller records the result.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Vec<LostLock> {
+        let mut lost = Vec::new();
+        for saved in &snapshot.owners {
+            let alive = sys::pidfd_open(saved.info.pid).ok().filter(|pidfd| {
+                process::is_alive(pidfd)
+                    && process::start_time(saved.info.pid).ok() == Some(saved.start_time)
+            });
+            match alive {
+                Some(pidfd) => {
+                    let owner = Owner {
+                        info: saved.info.clone(),
+                        start_time: saved.start_time,
+                        pidfd,
+                        action: saved.action,
+                        // It was running before the restart: a state string now is a resume's.
+                        acquired: true,
+                    };
+                    self.owners.insert(saved.info.uuid.clone(), owner);
+                }
+                None => crate::log(&format!(
+                    "domain '{}' (pid {}) stopped while the daemon was down; its locks are not taken back",
+                    saved.info.name, saved.info.pid
+                )),
+            }
+        }
+        for unsettled in &snapshot.unsettled {
+            self.discard(&unsettled.spec, unsettled.mode);
+        }
+        for saved in &snapshot.locks {
+            let holders: Vec<&String> = saved
+                .holders
+                .iter()
+                .filter(|u| self.owners.contains_key(*u))
+                .collect();
+            if holders.is_empty() {
+                self.discard(&saved.spec, saved.mode);
+                continue;
+            }
+            let taken = self.backend.resolve(&saved.spec).and_then(|t| {
+                let handle = self.backend.reclaim(&t, &saved.spec, saved.mode)?;
+                Ok((t, handle))
+            });
+            match taken {
+                Ok((target, handle)) => {
+                    let id = target.id.clone();
+                    let holders = holders.into_iter().cloned().collect();
+                    self.held.insert(
+                        id,
+                        Held {
+                            target,
+                            spec: saved.spec.clone(),
+                            mode: saved.mode,
+                            holders,
+                            handle,
+                        },
+                    );
+                    failpoint::hit("restore:reclaimed-some");
+                }
+                Err(err) => {
+                    for uuid in holders {
+                        let owner = &self.owners[uuid];
+                        let outcome =
+                            process::apply_failure_action(&owner.pidfd, &owner.info, owner.action);
+                        lost.push(LostLock {
+                            owner: owner.info.name.clone(),
+                            resource: saved.spec.describe(),
+                            outcome: format!("{err}; {outcome}"),
+                        });
+                    }
+                }
+            }
+        }
+        failpoint::hit("restore:reclaimed");
+        self.generation += 1;
+        lost
+    }
+
+    /// Drops what the previous daemon may have left of a lock no running domain holds.
+    pub(super) fn discard(&mut self, spec: &ResourceSpec, mode: Mode) {
+        let discarded = self
+            .backend
+            .resolve(spec)
+            .and_then(|t| self.backend.discard(&t, spec, mode));
+        if let Err(err) = discarded {
+            crate::log(&format!(
+                "cannot drop the left-over lock on {}: {err}",
+                spec.describe()
+            ));
+        }
+    }
+}
