@@ -305,20 +305,7 @@ impl OwnerNode for LocalNode {
         for state in self.owners.values_mut() {
             drop(state.process.take());
         }
-        let mut problems = Vec::new();
-        if let Some(mut plugin) = self.plugin.take() {
-            if let Err(err) = plugin.deinit() {
-                problems.push(format!("at the end, {err}"));
-            }
-        }
-        if let Err(err) = self.env.stop() {
-            problems.push(err);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        self.env.unload(self.plugin.take(), "at the end, ")
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -29,6 +29,58 @@ fn bench_args(plugins: &[String], lockmgrd: &Path, rest: &[&str]) -> Vec<String>
     args
 }
 
+/// `PROFILE=PATH`, as `--plugin` takes it.
+fn plugin_arg(profile: &str, path: &Path) -> String {
+    format!("{profile}={}", path.display())
+}
+
+/// nop.so and file.so as `--plugin` values, and file.so's lockmgrd.
+fn nop_and_file(dir: &Path) -> ([String; 2], PathBuf) {
+    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir);
+    let (file, lockmgrd) = file_plugin(dir);
+    (
+        [plugin_arg("nop", &nop), plugin_arg("file", &file)],
+        lockmgrd,
+    )
+}
+
+/// file.so and libvirt's lockd.so as `--plugin` values, and file.so's lockmgrd (lockd's
+/// virtlockd needs a private mount namespace).
+fn file_and_lockd(dir: &Path) -> ([String; 2], PathBuf) {
+    require_private_mount_namespace();
+    let (file, lockmgrd) = file_plugin(dir);
+    let lockd = libvirt_plugin("lockd");
+    (
+        [plugin_arg("file", &file), plugin_arg("lockd", &lockd)],
+        lockmgrd,
+    )
+}
+
+/// The entries of the report's array `key` whose `field` is `value` (e.g. the ratios `what`
+/// `file/floor`).
+fn entries<'a>(
+    report: &'a serde_json::Value,
+    key: &str,
+    field: &str,
+    value: &str,
+) -> Vec<&'a serde_json::Value> {
+    report[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[field] == value)
+        .collect()
+}
+
+/// The table `ARGS` (without `--json`) prints, run clean: it exits 0.
+fn bench_table(args: &[String]) -> String {
+    let mut args = args.to_vec();
+    args.retain(|a| a != "--json");
+    let (code, stdout, stderr) = run_clean(&args);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+}
+
 /// `ARGS --json`, run clean: it exits 0 and reports no error. The report and stderr.
 fn bench_json(args: &[String]) -> (serde_json::Value, String) {
     let mut args = args.to_vec();
@@ -46,12 +98,7 @@ fn bench_json(args: &[String]) -> (serde_json::Value, String) {
 #[test]
 fn bench_smoke_prints_every_series_and_the_ratios() {
     let dir = tempfile::tempdir().unwrap();
-    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
-    let (file, lockmgrd) = file_plugin(dir.path());
-    let plugins = [
-        format!("nop={}", nop.display()),
-        format!("file={}", file.display()),
-    ];
+    let (plugins, lockmgrd) = nop_and_file(dir.path());
     let base = bench_args(
         &plugins,
         &lockmgrd,
@@ -76,11 +123,7 @@ fn bench_smoke_prints_every_series_and_the_ratios() {
             assert!(s[key].as_u64().unwrap() > 0, "{key}: {s}");
         }
     }
-    let ratios = report["ratios"].as_array().unwrap();
-    let file_floor: Vec<_> = ratios
-        .iter()
-        .filter(|r| r["what"] == "file/floor")
-        .collect();
+    let file_floor = entries(&report, "ratios", "what", "file/floor");
     assert_eq!(
         file_floor.len(),
         4,
@@ -99,8 +142,7 @@ fn bench_smoke_prints_every_series_and_the_ratios() {
 
     let mut table_args = base;
     table_args.extend(["--pinning".to_owned(), "pinned".to_owned()]);
-    let (code, stdout, _) = run_clean(&table_args);
-    assert_eq!(code, 0);
+    let stdout = bench_table(&table_args);
     assert!(stdout.contains("pinned (taskset -c 0)"), "{stdout}");
     assert!(
         stdout.lines().any(|l| l.starts_with("file")
@@ -113,14 +155,8 @@ fn bench_smoke_prints_every_series_and_the_ratios() {
 
 #[test]
 fn bench_smoke_with_lockd_and_its_virtlockd() {
-    require_private_mount_namespace();
     let dir = tempfile::tempdir().unwrap();
-    let (file, lockmgrd) = file_plugin(dir.path());
-    let lockd = libvirt_plugin("lockd");
-    let plugins = [
-        format!("file={}", file.display()),
-        format!("lockd={}", lockd.display()),
-    ];
+    let (plugins, lockmgrd) = file_and_lockd(dir.path());
     let (report, _) = bench_json(&bench_args(
         &plugins,
         &lockmgrd,
@@ -140,12 +176,7 @@ fn bench_smoke_with_lockd_and_its_virtlockd() {
     ));
     // (file, lockd) × (lockspace, direct), one placement, one N
     assert_eq!(report["series"].as_array().unwrap().len(), 4, "{report:#}");
-    let lockd_file: Vec<_> = report["ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["what"] == "lockd/file")
-        .collect();
+    let lockd_file = entries(&report, "ratios", "what", "lockd/file");
     assert_eq!(lockd_file.len(), 2, "one per mode: {report:#}");
     assert!(
         lockd_file.iter().all(|r| r["target"] == ">= 10"),
@@ -189,23 +220,14 @@ fn bench_with_an_external_floor_and_a_shared_disk_dir() {
         ],
     ]
     .concat();
-    let (report, stderr) = bench_json(&bench_args(
-        &[format!("file={}", file.display())],
-        &lockmgrd,
-        &rest,
-    ));
+    let (report, stderr) = bench_json(&bench_args(&[plugin_arg("file", &file)], &lockmgrd, &rest));
     assert!(
         report["floor"]
             .as_str()
             .unwrap()
             .contains("floor.sh worker")
     );
-    let floors: Vec<_> = report["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["plugin"] == "floor")
-        .collect();
+    let floors = entries(&report, "series", "plugin", "floor");
     assert_eq!(floors.len(), 2, "{report:#}");
     assert!(
         floors
@@ -234,7 +256,7 @@ fn bench_ipc_floor_suite_prints_the_ipc_inclusive_floor_and_its_ratios() {
     let dir = tempfile::tempdir().unwrap();
     let (file, lockmgrd) = file_plugin(dir.path());
     let args = bench_args(
-        &[format!("file={}", file.display())],
+        &[plugin_arg("file", &file)],
         &lockmgrd,
         &[
             SMALL,
@@ -263,11 +285,7 @@ fn bench_ipc_floor_suite_prints_the_ipc_inclusive_floor_and_its_ratios() {
         );
     }
     assert_eq!(report["floors"].as_array().unwrap().len(), 3, "{report:#}");
-    let ratios = report["ratios"].as_array().unwrap();
-    let file_ipc: Vec<_> = ratios
-        .iter()
-        .filter(|r| r["what"] == "file/ipc-floor")
-        .collect();
+    let file_ipc = entries(&report, "ratios", "what", "file/ipc-floor");
     assert_eq!(file_ipc.len(), 2, "one per N: {report:#}");
     assert!(
         file_ipc.iter().all(|r| r["median"].as_f64().unwrap() > 0.0),
@@ -280,24 +298,18 @@ fn bench_ipc_floor_suite_prints_the_ipc_inclusive_floor_and_its_ratios() {
         "the target at the largest N: {report:#}"
     );
     assert_eq!(
-        ratios
-            .iter()
-            .filter(|r| r["what"] == "ipc/(ofd+2rtt)")
-            .count(),
+        entries(&report, "ratios", "what", "ipc/(ofd+2rtt)").len(),
         2,
         "{report:#}"
     );
     // The file/floor ratio of the cycle is still there.
     assert_eq!(
-        ratios.iter().filter(|r| r["what"] == "file/floor").count(),
+        entries(&report, "ratios", "what", "file/floor").len(),
         2,
         "{report:#}"
     );
 
-    let mut table = args;
-    table.retain(|a| a != "--json");
-    let (code, stdout, _) = run_clean(&table);
-    assert_eq!(code, 0);
+    let stdout = bench_table(&args);
     for text in [
         "ipc-floor = ",
         "ofd-raw = ",
@@ -335,12 +347,7 @@ const TINY_STORM_AND_SCALE: &[&str] = &[
 #[test]
 fn bench_storm_and_scale_suites_report_numbers_and_ratios() {
     let dir = tempfile::tempdir().unwrap();
-    let nop = build_plugin("lockmgr-plugin-nop", "nop", dir.path());
-    let (file, lockmgrd) = file_plugin(dir.path());
-    let plugins = [
-        format!("nop={}", nop.display()),
-        format!("file={}", file.display()),
-    ];
+    let (plugins, lockmgrd) = nop_and_file(dir.path());
     let args = bench_args(
         &plugins,
         &lockmgrd,
@@ -373,12 +380,7 @@ fn bench_storm_and_scale_suites_report_numbers_and_ratios() {
             assert!(row[key].as_u64().unwrap() > 0, "{key}: {row}");
         }
     }
-    let file_nop: Vec<_> = report["storm_ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["what"] == "file/nop")
-        .collect();
+    let file_nop = entries(&report, "storm_ratios", "what", "file/nop");
     assert_eq!(file_nop.len(), 1, "{report:#}");
     assert!(file_nop[0]["wall"].as_f64().unwrap() > 0.0);
     assert!(stderr.contains("bench: storm round 2/2 done"), "{stderr}");
@@ -411,10 +413,7 @@ fn bench_storm_and_scale_suites_report_numbers_and_ratios() {
     assert!(scale["restart_ns"].as_u64().unwrap() > 0);
     assert!(scale["rss_after_restart_kb"].as_u64().unwrap() > 0);
 
-    let mut table = args;
-    table.retain(|a| a != "--json");
-    let (code, stdout, _) = run_clean(&table);
-    assert_eq!(code, 0);
+    let stdout = bench_table(&args);
     for text in [
         "boot storm: 5 domains × 2 disks",
         "storm ratios",
@@ -430,14 +429,8 @@ fn bench_storm_and_scale_suites_report_numbers_and_ratios() {
 
 #[test]
 fn bench_storm_with_lockd_reports_lockd_over_file() {
-    require_private_mount_namespace();
     let dir = tempfile::tempdir().unwrap();
-    let (file, lockmgrd) = file_plugin(dir.path());
-    let lockd = libvirt_plugin("lockd");
-    let plugins = [
-        format!("file={}", file.display()),
-        format!("lockd={}", lockd.display()),
-    ];
+    let (plugins, lockmgrd) = file_and_lockd(dir.path());
     let (report, _) = bench_json(&bench_args(
         &plugins,
         &lockmgrd,
@@ -448,12 +441,7 @@ fn bench_storm_with_lockd_reports_lockd_over_file() {
         .concat(),
     ));
     assert_eq!(report["storm"].as_array().unwrap().len(), 2, "{report:#}");
-    let lockd_file: Vec<_> = report["storm_ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["what"] == "lockd/file")
-        .collect();
+    let lockd_file = entries(&report, "storm_ratios", "what", "lockd/file");
     assert_eq!(lockd_file.len(), 1, "{report:#}");
     assert_eq!(lockd_file[0]["target"], ">= 10");
     assert!(lockd_file[0]["met"].is_boolean());

@@ -20,6 +20,8 @@
 
 mod args;
 mod floor;
+mod libvirtd;
+mod pool;
 mod render;
 mod report;
 mod run;

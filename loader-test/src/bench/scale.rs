@@ -12,27 +12,22 @@
 
 use std::time::{Duration, Instant};
 
-use lockmgr::host::{self, ForkedOwner, Plugin, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::Resource;
+use lockmgr::host::Plugin;
 use lockmgr_proto::{Client, Request};
 use serde::{Deserialize, Serialize};
 
+use crate::bench::libvirtd::{Owner, acquire, disk_image, numbered_uuid, open_context, register};
 use crate::bench::report::percentile;
 use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::{PluginEnv, Profile};
-
-struct ScaleOwner {
-    _process: ForkedOwner,
-    domain: Domain,
-    disks: Vec<Resource>,
-}
 
 /// A scale worker's subject.
 pub(super) struct ScaleSubject {
     plugin: Option<Plugin>,
     env: PluginEnv,
-    owners: Vec<ScaleOwner>,
-    probe: ScaleOwner,
+    owners: Vec<Owner>,
+    probe: Owner,
     probe_state: Option<String>,
     locks: usize,
     probes: usize,
@@ -88,16 +83,6 @@ pub struct ScaleResult {
     pub rss_after_restart_kb: u64,
 }
 
-fn scale_uuid(i: usize) -> Uuid {
-    let mut bytes = *b"lockmgr-scale\0\0\0";
-    bytes[13] = u8::try_from((i >> 16) & 0xff).unwrap_or(0);
-    bytes[14] = u8::try_from((i >> 8) & 0xff).unwrap_or(0);
-    bytes[15] = u8::try_from(i & 0xff).unwrap_or(0);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid(bytes)
-}
-
 /// The table sizes probed: 0, L/10, L/2, L.
 pub(super) fn levels(locks: usize) -> Vec<usize> {
     let mut out = vec![0, locks / 10, locks / 2, locks];
@@ -116,33 +101,23 @@ fn vm_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn register(
+/// Registers scale domain `i`, `name`, with `disks`.
+fn register_scale(
     plugin: &Plugin,
     i: usize,
     name: String,
     disks: Vec<Resource>,
-) -> Result<ScaleOwner, String> {
-    let mut domain = Domain {
-        uuid: scale_uuid(i),
+) -> Result<Owner, String> {
+    let what = name.clone();
+    register(
+        plugin,
+        numbered_uuid(b"lockmgr-scale", i),
+        i,
         name,
-        id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-        pid: 0,
-        uri: Some("qemu:///system".into()),
-    };
-    let process = host::start_owner(plugin, &domain, &disks, LockFailureAction::Default)
-        .map_err(|e| format!("registering {}: {e}", domain.name))?;
-    if let RegisterOutcome::Failed { error, .. } = &process.outcome {
-        return Err(format!(
-            "registering {}, in the pre-exec child: {error}",
-            domain.name
-        ));
-    }
-    domain.pid = process.pid();
-    Ok(ScaleOwner {
-        _process: process,
-        domain,
         disks,
-    })
+        &what,
+    )
+    .map_err(String::from)
 }
 
 impl ScaleSubject {
@@ -158,30 +133,22 @@ impl ScaleSubject {
         }
         let locks = args.scale_locks.unwrap_or(0);
         let per_owner = args.scale_per_owner.clamp(1, lockmgr_proto::MAX_RESOURCES);
-        let disk = |name: String| -> Result<Resource, String> {
-            let file = disk_dir.join(name);
-            std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
-            Ok(Resource::Disk {
-                path: file,
-                access: Access::Exclusive,
-            })
-        };
         let mut owners = Vec::new();
         let mut made = 0;
         while made < locks {
             let i = owners.len();
             let count = per_owner.min(locks - made);
             let disks = (0..count)
-                .map(|k| disk(format!("scale-{i:03}-{k:04}.img")))
+                .map(|k| disk_image(&disk_dir, &format!("scale-{i:03}-{k:04}.img")))
                 .collect::<Result<Vec<_>, _>>()?;
-            owners.push(register(&plugin, i, format!("scale-{i}"), disks)?);
+            owners.push(register_scale(&plugin, i, format!("scale-{i}"), disks)?);
             made += count;
         }
-        let probe = register(
+        let probe = register_scale(
             &plugin,
             owners.len(),
             "scale-probe".into(),
-            vec![disk("scale-probe.img".into())?],
+            vec![disk_image(&disk_dir, "scale-probe.img")?],
         )?;
         Ok(ScaleSubject {
             plugin: Some(plugin),
@@ -216,24 +183,15 @@ impl ScaleSubject {
             let end = base + owner.disks.len();
             let (lo, hi) = (from.max(base), to.min(end));
             if lo < hi {
-                let mut manager = plugin
-                    .new_manager(&owner.domain, NewFlags::default())
-                    .map_err(|e| format!("New: {e}"))?;
-                for disk in &owner.disks[lo - base..hi - base] {
-                    manager
-                        .add_resource(disk)
-                        .map_err(|e| format!("AddResource: {e}"))?;
-                }
-                manager
-                    .acquire(
-                        None,
-                        AcquireFlags::default(),
-                        LockFailureAction::Default,
-                        false,
-                    )
-                    .map_err(|e| {
-                        format!("{} acquiring {} disks: {e}", owner.domain.name, hi - lo)
-                    })?;
+                let mut manager = open_context(
+                    plugin,
+                    &owner.domain,
+                    &owner.disks[lo - base..hi - base],
+                    "",
+                )?;
+                acquire(&mut manager, None).map_err(|e| {
+                    format!("{} acquiring {} disks: {e}", owner.domain.name, hi - lo)
+                })?;
             }
             base = end;
         }
@@ -251,34 +209,14 @@ impl ScaleSubject {
         for _ in 0..self.probes {
             let started = Instant::now();
             {
-                let mut manager = plugin
-                    .new_manager(&resume, NewFlags::default())
-                    .map_err(|e| format!("probe New: {e}"))?;
-                for disk in &self.probe.disks {
-                    manager
-                        .add_resource(disk)
-                        .map_err(|e| format!("probe AddResource: {e}"))?;
-                }
-                manager
-                    .acquire(
-                        self.probe_state.as_deref(),
-                        AcquireFlags::default(),
-                        LockFailureAction::Default,
-                        false,
-                    )
+                let mut manager = open_context(plugin, &resume, &self.probe.disks, "probe ")?;
+                acquire(&mut manager, self.probe_state.as_deref())
                     .map_err(|e| format!("probe Acquire: {e}"))?;
             }
             acquires.push(elapsed_ns(started));
             let started = Instant::now();
             {
-                let mut manager = plugin
-                    .new_manager(&pause, NewFlags::default())
-                    .map_err(|e| format!("probe New: {e}"))?;
-                for disk in &self.probe.disks {
-                    manager
-                        .add_resource(disk)
-                        .map_err(|e| format!("probe AddResource: {e}"))?;
-                }
+                let mut manager = open_context(plugin, &pause, &self.probe.disks, "probe ")?;
                 self.probe_state = manager
                     .release(true)
                     .map_err(|e| format!("probe Release: {e}"))?;
@@ -386,20 +324,7 @@ impl ScaleSubject {
 
     pub(super) fn finish(mut self) -> Result<(), String> {
         self.owners.clear();
-        let mut problems = Vec::new();
-        if let Some(mut plugin) = self.plugin.take() {
-            if let Err(err) = plugin.deinit() {
-                problems.push(err.to_string());
-            }
-        }
-        if let Err(err) = self.env.stop() {
-            problems.push(err);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        self.env.unload(self.plugin.take(), "")
     }
 }
 

@@ -14,26 +14,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::Instant;
 
-use lockmgr::host::{self, ForkedOwner, Plugin, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::Uuid;
+use lockmgr::host::Plugin;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::libvirtd::{Owner, acquire, disk_image, numbered_uuid, open_context, register};
 use crate::bench::report::{StormRatio, percentile};
 use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::PluginEnv;
 use crate::daemons::{PluginSpec, Profile};
 
-struct StormDomain {
-    _process: ForkedOwner,
-    domain: Domain,
-    disks: Vec<Resource>,
-}
-
 /// A storm worker's subject.
 pub(super) struct StormSubject {
     plugin: Option<Plugin>,
     env: PluginEnv,
-    domains: Vec<StormDomain>,
+    domains: Vec<Owner>,
     threads: usize,
     register_ns: u64,
 }
@@ -52,13 +47,7 @@ pub(super) struct StormSample {
 }
 
 fn storm_uuid(i: usize) -> Uuid {
-    let mut bytes = *b"lockmgr-storm\0\0\0";
-    bytes[13] = u8::try_from((i >> 16) & 0xff).unwrap_or(0);
-    bytes[14] = u8::try_from((i >> 8) & 0xff).unwrap_or(0);
-    bytes[15] = u8::try_from(i & 0xff).unwrap_or(0);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid(bytes)
+    numbered_uuid(b"lockmgr-storm", i)
 }
 
 impl StormSubject {
@@ -73,35 +62,17 @@ impl StormSubject {
         let started = Instant::now();
         let mut domains = Vec::with_capacity(count);
         for i in 0..count {
-            let mut disks = Vec::with_capacity(args.storm_disks);
-            for k in 0..args.storm_disks {
-                let file = disk_dir.join(format!("storm-{i:04}-{k}.img"));
-                std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
-                disks.push(Resource::Disk {
-                    path: file,
-                    access: Access::Exclusive,
-                });
-            }
-            let mut domain = Domain {
-                uuid: storm_uuid(i),
-                name: format!("storm-{i}"),
-                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                pid: 0,
-                uri: Some("qemu:///system".into()),
-            };
-            let process = host::start_owner(&plugin, &domain, &disks, LockFailureAction::Default)
-                .map_err(|e| format!("registering storm domain {i}: {e}"))?;
-            if let RegisterOutcome::Failed { error, .. } = &process.outcome {
-                return Err(format!(
-                    "registering storm domain {i}, in the pre-exec child: {error}"
-                ));
-            }
-            domain.pid = process.pid();
-            domains.push(StormDomain {
-                _process: process,
-                domain,
+            let disks = (0..args.storm_disks)
+                .map(|k| disk_image(&disk_dir, &format!("storm-{i:04}-{k}.img")))
+                .collect::<Result<Vec<_>, _>>()?;
+            domains.push(register(
+                &plugin,
+                storm_uuid(i),
+                i,
+                format!("storm-{i}"),
                 disks,
-            });
+                &format!("storm domain {i}"),
+            )?);
         }
         Ok(StormSubject {
             plugin: Some(plugin),
@@ -135,7 +106,7 @@ impl StormSubject {
     /// time from the start to its return, and the wall time.
     fn burst(
         &self,
-        op: impl Fn(&Plugin, &StormDomain) -> Result<(), String> + Sync,
+        op: impl Fn(&Plugin, &Owner) -> Result<(), String> + Sync,
     ) -> Result<(Vec<u64>, u64), String> {
         let plugin = self.plugin.as_ref().ok_or("plugin not loaded")?;
         let threads = self.thread_count();
@@ -191,35 +162,13 @@ impl StormSubject {
     /// One storm: acquire everything at once, then release everything at once.
     pub(super) fn storm(&mut self) -> Result<StormSample, String> {
         let (mut acquire_ns, wall_ns) = self.burst(|plugin, d| {
-            let mut manager = plugin
-                .new_manager(&d.domain, NewFlags::default())
-                .map_err(|e| format!("New: {e}"))?;
-            for disk in &d.disks {
-                manager
-                    .add_resource(disk)
-                    .map_err(|e| format!("AddResource: {e}"))?;
-            }
-            manager
-                .acquire(
-                    None,
-                    AcquireFlags::default(),
-                    LockFailureAction::Default,
-                    false,
-                )
-                .map(|_| ())
-                .map_err(|e| format!("Acquire: {e}"))
+            let mut manager = open_context(plugin, &d.domain, &d.disks, "")?;
+            acquire(&mut manager, None).map_err(|e| format!("Acquire: {e}"))
         })?;
         let (_, release_wall_ns) = self.burst(|plugin, d| {
             let mut detach = d.domain.clone();
             detach.uri = None;
-            let mut manager = plugin
-                .new_manager(&detach, NewFlags::default())
-                .map_err(|e| format!("New: {e}"))?;
-            for disk in &d.disks {
-                manager
-                    .add_resource(disk)
-                    .map_err(|e| format!("AddResource: {e}"))?;
-            }
+            let mut manager = open_context(plugin, &detach, &d.disks, "")?;
             manager
                 .release(false)
                 .map(|_| ())
@@ -236,20 +185,7 @@ impl StormSubject {
 
     pub(super) fn finish(mut self) -> Result<(), String> {
         self.domains.clear();
-        let mut problems = Vec::new();
-        if let Some(mut plugin) = self.plugin.take() {
-            if let Err(err) = plugin.deinit() {
-                problems.push(err.to_string());
-            }
-        }
-        if let Err(err) = self.env.stop() {
-            problems.push(err);
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        self.env.unload(self.plugin.take(), "")
     }
 }
 

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockmgr::host::{self, ForkedOwner, Plugin, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::Uuid;
+use lockmgr::host::Plugin;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::args::LockMode;
 use crate::bench::floor::{self, FloorKind};
+use crate::bench::libvirtd::{Owner, RegisterError, acquire, disk_image, open_context, register};
 use crate::bench::run::SANLOCK_MAX_RESOURCES;
 use crate::bench::scale::{ScaleResult, ScaleSubject};
 use crate::bench::storm::{StormSample, StormSubject};
@@ -192,9 +193,8 @@ struct PluginSubject {
 }
 
 struct BenchOwner {
-    process: ForkedOwner,
-    domain: Domain,
-    disks: Vec<Resource>,
+    owner: Owner,
+    /// What the last Release handed back, for the next Acquire.
     state: Option<String>,
 }
 
@@ -278,45 +278,30 @@ impl Subject {
         let mut owners = BTreeMap::new();
         let mut refused = BTreeMap::new();
         for (i, &n) in args.disks.iter().enumerate() {
-            let mut disks = Vec::new();
-            for d in 0..n {
-                let file = disk_dir.join(format!("n{n}-{d:03}.img"));
-                std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
-                disks.push(Resource::Disk {
-                    path: file,
-                    access: Access::Exclusive,
-                });
-            }
-            let mut domain = Domain {
-                uuid: bench_uuid(n),
-                name: format!("bench-{n}"),
-                id: u32::try_from(i + 1).unwrap_or(1),
-                pid: 0,
-                uri: Some("qemu:///system".into()),
-            };
-            let process = host::start_owner(&plugin, &domain, &disks, LockFailureAction::Default)
-                .map_err(|e| format!("registering the owner of {n} disks: {e}"))?;
-            if let RegisterOutcome::Failed { error, .. } = &process.outcome {
+            let disks = (0..n)
+                .map(|d| disk_image(&disk_dir, &format!("n{n}-{d:03}.img")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let owner = match register(
+                &plugin,
+                bench_uuid(n),
+                i,
+                format!("bench-{n}"),
+                disks,
+                &format!("the owner of {n} disks"),
+            ) {
+                Ok(owner) => owner,
                 // sanlock.so takes at most 8 resources per domain: larger N are reported as
                 // refused (with its message) and not timed.
-                if profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES {
-                    refused.insert(n, error.to_string());
+                Err(RegisterError {
+                    refused: Some(error),
+                    ..
+                }) if profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES => {
+                    refused.insert(n, error);
                     continue;
                 }
-                return Err(format!(
-                    "registering the owner of {n} disks, in the pre-exec child: {error}"
-                ));
-            }
-            domain.pid = process.pid();
-            owners.insert(
-                n,
-                BenchOwner {
-                    process,
-                    domain,
-                    disks,
-                    state: None,
-                },
-            );
+                Err(err) => return Err(err.into()),
+            };
+            owners.insert(n, BenchOwner { owner, state: None });
         }
         Ok(Subject::Plugin(Box::new(PluginSubject {
             plugin: Some(plugin),
@@ -346,7 +331,7 @@ impl Subject {
                 p.mode.map_or("no lockspace option", LockMode::as_str),
                 p.owners
                     .iter()
-                    .map(|(n, o)| format!("{n} disks: pid {}", o.process.pid()))
+                    .map(|(n, o)| format!("{n} disks: pid {}", o.owner.process.pid()))
                     .collect::<Vec<_>>()
                     .join(", "),
                 p.refused
@@ -367,43 +352,23 @@ impl Subject {
             Subject::Plugin(p) if p.refused.contains_key(&n) => {}
             Subject::Plugin(p) => {
                 let plugin = p.plugin.as_ref().ok_or("plugin not loaded")?;
-                let owner = p
+                let BenchOwner { owner, state } = p
                     .owners
                     .get_mut(&n)
                     .ok_or_else(|| format!("no owner for {n} disks"))?;
                 let resume = owner.domain.clone();
-                let mut pause = owner.domain.clone();
+                let mut pause = resume.clone();
                 pause.uri = None;
                 for _ in 0..count {
                     let started = Instant::now();
                     {
-                        let mut manager = plugin
-                            .new_manager(&resume, NewFlags::default())
-                            .map_err(|e| format!("resume New: {e}"))?;
-                        for disk in &owner.disks {
-                            manager
-                                .add_resource(disk)
-                                .map_err(|e| format!("resume AddResource: {e}"))?;
-                        }
-                        manager
-                            .acquire(
-                                owner.state.as_deref(),
-                                AcquireFlags::default(),
-                                LockFailureAction::Default,
-                                false,
-                            )
+                        let mut manager = open_context(plugin, &resume, &owner.disks, "resume ")?;
+                        acquire(&mut manager, state.as_deref())
                             .map_err(|e| format!("resume Acquire ({n} disks): {e}"))?;
                     }
                     {
-                        let mut manager = plugin
-                            .new_manager(&pause, NewFlags::default())
-                            .map_err(|e| format!("pause New: {e}"))?;
-                        for disk in &owner.disks {
-                            manager
-                                .add_resource(disk)
-                                .map_err(|e| format!("pause AddResource: {e}"))?;
-                        }
-                        owner.state = manager
+                        let mut manager = open_context(plugin, &pause, &owner.disks, "pause ")?;
+                        *state = manager
                             .release(true)
                             .map_err(|e| format!("pause Release ({n} disks): {e}"))?;
                     }
@@ -428,20 +393,7 @@ impl Subject {
             Subject::Scale(scale) => scale.finish(),
             Subject::Plugin(mut p) => {
                 p.owners.clear();
-                let mut problems = Vec::new();
-                if let Some(mut plugin) = p.plugin.take() {
-                    if let Err(err) = plugin.deinit() {
-                        problems.push(err.to_string());
-                    }
-                }
-                if let Err(err) = p.env.stop() {
-                    problems.push(err);
-                }
-                if problems.is_empty() {
-                    Ok(())
-                } else {
-                    Err(problems.join("; "))
-                }
+                p.env.unload(p.plugin.take(), "")
             }
         }
     }

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use lockmgr::host::Plugin;
+
 use crate::daemons::daemon::Daemon;
 use crate::daemons::profile::{Profile, libvirt_name};
 use crate::daemons::sanlock::{
@@ -177,6 +179,26 @@ impl PluginEnv {
         match self.daemon.as_mut() {
             Some(daemon) => daemon.stop(),
             None => Ok(()),
+        }
+    }
+
+    /// The end of a run: drvDeinit of `plugin` when it is still loaded (and its dlclose), then
+    /// [`PluginEnv::stop`]. Every problem, joined by `; `; a drvDeinit error is prefixed with
+    /// `deinit_context` (e.g. `"at the end, "`, or nothing).
+    pub fn unload(&mut self, plugin: Option<Plugin>, deinit_context: &str) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Some(mut plugin) = plugin {
+            if let Err(err) = plugin.deinit() {
+                problems.push(format!("{deinit_context}{err}"));
+            }
+        }
+        if let Err(err) = self.stop() {
+            problems.push(err);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
         }
     }
 }
