@@ -4,7 +4,7 @@
 //! node) and `-action watchdog=poweroff`: when nobody pets it for its timeout, QEMU's main loop
 //! powers the VM off (QEMU exits). In the node, lockmgrd pets it (`--watchdog /dev/watchdog`) only
 //! while the node is quorate and its DLM answers, or while no lock-holding domain runs; the
-//! survivors' dlm_controld runs `fence_lockmgr_watchdog wait=`[`WATCHDOG_FENCE_WAIT`], which only
+//! survivors' dlm_controld runs `fence_lockmgr_watchdog wait=`[`WATCHDOG_FENCE_WAIT_S`], which only
 //! waits that long before it reports the failed node fenced. There is no host side to fencing.
 //!
 //! So that a test can tell a node its watchdog powered off from one the test killed, the cluster
