@@ -40,7 +40,7 @@ tests/e2e/run.sh --plugin lockd
 section "libdlm bindings on a real DLM cluster (QEMU nodes)"
 tests/cluster/run-proof.sh
 
-section "dlm.so and lockmgrd --backend dlm on real DLM clusters (2 and 3 nodes)"
+section "dlm.so and lockmgrd --backend dlm on real DLM clusters (2 and 3 nodes; power fencing, watchdog self-fencing, no fencing as the control)"
 tests/cluster/run-dlm.sh
 
 section "conformance matrix with a dlm column (owners on two nodes) and dlm.so vs raw libdlm"

@@ -89,7 +89,7 @@ pub type QuorumAnswer = Result<QuorumInfo, String>;
 /// Runs every check for dlm.so on this host.
 pub fn check_dlm_host(paths: &Paths, quorum: QuorumAnswer) -> Vec<Finding> {
     let mut findings = vec![check_qemu_conf(&paths.qemu_conf)];
-    findings.extend(check_plugin_file(&paths.plugin_dir));
+    findings.push(check_plugin_file(&paths.plugin_dir));
     let settings = check_plugin_conf(&paths.plugin_conf, &mut findings);
     let quorate = check_corosync(quorum.clone(), &mut findings);
     let quorum = quorum.ok();
@@ -169,9 +169,9 @@ fn check_qemu_conf(path: &Path) -> Finding {
     }
 }
 
-fn check_plugin_file(dir: &Path) -> Option<Finding> {
+fn check_plugin_file(dir: &Path) -> Finding {
     let plugin = dir.join("dlm.so");
-    Some(if plugin.is_file() {
+    if plugin.is_file() {
         Finding::ok("plugin", format!("{} is installed", plugin.display()))
     } else {
         Finding::problem(
@@ -186,7 +186,7 @@ fn check_plugin_file(dir: &Path) -> Option<Finding> {
                 plugin.display()
             ),
         )
-    })
+    }
 }
 
 fn check_plugin_conf(path: &Path, findings: &mut Vec<Finding>) -> Option<DlmPluginSettings> {
