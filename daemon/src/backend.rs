@@ -2,6 +2,12 @@
 //!
 //! The daemon owns the bookkeeping (owners, sharing between domains of this host, all-or-none);
 //! a backend only knows how to lock one target without waiting.
+//!
+//! A backend whose requests can hang (the DLM, while a failed node's locks are recovered)
+//! answers later: [`Backend::start_lock`] and [`Backend::start_unlock`] give a [`Ticket`], the
+//! answer comes through [`Backend::take_answers`] once [`Backend::answers_fd`] polls readable,
+//! and the server serves everyone else meanwhile. The defaults answer at once, through the
+//! blocking [`Backend::lock`] and [`Backend::unlock`].
 
 use lockmgr_proto::{Mode, ResourceSpec};
 
@@ -35,6 +41,32 @@ pub struct UnlockFailed<H> {
     pub handle: H,
 }
 
+/// How long a request may wait for the backend before it is refused. A healthy cluster answers
+/// in milliseconds; longer means a resource's master node has failed and recovery (fencing
+/// included) is under way.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Names one request a backend answers later.
+pub type Ticket = u64;
+
+/// A request's answer: given now, or later under a ticket.
+#[derive(Debug)]
+pub enum Answer<T> {
+    /// Answered.
+    Now(T),
+    /// Answered later through [`Backend::take_answers`].
+    Later(Ticket),
+}
+
+/// What a ticket's answer says.
+#[derive(Debug)]
+pub enum Outcome<H> {
+    /// A lock request's result.
+    Locked(Result<H, BackendError>),
+    /// An unlock is done.
+    Unlocked,
+}
+
 /// A lock backend.
 pub trait Backend {
     /// What the backend keeps for one held lock.
@@ -63,6 +95,62 @@ pub trait Backend {
         mode: Mode,
         handle: Self::Handle,
     ) -> Result<(), UnlockFailed<Self::Handle>>;
+
+    /// Starts a lock request; the default answers at once through [`Backend::lock`].
+    fn start_lock(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Answer<Result<Self::Handle, BackendError>> {
+        Answer::Now(self.lock(target, spec, mode))
+    }
+
+    /// Starts an unlock; the default unlocks at once through [`Backend::unlock`]. An unlock
+    /// answered later is in doubt ([`Backend::in_doubt`]) until it is done.
+    fn start_unlock(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+        handle: Self::Handle,
+    ) -> Result<Answer<()>, UnlockFailed<Self::Handle>> {
+        self.unlock(target, spec, mode, handle).map(Answer::Now)
+    }
+
+    /// Gives up waiting for a lock request: true if the backend will drop the lock should it
+    /// be granted (in doubt until then); false if the answer is already on its way, to be
+    /// taken with [`Backend::take_answers`] like any other.
+    fn abandon(&mut self, ticket: Ticket) -> bool {
+        let _ = ticket;
+        false
+    }
+
+    /// Why a lock request was given up after waiting `waited` for its answer.
+    fn too_late(
+        &self,
+        target: &Target,
+        spec: &ResourceSpec,
+        waited: std::time::Duration,
+    ) -> BackendError {
+        BackendError::Io(format!(
+            "the {} lock manager did not answer within {} s for {} ({}); try again in a few seconds",
+            self.name(),
+            waited.as_secs(),
+            spec.describe(),
+            target.id
+        ))
+    }
+
+    /// Polls readable when answers are waiting (backends that answer later).
+    fn answers_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// The answers that arrived since the last call.
+    fn take_answers(&mut self) -> Vec<(Ticket, Outcome<Self::Handle>)> {
+        Vec::new()
+    }
 
     /// After a restart: takes back a lock the previous daemon held for a domain that still
     /// runs. File locks died with the old daemon and are simply taken again; DLM persistent

@@ -6,34 +6,35 @@
 //! daemon stops or crashes they become orphans that keep protecting the disks until the
 //! restarted daemon adopts them (`LKF_ORPHAN`, same name and mode).
 //!
-//! **Nothing the DLM does blocks the daemon for long.** Even a NOQUEUE request waits when its
-//! resource is mastered on a node that has just failed: until that node is fenced and the
-//! lockspace recovered, seconds. So every DLM call runs on a worker thread with a lockspace
-//! handle of its own, and the server waits for a lock at most [`ANSWER_WITHIN`]: then it refuses
-//! the request (the domain can be started again once the cluster has recovered) and the worker,
-//! when the DLM finally answers, drops whatever it was granted. Unlocks are done by the worker
-//! that holds the lock, waited for at most as long. Until a worker is done with them, such locks
-//! are *in doubt* ([`Backend::in_doubt`]): the table records them as unsettled, so a crash
-//! meanwhile leaks nothing.
+//! **Nothing the DLM does blocks the daemon.** Even a NOQUEUE request waits when its resource
+//! is mastered on a node that has just failed: until that node is fenced and the lockspace
+//! recovered, seconds. So every DLM call runs on a worker thread with a lockspace handle of its
+//! own, and its answer comes back to the server's event loop ([`Backend::answers_fd`]): the
+//! server serves every other domain meanwhile, and gives up on a request at its deadline (the
+//! worker then drops whatever the DLM grants too late). The locks of one Acquire go to
+//! different workers, so they are in flight together. Unlocks are done by the worker that holds
+//! the lock. Until a worker is done with them, such locks are *in doubt* ([`Backend::in_doubt`]):
+//! the table records them as unsettled, so a crash meanwhile leaks nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
 use lockmgr_proto::{Mode, ResourceSpec};
 
-use crate::backend::{Backend, BackendError, Target, UnlockFailed};
+use crate::backend::{
+    ANSWER_WITHIN, Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed,
+};
 
 /// How often the health probe takes its lock.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long the server waits for the DLM to answer one lock request. A healthy cluster answers
-/// in milliseconds; longer means the resource's master node has failed and recovery (fencing
-/// included) is under way.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-/// The most lockspace handles (worker threads): each request the DLM leaves hanging holds one.
+/// The most lockspace handles (worker threads): the requests in flight at once.
 const MAX_WORKERS: usize = 16;
 
 /// A lock held through one of the workers' handles.
@@ -50,6 +51,15 @@ pub struct DlmBackend {
     cluster: String,
     workers: Vec<Worker>,
     doubts: Arc<Doubts>,
+    shared: Arc<Shared>,
+    answers: Receiver<(Ticket, WorkerAnswer)>,
+    /// Readable when a worker has answered.
+    wake: UnixStream,
+    /// Answers read while waiting for another one (restore).
+    early: Vec<(Ticket, WorkerAnswer)>,
+    /// What each lock ticket asked for.
+    asked: HashMap<Ticket, (Target, ResourceSpec)>,
+    next_ticket: Ticket,
 }
 
 /// The locks in doubt, shared with the workers.
@@ -80,66 +90,57 @@ impl Doubts {
     }
 }
 
-/// A lock request's rendezvous between the server, which may give up waiting, and the worker.
-#[derive(Debug, Default)]
-struct Answer {
-    state: Mutex<AnswerState>,
-    done: Condvar,
+/// What the server and the workers share about lock requests in flight.
+#[derive(Debug)]
+struct Shared {
+    /// Lock requests not answered yet: `Some(doubt)` once the server gave up on one.
+    lock_requests: Mutex<HashMap<Ticket, Option<u64>>>,
+    answers: Sender<(Ticket, WorkerAnswer)>,
+    wake: UnixStream,
 }
 
-impl Answer {
-    /// Waits until the worker answers, at most `limit` (`None`: as long as it takes); returns
-    /// the state still locked, so that the caller can give up on it (Abandoned) atomically.
-    fn wait(&self, limit: Option<Duration>) -> MutexGuard<'_, AnswerState> {
-        let waiting = |s: &mut AnswerState| matches!(s, AnswerState::Waiting);
-        let state = lock_state(self);
-        match limit {
-            Some(limit) => self
-                .done
-                .wait_timeout_while(state, limit, waiting)
-                .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state),
-            None => self
-                .done
-                .wait_while(state, waiting)
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        }
+impl Shared {
+    fn lock_requests(&self) -> MutexGuard<'_, HashMap<Ticket, Option<u64>>> {
+        self.lock_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The worker's answer, for whoever waits.
-    fn give(&self, result: Result<LockId, DlmError>) {
-        *lock_state(self) = AnswerState::Done(result);
-        self.done.notify_all();
+    fn answer(&self, ticket: Ticket, answer: WorkerAnswer) {
+        // The server may be gone (shutdown): nobody to tell.
+        let _ = self.answers.send((ticket, answer));
+        // Full: the server has a wake-up to read already.
+        let _ = (&self.wake).write(&[1]);
     }
 }
 
-#[derive(Debug, Default)]
-enum AnswerState {
-    #[default]
-    Waiting,
-    Done(Result<LockId, DlmError>),
-    /// The server stopped waiting: the worker drops what it gets, then settles this doubt.
-    Abandoned(u64),
+/// A worker's answer.
+#[derive(Debug)]
+enum WorkerAnswer {
+    Locked(Result<DlmLock, DlmError>),
+    Unlocked,
+    Adopted(Result<DlmLock, DlmError>),
 }
 
 #[derive(Debug)]
 enum Job {
     Lock {
+        ticket: Ticket,
         resource: String,
         mode: DlmMode,
-        answer: Arc<Answer>,
         spec: ResourceSpec,
     },
     Unlock {
+        ticket: Ticket,
         lkid: LockId,
         spec: ResourceSpec,
         doubt: u64,
-        answer: Arc<Answer>,
     },
     Adopt {
+        ticket: Ticket,
         resource: String,
         mode: DlmMode,
         persistent: bool,
-        answer: Arc<Answer>,
     },
 }
 
@@ -147,50 +148,42 @@ enum Job {
 #[derive(Debug)]
 struct Worker {
     jobs: Sender<Job>,
-    /// Lock requests given and not answered yet.
-    in_flight: Arc<AtomicU64>,
-    /// Unlocks given and not done yet.
-    unlocking: Arc<AtomicU64>,
+    /// Jobs given and not done yet.
+    queued: Arc<AtomicU64>,
 }
 
 impl Worker {
-    fn spawn(index: usize, lockspace: Lockspace, doubts: Arc<Doubts>) -> std::io::Result<Worker> {
+    fn spawn(
+        index: usize,
+        lockspace: Lockspace,
+        doubts: Arc<Doubts>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Worker> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let in_flight = Arc::new(AtomicU64::new(0));
-        let unlocking = Arc::new(AtomicU64::new(0));
-        let (locks, unlocks) = (Arc::clone(&in_flight), Arc::clone(&unlocking));
+        let queued = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&queued);
         std::thread::Builder::new()
             .name(format!("dlm-worker-{index}"))
             .spawn(move || {
                 for job in queue {
-                    run_job(&lockspace, job, &doubts, &locks, &unlocks);
+                    run_job(index, &lockspace, job, &doubts, &shared);
+                    count.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
-        Ok(Worker {
-            jobs,
-            in_flight,
-            unlocking,
-        })
+        Ok(Worker { jobs, queued })
     }
 
-    /// Whether a job given to it earlier may still be hanging in the DLM.
-    fn backlogged(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) > 0 || self.unlocking.load(Ordering::Acquire) > 0
+    fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
     }
 }
 
-fn run_job(
-    lockspace: &Lockspace,
-    job: Job,
-    doubts: &Doubts,
-    in_flight: &AtomicU64,
-    unlocking: &AtomicU64,
-) {
+fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
     match job {
         Job::Lock {
+            ticket,
             resource,
             mode,
-            answer,
             spec,
         } => {
             let result = lockspace.lock(
@@ -198,11 +191,12 @@ fn run_job(
                 mode,
                 LockFlags::NOQUEUE | LockFlags::PERSISTENT,
             );
-            let mut state = lock_state(&answer);
-            match &*state {
-                AnswerState::Abandoned(doubt) => {
-                    let doubt = *doubt;
-                    drop(state);
+            // Under the map's lock: the server either gave up before (we drop the lock) or
+            // sees the answer, never neither.
+            let mut requests = shared.lock_requests();
+            match requests.remove(&ticket) {
+                Some(Some(doubt)) => {
+                    drop(requests);
                     if let Ok(lkid) = result {
                         crate::log(&format!(
                             "the DLM granted {} after its request was refused for taking too long: released",
@@ -212,32 +206,39 @@ fn run_job(
                     }
                     doubts.settle(doubt);
                 }
-                _ => {
-                    *state = AnswerState::Done(result);
-                    answer.done.notify_all();
-                }
+                _ => shared.answer(
+                    ticket,
+                    WorkerAnswer::Locked(result.map(|lkid| DlmLock {
+                        worker: index,
+                        lkid,
+                    })),
+                ),
             }
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         Job::Unlock {
+            ticket,
             lkid,
             spec,
             doubt,
-            answer,
         } => {
             unlock_until_done(lockspace, lkid, &spec);
             doubts.settle(doubt);
-            unlocking.fetch_sub(1, Ordering::AcqRel);
-            answer.give(Ok(lkid));
+            shared.answer(ticket, WorkerAnswer::Unlocked);
         }
         Job::Adopt {
+            ticket,
             resource,
             mode,
             persistent,
-            answer,
         } => {
             let result = lockspace.adopt_orphan(resource.as_bytes(), mode, persistent);
-            answer.give(result);
+            shared.answer(
+                ticket,
+                WorkerAnswer::Adopted(result.map(|lkid| DlmLock {
+                    worker: index,
+                    lkid,
+                })),
+            );
         }
     }
 }
@@ -262,13 +263,6 @@ fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
     if logged {
         crate::log(&format!("released {}", spec.describe()));
     }
-}
-
-fn lock_state(answer: &Answer) -> MutexGuard<'_, AnswerState> {
-    answer
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn dlm_mode(mode: Mode) -> DlmMode {
@@ -296,14 +290,32 @@ impl DlmBackend {
                 "cannot join DLM lockspace '{name}' of cluster '{cluster}': {e}"
             ))
         })?;
+        let thread_error = |e: std::io::Error| {
+            BackendError::Io(format!("cannot start the DLM worker threads: {e}"))
+        };
+        let (wake, wake_writer) = UnixStream::pair().map_err(thread_error)?;
+        wake.set_nonblocking(true).map_err(thread_error)?;
+        wake_writer.set_nonblocking(true).map_err(thread_error)?;
+        let (sender, answers) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            lock_requests: Mutex::new(HashMap::new()),
+            answers: sender,
+            wake: wake_writer,
+        });
         let doubts = Arc::new(Doubts::default());
-        let first = Worker::spawn(0, lockspace, Arc::clone(&doubts))
-            .map_err(|e| BackendError::Io(format!("cannot start a DLM worker thread: {e}")))?;
+        let first = Worker::spawn(0, lockspace, Arc::clone(&doubts), Arc::clone(&shared))
+            .map_err(thread_error)?;
         Ok(DlmBackend {
             name: name.to_owned(),
             cluster,
             workers: vec![first],
             doubts,
+            shared,
+            answers,
+            wake,
+            early: Vec::new(),
+            asked: HashMap::new(),
+            next_ticket: 1,
         })
     }
 
@@ -322,53 +334,121 @@ impl DlmBackend {
         ))
     }
 
-    /// A worker with nothing in flight, started when every one may be stuck.
-    fn idle_worker(&mut self, spec: &ResourceSpec) -> Result<usize, BackendError> {
-        if let Some(index) = self.workers.iter().position(|w| !w.backlogged()) {
+    /// The worker for a new request: an idle one; else a new one, up to [`MAX_WORKERS`]; else
+    /// the one with the fewest jobs (a request queued behind a hung one is given up at its
+    /// deadline like the hung one).
+    fn pick_worker(&mut self) -> Result<usize, BackendError> {
+        if let Some(index) = self.workers.iter().position(|w| w.queued() == 0) {
             return Ok(index);
         }
-        if self.workers.len() >= MAX_WORKERS {
-            return Err(BackendError::Io(format!(
-                "cannot lock {}: {MAX_WORKERS} DLM requests are waiting for the cluster to recover \
-                 from a node failure; try again once it has",
-                spec.describe()
-            )));
+        if self.workers.len() < MAX_WORKERS {
+            let index = self.workers.len();
+            let spawned = Lockspace::open(&self.name)
+                .map_err(io)
+                .and_then(|lockspace| {
+                    Worker::spawn(
+                        index,
+                        lockspace,
+                        Arc::clone(&self.doubts),
+                        Arc::clone(&self.shared),
+                    )
+                    .map_err(|e| BackendError::Io(format!("cannot start a DLM worker thread: {e}")))
+                });
+            match spawned {
+                Ok(worker) => {
+                    self.workers.push(worker);
+                    return Ok(index);
+                }
+                Err(err) => crate::log(&format!("{err}; using the workers there are")),
+            }
         }
-        let index = self.workers.len();
-        let lockspace = Lockspace::open(&self.name).map_err(io)?;
-        let worker = Worker::spawn(index, lockspace, Arc::clone(&self.doubts))
-            .map_err(|e| BackendError::Io(format!("cannot start a DLM worker thread: {e}")))?;
-        self.workers.push(worker);
-        Ok(index)
+        Ok(self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.queued())
+            .map_or(0, |(index, _)| index))
     }
 
     fn send(&self, worker: usize, job: Job) -> Result<(), BackendError> {
-        self.workers[worker]
-            .jobs
-            .send(job)
-            .map_err(|_| BackendError::Io(format!("DLM worker {worker} is gone")))
+        let worker_ref = &self.workers[worker];
+        worker_ref.queued.fetch_add(1, Ordering::AcqRel);
+        if worker_ref.jobs.send(job).is_err() {
+            worker_ref.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(BackendError::Io(format!("DLM worker {worker} is gone")));
+        }
+        Ok(())
     }
 
-    /// Waits for an adoption done by worker 0 (restore, before the daemon serves: no deadline).
+    fn new_ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        self.next_ticket - 1
+    }
+
+    /// Waits for one ticket's answer (restore, before the daemon serves), at most `limit`;
+    /// other answers are kept for [`Backend::take_answers`].
+    fn wait_for(&mut self, ticket: Ticket, limit: Option<Duration>) -> Option<WorkerAnswer> {
+        if let Some(at) = self.early.iter().position(|(t, _)| *t == ticket) {
+            return Some(self.early.remove(at).1);
+        }
+        let deadline = limit.map(|limit| Instant::now() + limit);
+        loop {
+            let next = match deadline {
+                Some(deadline) => {
+                    match self
+                        .answers
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(next) => next,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                            return None;
+                        }
+                    }
+                }
+                None => self.answers.recv().ok()?,
+            };
+            if next.0 == ticket {
+                return Some(next.1);
+            }
+            self.early.push(next);
+        }
+    }
+
+    /// Waits for an adoption (restore, before the daemon serves: no deadline).
     fn adopt(
-        &self,
+        &mut self,
         target: &Target,
         mode: Mode,
         persistent: bool,
-    ) -> Result<Result<LockId, DlmError>, BackendError> {
-        let answer = Arc::new(Answer::default());
+    ) -> Result<Result<DlmLock, DlmError>, BackendError> {
+        let ticket = self.new_ticket();
         let job = Job::Adopt {
+            ticket,
             resource: target.id.clone(),
             mode: dlm_mode(mode),
             persistent,
-            answer: Arc::clone(&answer),
         };
         self.send(0, job)?;
-        match std::mem::take(&mut *answer.wait(None)) {
-            AnswerState::Done(result) => Ok(result),
-            AnswerState::Waiting | AnswerState::Abandoned(_) => {
-                unreachable!("only a lock request is abandoned")
+        match self.wait_for(ticket, None) {
+            Some(WorkerAnswer::Adopted(result)) => Ok(result),
+            _ => Err(BackendError::Io("DLM worker 0 is gone".into())),
+        }
+    }
+
+    fn outcome(&mut self, ticket: Ticket, answer: WorkerAnswer) -> Outcome<DlmLock> {
+        let asked = self.asked.remove(&ticket);
+        match answer {
+            WorkerAnswer::Locked(Ok(lock)) | WorkerAnswer::Adopted(Ok(lock)) => {
+                Outcome::Locked(Ok(lock))
             }
+            WorkerAnswer::Locked(Err(DlmError::Busy { .. })) => Outcome::Locked(Err(match asked {
+                Some((target, spec)) => self.busy(&spec, &target),
+                None => BackendError::Busy("locked on another node".into()),
+            })),
+            WorkerAnswer::Locked(Err(err)) | WorkerAnswer::Adopted(Err(err)) => {
+                Outcome::Locked(Err(io(err)))
+            }
+            WorkerAnswer::Unlocked => Outcome::Unlocked,
         }
     }
 }
@@ -386,92 +466,146 @@ impl Backend for DlmBackend {
         })
     }
 
+    fn start_lock(
+        &mut self,
+        target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+    ) -> Answer<Result<DlmLock, BackendError>> {
+        let worker = match self.pick_worker() {
+            Ok(worker) => worker,
+            Err(err) => return Answer::Now(Err(err)),
+        };
+        let ticket = self.new_ticket();
+        self.shared.lock_requests().insert(ticket, None);
+        let job = Job::Lock {
+            ticket,
+            resource: target.id.clone(),
+            mode: dlm_mode(mode),
+            spec: spec.clone(),
+        };
+        if let Err(err) = self.send(worker, job) {
+            self.shared.lock_requests().remove(&ticket);
+            return Answer::Now(Err(err));
+        }
+        self.asked.insert(ticket, (target.clone(), spec.clone()));
+        Answer::Later(ticket)
+    }
+
+    fn start_unlock(
+        &mut self,
+        _target: &Target,
+        spec: &ResourceSpec,
+        mode: Mode,
+        handle: DlmLock,
+    ) -> Result<Answer<()>, UnlockFailed<DlmLock>> {
+        // In doubt, recorded as unsettled, until its worker is done.
+        let doubt = self.doubts.add(spec, mode);
+        let ticket = self.new_ticket();
+        let job = Job::Unlock {
+            ticket,
+            lkid: handle.lkid,
+            spec: spec.clone(),
+            doubt,
+        };
+        match self.send(handle.worker, job) {
+            Ok(()) => Ok(Answer::Later(ticket)),
+            Err(error) => {
+                self.doubts.settle(doubt);
+                Err(UnlockFailed { error, handle })
+            }
+        }
+    }
+
+    fn abandon(&mut self, ticket: Ticket) -> bool {
+        let mut requests = self.shared.lock_requests();
+        let Some(state) = requests.get_mut(&ticket) else {
+            return false;
+        };
+        let Some((_, spec)) = self.asked.remove(&ticket) else {
+            return false;
+        };
+        // In doubt until its worker hears back: it may yet be granted.
+        *state = Some(self.doubts.add(&spec, spec.mode));
+        true
+    }
+
+    fn too_late(&self, target: &Target, spec: &ResourceSpec, waited: Duration) -> BackendError {
+        BackendError::Io(format!(
+            "the DLM did not answer within {} s for {} (DLM resource {}): a node of cluster '{}' \
+             has probably failed and the lockspace is recovering; try again in a few seconds",
+            waited.as_secs(),
+            spec.describe(),
+            target.id,
+            self.cluster
+        ))
+    }
+
+    fn answers_fd(&self) -> Option<RawFd> {
+        Some(self.wake.as_raw_fd())
+    }
+
+    fn take_answers(&mut self) -> Vec<(Ticket, Outcome<DlmLock>)> {
+        let mut drain = [0u8; 256];
+        loop {
+            match (&self.wake).read(&mut drain) {
+                Ok(n) if n == drain.len() => {}
+                Err(err) if err.kind() == IoErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        let mut answers: Vec<(Ticket, WorkerAnswer)> = std::mem::take(&mut self.early);
+        answers.extend(self.answers.try_iter());
+        answers
+            .into_iter()
+            .map(|(ticket, answer)| (ticket, self.outcome(ticket, answer)))
+            .collect()
+    }
+
     fn lock(
         &mut self,
         target: &Target,
         spec: &ResourceSpec,
         mode: Mode,
     ) -> Result<DlmLock, BackendError> {
-        let worker = self.idle_worker(spec)?;
-        let answer = Arc::new(Answer::default());
-        self.workers[worker]
-            .in_flight
-            .fetch_add(1, Ordering::AcqRel);
-        let sent = self.send(
-            worker,
-            Job::Lock {
-                resource: target.id.clone(),
-                mode: dlm_mode(mode),
-                answer: Arc::clone(&answer),
-                spec: spec.clone(),
+        let ticket = match self.start_lock(target, spec, mode) {
+            Answer::Now(result) => return result,
+            Answer::Later(ticket) => ticket,
+        };
+        match self.wait_for(ticket, Some(ANSWER_WITHIN)) {
+            Some(answer) => match self.outcome(ticket, answer) {
+                Outcome::Locked(result) => result,
+                Outcome::Unlocked => unreachable!("a lock ticket"),
             },
-        );
-        if let Err(err) = sent {
-            self.workers[worker]
-                .in_flight
-                .fetch_sub(1, Ordering::AcqRel);
-            return Err(err);
-        }
-        let mut state = answer.wait(Some(ANSWER_WITHIN));
-        match std::mem::take(&mut *state) {
-            AnswerState::Done(Ok(lkid)) => Ok(DlmLock { worker, lkid }),
-            AnswerState::Done(Err(DlmError::Busy { .. })) => Err(self.busy(spec, target)),
-            AnswerState::Done(Err(err)) => Err(io(err)),
-            AnswerState::Waiting | AnswerState::Abandoned(_) => {
-                // In doubt until the worker hears back: it may yet be granted.
-                *state = AnswerState::Abandoned(self.doubts.add(spec, mode));
-                Err(BackendError::Io(format!(
-                    "the DLM did not answer within {} s for {} (DLM resource {}): a node of \
-                     cluster '{}' has probably failed and the lockspace is recovering; try again \
-                     in a few seconds",
-                    ANSWER_WITHIN.as_secs(),
-                    spec.describe(),
-                    target.id,
-                    self.cluster
-                )))
+            None => {
+                if !self.abandon(ticket) {
+                    // Answered just now.
+                    if let Some(answer) = self.wait_for(ticket, None) {
+                        if let Outcome::Locked(result) = self.outcome(ticket, answer) {
+                            return result;
+                        }
+                    }
+                }
+                Err(self.too_late(target, spec, ANSWER_WITHIN))
             }
         }
     }
 
     fn unlock(
         &mut self,
-        _target: &Target,
+        target: &Target,
         spec: &ResourceSpec,
         mode: Mode,
         handle: DlmLock,
     ) -> Result<(), UnlockFailed<DlmLock>> {
-        // In doubt, recorded as unsettled, until its worker is done. Waited for like a lock, so
-        // that a released disk is free when the Release returns (another host may take it at
-        // once: a migration's destination), but at most ANSWER_WITHIN.
-        let doubt = self.doubts.add(spec, mode);
-        let answer = Arc::new(Answer::default());
-        let job = Job::Unlock {
-            lkid: handle.lkid,
-            spec: spec.clone(),
-            doubt,
-            answer: Arc::clone(&answer),
-        };
-        let worker = &self.workers[handle.worker];
-        // Behind a job that may hang, waiting would only add up: one wait per stuck worker.
-        let wait = !worker.backlogged();
-        worker.unlocking.fetch_add(1, Ordering::AcqRel);
-        if let Err(error) = self.send(handle.worker, job) {
-            self.workers[handle.worker]
-                .unlocking
-                .fetch_sub(1, Ordering::AcqRel);
-            self.doubts.settle(doubt);
-            return Err(UnlockFailed { error, handle });
-        }
-        if !wait {
-            return Ok(());
-        }
-        let unanswered = matches!(*answer.wait(Some(ANSWER_WITHIN)), AnswerState::Waiting);
-        if unanswered {
-            crate::log(&format!(
-                "the DLM did not confirm the release of {} within {} s; it stays recorded until it does",
-                spec.describe(),
-                ANSWER_WITHIN.as_secs()
-            ));
+        if let Answer::Later(ticket) = self.start_unlock(target, spec, mode, handle)? {
+            if self.wait_for(ticket, Some(ANSWER_WITHIN)).is_none() {
+                crate::log(&format!(
+                    "the DLM did not confirm the release of {} within {} s; it stays recorded until it does",
+                    spec.describe(),
+                    ANSWER_WITHIN.as_secs()
+                ));
+            }
         }
         Ok(())
     }
@@ -483,7 +617,7 @@ impl Backend for DlmBackend {
         mode: Mode,
     ) -> Result<DlmLock, BackendError> {
         match self.adopt(target, mode, true)? {
-            Ok(lkid) => Ok(DlmLock { worker: 0, lkid }),
+            Ok(lock) => Ok(lock),
             // No orphan (e.g. this node rebooted): take it afresh if still free.
             Err(DlmError::NoOrphan { .. }) => self.lock(target, spec, mode),
             Err(DlmError::OrphanModeMismatch { .. }) => Err(BackendError::Io(format!(
@@ -501,8 +635,8 @@ impl Backend for DlmBackend {
         mode: Mode,
     ) -> Result<(), BackendError> {
         match self.adopt(target, mode, false)? {
-            Ok(lkid) => self
-                .unlock(target, spec, mode, DlmLock { worker: 0, lkid })
+            Ok(lock) => self
+                .unlock(target, spec, mode, lock)
                 .map_err(|failed| failed.error),
             Err(DlmError::NoOrphan { .. }) => Ok(()),
             Err(err) => Err(BackendError::Io(format!("{}: {err}", spec.describe()))),

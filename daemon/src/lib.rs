@@ -22,6 +22,8 @@ pub mod notify;
 pub mod persist;
 pub mod process;
 pub mod server;
+#[cfg(feature = "failpoints")]
+pub mod stall;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod table;

@@ -159,13 +159,21 @@ fn run(cli: &Cli) -> Result<(), String> {
                 .file_lockspace_dir
                 .as_ref()
                 .map_or("the disks themselves".into(), |d| d.display().to_string());
+            let what = format!("locking {what}");
+            #[cfg(feature = "failpoints")]
+            if let Some(stall) = lockmgrd::stall::Stall::from_env()? {
+                let backend = lockmgrd::stall::Stalling::new(backend, stall)
+                    .map_err(|e| format!("LOCKMGRD_STALL: {e}"))?;
+                let (socket, state) = (&settings.socket_path, &settings.state_dir);
+                return serve(cli, claim, backend, socket, state, &what, None);
+            }
             serve(
                 cli,
                 claim,
                 backend,
                 &settings.socket_path,
                 &settings.state_dir,
-                &format!("locking {what}"),
+                &what,
                 None,
             )
         }

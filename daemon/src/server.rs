@@ -1,5 +1,10 @@
 //! The socket server: one thread, one `poll` over the listening socket, the clients, the owners'
-//! pidfds and a signal pipe.
+//! pidfds, the backend's answers and a signal pipe.
+//!
+//! A request the backend answers later (a DLM lock whose master node has failed) waits in the
+//! table while everyone else is served; its client gets its reply when the answers are in, or a
+//! refusal at its deadline ([`ANSWER_WITHIN`]). A request that needs what one in flight holds
+//! (the same domain, a resource being taken) is parked and handled again when one finishes.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -15,11 +20,11 @@ use lockmgr_proto::{
     PROTOCOL_VERSION, Reply, ReplyFrame, Request, RequestFrame,
 };
 
-use crate::backend::Backend;
+use crate::backend::{ANSWER_WITHIN, Backend};
 use crate::health::Health;
 use crate::log;
 use crate::sys;
-use crate::table::{LockTable, Refusal};
+use crate::table::{LockTable, OpId, Progress, Refusal};
 use crate::watchdog::SelfFence;
 
 /// How many events the daemon remembers for [`Request::Events`].
@@ -28,14 +33,45 @@ const EVENTS_KEPT: usize = 1024;
 /// How long without a probe round trip before backend calls are held back.
 const STALL_AFTER: Duration = Duration::from_secs(3);
 
+/// How long a request may stay parked behind requests in flight.
+const PARKED_WITHIN: Duration = Duration::from_secs(8);
+
 /// A connected plugin.
 #[derive(Debug)]
 struct Client {
+    /// Tells a client from a later one that got the same descriptor.
+    id: u64,
     stream: UnixStream,
     buffer: Vec<u8>,
     peer_pid: u32,
     /// After a restricted registration (the fd QEMU keeps) nothing more is accepted.
     restricted: bool,
+    /// Its request waits (in flight or parked): nothing more is read until it is answered.
+    waiting: bool,
+}
+
+/// Who waits for a request in flight.
+#[derive(Debug)]
+struct Waiter {
+    fd: RawFd,
+    client: u64,
+    since: Instant,
+}
+
+/// A request parked behind requests in flight.
+#[derive(Debug)]
+struct Parked {
+    fd: RawFd,
+    client: u64,
+    request: Request,
+    since: Instant,
+}
+
+/// What handling a request gave.
+enum Handled {
+    Reply(Reply),
+    Wait(OpId),
+    Park(Request),
 }
 
 /// The daemon.
@@ -61,6 +97,10 @@ pub struct Server<B: Backend> {
     /// The latest events, for [`Request::Events`].
     events: VecDeque<Event>,
     next_event: u64,
+    next_client: u64,
+    /// Requests in flight, and who waits for each.
+    waiters: HashMap<OpId, Waiter>,
+    parked: VecDeque<Parked>,
 }
 
 fn open_reserve() -> Option<File> {
@@ -98,6 +138,9 @@ impl<B: Backend> Server<B> {
             self_fence: None,
             events: VecDeque::new(),
             next_event: 1,
+            next_client: 1,
+            waiters: HashMap::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -207,19 +250,26 @@ impl<B: Backend> Server<B> {
         loop {
             self.check_health();
             self.publish_exposure();
-            // While the cluster side is stuck, an unlock would block the server: owner deaths
-            // wait until it answers again.
-            let watched = if self.stalled().is_some() {
-                Vec::new()
-            } else {
-                self.table.watched()
-            };
+            // Unlocks never block this thread: an owner's death is handled even while the
+            // cluster side is stuck (its locks stay recorded until the backend is done).
+            let watched = self.table.watched();
             let mut fds = vec![self.stop, self.listener.as_raw_fd()];
-            fds.extend(self.clients.keys().copied());
+            fds.extend(
+                self.clients
+                    .iter()
+                    .filter(|(_, c)| !c.waiting)
+                    .map(|(fd, _)| *fd),
+            );
+            let answers_at = fds.len();
+            fds.extend(self.table.answers_fd());
             let first_pidfd = fds.len();
             fds.extend(watched.iter().map(|(fd, _)| *fd));
-            // The timeout only bounds how long a finished `virsh suspend` stays a zombie.
-            let ready = sys::poll_readable(&fds, 1000).map_err(|e| format!("poll: {e}"))?;
+            // The timeout bounds how long a finished `virsh suspend` stays a zombie, and how
+            // late a deadline is noticed.
+            let timeout = self.next_deadline().map_or(1000, |left| {
+                i32::try_from(left.as_millis().clamp(1, 1000)).unwrap_or(1000)
+            });
+            let ready = sys::poll_readable(&fds, timeout).map_err(|e| format!("poll: {e}"))?;
             sys::reap_children();
             if self.stalled().is_none() {
                 self.table.retry_stuck();
@@ -232,8 +282,10 @@ impl<B: Backend> Server<B> {
                     return Ok(());
                 } else if index == 1 {
                     self.accept_all();
-                } else if index < first_pidfd {
+                } else if index < answers_at {
                     self.serve_client(fd);
+                } else if index < first_pidfd {
+                    // Answers: taken below, every turn.
                 } else {
                     let uuid = &watched[index - first_pidfd].1;
                     if self.table.owner_exited(uuid) {
@@ -251,7 +303,143 @@ impl<B: Backend> Server<B> {
                     }
                 }
             }
+            self.answer_finished();
+            self.give_up_late();
         }
+    }
+
+    /// How long until the first deadline of a request in flight or parked.
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let in_flight = self
+            .waiters
+            .values()
+            .map(|w| (w.since + ANSWER_WITHIN).saturating_duration_since(now));
+        let parked = self
+            .parked
+            .iter()
+            .map(|p| (p.since + PARKED_WITHIN).saturating_duration_since(now));
+        in_flight.chain(parked).min()
+    }
+
+    /// Replies to the requests the backend's answers finished, then tries the parked ones again.
+    fn answer_finished(&mut self) {
+        let finished = self.table.take_finished();
+        if finished.is_empty() {
+            return;
+        }
+        for (op, result) in finished {
+            let Some(waiter) = self.waiters.remove(&op) else {
+                continue;
+            };
+            let reply = match result {
+                Ok(state) => Reply::Ok { state },
+                Err(refusal) => refusal_reply(refusal),
+            };
+            self.reply_later(waiter.fd, waiter.client, reply);
+        }
+        self.unpark();
+    }
+
+    /// Gives up on requests in flight past their deadline, and refuses parked ones past theirs.
+    fn give_up_late(&mut self) {
+        let late: Vec<OpId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() >= ANSWER_WITHIN)
+            .map(|(op, _)| *op)
+            .collect();
+        for op in late {
+            self.table.give_up(op, ANSWER_WITHIN);
+        }
+        self.answer_finished();
+        while self
+            .parked
+            .front()
+            .is_some_and(|p| p.since.elapsed() >= PARKED_WITHIN)
+        {
+            let parked = self.parked.pop_front().expect("checked");
+            let reply = Reply::Error {
+                kind: ErrorKind::Busy,
+                message: format!(
+                    "the request waited {} s for requests ahead of it that the lock manager has not answered; try again",
+                    PARKED_WITHIN.as_secs()
+                ),
+            };
+            self.reply_later(parked.fd, parked.client, reply);
+        }
+    }
+
+    /// Handles the parked requests again, in order; those still blocked stay parked.
+    fn unpark(&mut self) {
+        for parked in std::mem::take(&mut self.parked) {
+            let Some(mut client) = self.take_client(parked.fd, parked.client) else {
+                continue;
+            };
+            match self.handle(&mut client, parked.request) {
+                Handled::Park(request) => {
+                    self.parked.push_back(Parked { request, ..parked });
+                    self.clients.insert(parked.fd, client);
+                }
+                Handled::Wait(op) => {
+                    self.wait_for(op, &client, parked.since);
+                    self.clients.insert(parked.fd, client);
+                }
+                Handled::Reply(reply) => {
+                    self.clients.insert(parked.fd, client);
+                    self.reply_later(parked.fd, parked.client, reply);
+                }
+            }
+        }
+    }
+
+    fn wait_for(&mut self, op: OpId, client: &Client, since: Instant) {
+        self.waiters.insert(
+            op,
+            Waiter {
+                fd: client.stream.as_raw_fd(),
+                client: client.id,
+                since,
+            },
+        );
+    }
+
+    /// The client on `fd`, if it is still the one with `id`.
+    fn take_client(&mut self, fd: RawFd, id: u64) -> Option<Client> {
+        match self.clients.remove(&fd) {
+            Some(client) if client.id == id => Some(client),
+            Some(other) => {
+                self.clients.insert(fd, other);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sends the reply a waiting client was waiting for, then handles what it sent meanwhile.
+    fn reply_later(&mut self, fd: RawFd, id: u64, reply: Reply) {
+        // It may have gone meanwhile: the request was done all the same.
+        let Some(mut client) = self.take_client(fd, id) else {
+            return;
+        };
+        client.waiting = false;
+        if self.send_reply(&mut client, reply) && self.process_frames(&mut client) {
+            self.clients.insert(fd, client);
+        }
+    }
+
+    /// Sends a reply; false if the client is to be dropped.
+    fn send_reply(&self, client: &mut Client, reply: Reply) -> bool {
+        // Before the reply: a domain granted a lock counts as at risk before it can write.
+        self.publish_exposure();
+        if send(&mut client.stream, reply).is_err() {
+            log(&format!(
+                "client (peer pid {}) does not read its replies; closed",
+                client.peer_pid
+            ));
+            return false;
+        }
+        true
     }
 
     fn accept_all(&mut self) {
@@ -329,13 +517,17 @@ impl<B: Backend> Server<B> {
             return;
         }
         let fd = stream.as_raw_fd();
+        let id = self.next_client;
+        self.next_client += 1;
         self.clients.insert(
             fd,
             Client {
+                id,
                 stream,
                 buffer: Vec::new(),
                 peer_pid: pid,
                 restricted: false,
+                waiting: false,
             },
         );
     }
@@ -363,9 +555,12 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Handles every complete frame; false to drop the connection.
+    /// Handles every complete frame, up to one that must wait; false to drop the connection.
     fn process_frames(&mut self, client: &mut Client) -> bool {
         loop {
+            if client.waiting {
+                return true;
+            }
             let body = match proto::take_frame(&mut client.buffer) {
                 Ok(Some(body)) => body,
                 Ok(None) => return true,
@@ -403,21 +598,32 @@ impl<B: Backend> Server<B> {
                 );
                 return false;
             }
-            let reply = match frame.request.check_limits() {
+            let handled = match frame.request.check_limits() {
                 Ok(()) => self.handle(client, frame.request),
-                Err(message) => Reply::Error {
+                Err(message) => Handled::Reply(Reply::Error {
                     kind: ErrorKind::Invalid,
                     message,
-                },
+                }),
             };
-            // Before the reply: a domain granted a lock counts as at risk before it can write.
-            self.publish_exposure();
-            if send(&mut client.stream, reply).is_err() {
-                log(&format!(
-                    "client (peer pid {}) does not read its replies; closed",
-                    client.peer_pid
-                ));
-                return false;
+            match handled {
+                Handled::Reply(reply) => {
+                    if !self.send_reply(client, reply) {
+                        return false;
+                    }
+                }
+                Handled::Wait(op) => {
+                    client.waiting = true;
+                    self.wait_for(op, client, Instant::now());
+                }
+                Handled::Park(request) => {
+                    client.waiting = true;
+                    self.parked.push_back(Parked {
+                        fd: client.stream.as_raw_fd(),
+                        client: client.id,
+                        request,
+                        since: Instant::now(),
+                    });
+                }
             }
         }
     }
@@ -437,69 +643,76 @@ impl<B: Backend> Server<B> {
         false
     }
 
-    fn handle(&mut self, client: &mut Client, request: Request) -> Reply {
-        match request {
+    fn handle(&mut self, client: &mut Client, request: Request) -> Handled {
+        let progress = match request {
             Request::Register { owner, restrict } => {
                 if client.peer_pid != owner.pid {
-                    return Reply::Error {
+                    return Handled::Reply(Reply::Error {
                         kind: ErrorKind::Denied,
                         message: format!(
                             "domain '{}' must be registered from its own process (pid {}), not from pid {}",
                             owner.name, owner.pid, client.peer_pid
                         ),
-                    };
+                    });
                 }
-                match self.table.register(&owner) {
+                return Handled::Reply(match self.table.register(&owner) {
                     Ok(()) => {
                         client.restricted = restrict;
                         Reply::Ok { state: None }
                     }
                     Err(refusal) => refusal_reply(refusal),
-                }
+                });
             }
             Request::Acquire { .. } | Request::Release { .. } if self.stalled().is_some() => {
-                Reply::Error {
+                return Handled::Reply(Reply::Error {
                     kind: ErrorKind::Internal,
                     message: format!(
                         "no lock can be taken or released now: {}",
                         self.stalled().unwrap_or_default()
                     ),
-                }
+                });
             }
             Request::Acquire {
-                owner,
-                resources,
+                ref owner,
+                ref resources,
                 action,
-                state,
-            } => {
-                match self
-                    .table
-                    .acquire(&owner, &resources, action, state.as_deref())
-                {
-                    Ok(()) => Reply::Ok { state: None },
+                ref state,
+            } => self
+                .table
+                .start_acquire(owner, resources, action, state.as_deref()),
+            Request::Release {
+                ref owner,
+                ref resources,
+            } => self
+                .table
+                .start_release(owner, resources)
+                .map(|progress| progress.map(Some)),
+            Request::Inquire { owner } => {
+                return Handled::Reply(match self.table.inquire(&owner) {
+                    Ok(state) => Reply::Ok { state: Some(state) },
                     Err(refusal) => refusal_reply(refusal),
-                }
+                });
             }
-            Request::Release { owner, resources } => match self.table.release(&owner, &resources) {
-                Ok(state) => Reply::Ok { state: Some(state) },
-                Err(refusal) => refusal_reply(refusal),
-            },
-            Request::Inquire { owner } => match self.table.inquire(&owner) {
-                Ok(state) => Reply::Ok { state: Some(state) },
-                Err(refusal) => refusal_reply(refusal),
-            },
             Request::Status => {
                 let (owners, locks) = self.table.status();
-                fit_status(self.table.backend_name(), owners, locks)
+                return Handled::Reply(fit_status(self.table.backend_name(), owners, locks));
             }
-            Request::Events { after } => Reply::Events {
-                events: self
-                    .events
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect(),
-            },
+            Request::Events { after } => {
+                return Handled::Reply(Reply::Events {
+                    events: self
+                        .events
+                        .iter()
+                        .filter(|e| e.seq > after)
+                        .cloned()
+                        .collect(),
+                });
+            }
+        };
+        match progress {
+            Ok(Progress::Done(state)) => Handled::Reply(Reply::Ok { state }),
+            Ok(Progress::Waiting(op)) => Handled::Wait(op),
+            Ok(Progress::Blocked(_)) => Handled::Park(request),
+            Err(refusal) => Handled::Reply(refusal_reply(refusal)),
         }
     }
 }

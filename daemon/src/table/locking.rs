@@ -1,10 +1,12 @@
 //! Taking and giving back locks: all-or-none Acquire (intent recorded first), Release and
-//! Inquire, and the unlocks that failed and are retried.
+//! Inquire, the requests the backend answers later, and the unlocks that failed and are
+//! retried.
 
 use super::*;
 
 impl<B: Backend> LockTable<B> {
-    /// Takes every resource for `info`, all or none; recorded before it returns.
+    /// Takes every resource for `info`, all or none, recorded before it is answered; waits for
+    /// a backend that answers later (tests, tools: the server uses [`LockTable::start_acquire`]).
     pub fn acquire(
         &mut self,
         info: &OwnerInfo,
@@ -12,6 +14,60 @@ impl<B: Backend> LockTable<B> {
         action: FailureAction,
         state: Option<&str>,
     ) -> Result<(), Refusal> {
+        let progress = self.start_acquire(info, resources, action, state)?;
+        self.wait(progress).map(|_| ())
+    }
+
+    /// Drops `resources` held by `info`; see [`LockTable::start_release`]. Waits for a backend
+    /// that answers later.
+    pub fn release(
+        &mut self,
+        info: &OwnerInfo,
+        resources: &[ResourceSpec],
+    ) -> Result<String, Refusal> {
+        let progress = self.start_release(info, resources)?.map(Some);
+        Ok(self.wait(progress)?.unwrap_or_default())
+    }
+
+    /// Waits for a request in flight to finish (no deadline).
+    fn wait(&mut self, progress: Progress<Option<String>>) -> Result<Option<String>, Refusal> {
+        let op = match progress {
+            Progress::Done(answer) => return Ok(answer),
+            Progress::Blocked(why) => return Err(Refusal::new(ErrorKind::Busy, why)),
+            Progress::Waiting(op) => op,
+        };
+        let mut others = Vec::new();
+        loop {
+            if let Some(fd) = self.backend.answers_fd() {
+                let _ = sys::poll_readable(&[fd], 100);
+            }
+            let mut answer = None;
+            for (id, result) in self.take_finished() {
+                if id == op {
+                    answer = Some(result);
+                } else {
+                    others.push((id, result));
+                }
+            }
+            if let Some(result) = answer {
+                self.finished.extend(others);
+                return result;
+            }
+        }
+    }
+
+    /// Starts taking every resource for `info`, all or none. The intent is recorded before the
+    /// backend is asked, the result before it is answered.
+    pub fn start_acquire(
+        &mut self,
+        info: &OwnerInfo,
+        resources: &[ResourceSpec],
+        action: FailureAction,
+        state: Option<&str>,
+    ) -> Result<Progress<Option<String>>, Refusal> {
+        if let Some(why) = self.owner_in_flight(&info.uuid) {
+            return Ok(Progress::Blocked(why));
+        }
         if let Some(state) = state {
             if let Err(why) = proto::decode_state(state) {
                 let resuming = self.owners.get(&info.uuid).is_some_and(|o| o.acquired);
@@ -27,28 +83,39 @@ impl<B: Backend> LockTable<B> {
             }
         }
         self.check_identity(info, true)?;
-        self.transaction(&info.uuid, |table| {
-            table.acquire_for(info, resources, action)
-        })
+        let plan = match self.plan_acquire(info, resources)? {
+            Ok(plan) => plan,
+            Err(why) => return Ok(Progress::Blocked(why)),
+        };
+        let op = self.next_op;
+        self.next_op += 1;
+        let before = self.owner_before(&info.uuid);
+        let (generation, saved) = (self.generation, self.saved);
+        let started = self.start_locks(op, info, action, plan, before);
+        if started.is_err() {
+            if self.saved == saved {
+                self.generation = generation;
+            } else {
+                // An intent was written: clear it (if this fails too, the next start drops it).
+                let _ = self.save();
+            }
+        }
+        started
     }
 
-    pub(super) fn acquire_for(
-        &mut self,
+    /// What an Acquire must do, without touching anything: the shared locks of this host to
+    /// join and the targets to lock; `Err(why)` inside when it must wait for a request in
+    /// flight.
+    fn plan_acquire<'r>(
+        &self,
         info: &OwnerInfo,
-        resources: &[ResourceSpec],
-        action: FailureAction,
-    ) -> Result<(), Refusal> {
-        let owner = self.upsert_owner(info)?;
-        let action_changed = owner.action != action;
-        owner.action = action;
-        if action_changed {
-            self.generation += 1;
-        }
+        resources: &'r [ResourceSpec],
+    ) -> Result<Result<AcquirePlan<'r>, String>, Refusal> {
         let uuid = info.uuid.as_str();
-
-        // Plan without touching anything: what to join, what to lock, what conflicts.
-        let mut to_lock: Vec<(Target, &ResourceSpec)> = Vec::new();
-        let mut to_join: Vec<String> = Vec::new();
+        let mut plan = AcquirePlan {
+            to_lock: Vec::new(),
+            to_join: Vec::new(),
+        };
         let mut seen = BTreeSet::new();
         for spec in resources {
             let target = self.backend.resolve(spec)?;
@@ -65,6 +132,14 @@ impl<B: Backend> LockTable<B> {
                     ),
                 ));
             }
+            if let Some(op) = self.reserved.get(&target.id) {
+                let taker = self.ops.get(op).map_or("", |o| o.uuid.as_str());
+                return Ok(Err(format!(
+                    "{} is being taken by {}",
+                    spec.describe(),
+                    self.holder_name(taker)
+                )));
+            }
             match self.held.get(&target.id) {
                 Some(held) if held.holders.contains(uuid) => {
                     if held.mode != spec.mode {
@@ -78,7 +153,7 @@ impl<B: Backend> LockTable<B> {
                     }
                 }
                 Some(held) if held.mode == Mode::Shared && spec.mode == Mode::Shared => {
-                    to_join.push(target.id)
+                    plan.to_join.push(target.id)
                 }
                 Some(held) => {
                     let holders: Vec<String> =
@@ -97,41 +172,141 @@ impl<B: Backend> LockTable<B> {
                         ),
                     ));
                 }
-                None => to_lock.push((target, spec)),
+                None => plan.to_lock.push((target, spec)),
             }
         }
+        Ok(Ok(plan))
+    }
 
-        if !to_lock.is_empty() && self.backend.durable_state() {
-            self.pending = to_lock
+    /// Records the intent and asks the backend for every lock of `plan`.
+    fn start_locks(
+        &mut self,
+        op: OpId,
+        info: &OwnerInfo,
+        action: FailureAction,
+        plan: AcquirePlan<'_>,
+        before: OwnerBefore,
+    ) -> Result<Progress<Option<String>>, Refusal> {
+        let owner = match self.upsert_owner(info) {
+            Ok(owner) => owner,
+            Err(refusal) => {
+                self.put_owner_back(&info.uuid, before);
+                return Err(refusal);
+            }
+        };
+        let action_changed = owner.action != action;
+        owner.action = action;
+        if action_changed {
+            self.generation += 1;
+        }
+        if !plan.to_lock.is_empty() && self.backend.durable_state() {
+            let intent = plan
+                .to_lock
                 .iter()
                 .map(|(_, spec)| ((*spec).clone(), spec.mode))
                 .collect();
+            self.pending.insert(op, intent);
             self.generation += 1;
-            self.save()?;
+            if let Err(refusal) = self.save() {
+                self.pending.remove(&op);
+                self.put_owner_back(&info.uuid, before);
+                return Err(refusal);
+            }
             failpoint::hit("acquire:intent-recorded");
         }
-
-        let mut taken: Vec<Held<B::Handle>> = Vec::with_capacity(to_lock.len());
-        for (target, spec) in to_lock {
-            match self.backend.lock(&target, spec, spec.mode) {
-                Ok(handle) => {
-                    taken.push(Held {
+        let mut acquire = AcquireOp {
+            info: info.clone(),
+            before,
+            to_join: plan.to_join,
+            reserved: Vec::new(),
+            asked: HashMap::new(),
+            taken: Vec::new(),
+            refused: None,
+        };
+        let mut waiting = BTreeSet::new();
+        for (target, spec) in plan.to_lock {
+            if acquire.refused.is_some() {
+                break;
+            }
+            self.reserved.insert(target.id.clone(), op);
+            acquire.reserved.push(target.id.clone());
+            match self.backend.start_lock(&target, spec, spec.mode) {
+                Answer::Now(Ok(handle)) => {
+                    acquire.taken.push(Held {
                         target,
                         spec: spec.clone(),
                         mode: spec.mode,
-                        holders: BTreeSet::from([uuid.to_owned()]),
+                        holders: BTreeSet::from([info.uuid.clone()]),
                         handle,
                     });
                     failpoint::hit("acquire:locked-some");
                 }
-                Err(err) => {
-                    self.unlock_all(taken);
-                    return Err(err.into());
+                Answer::Now(Err(err)) => acquire.refused = Some(err),
+                Answer::Later(ticket) => {
+                    self.tickets.insert(ticket, op);
+                    waiting.insert(ticket);
+                    acquire.asked.insert(ticket, (target, spec.clone()));
                 }
             }
         }
-        failpoint::hit("acquire:locked");
+        if waiting.is_empty() {
+            return self
+                .finish_acquire(op, acquire)
+                .map(|()| Progress::Done(None));
+        }
+        self.ops.insert(
+            op,
+            Op {
+                uuid: info.uuid.clone(),
+                waiting,
+                kind: OpKind::Acquire(Box::new(acquire)),
+            },
+        );
+        Ok(Progress::Waiting(op))
+    }
 
+    /// Every answer of an Acquire is in: commits it, or gives back what it got.
+    fn finish_acquire(&mut self, op: OpId, acquire: AcquireOp<B::Handle>) -> Result<(), Refusal> {
+        let AcquireOp {
+            info,
+            before,
+            to_join,
+            reserved,
+            taken,
+            refused,
+            ..
+        } = acquire;
+        for id in &reserved {
+            self.reserved.remove(id);
+        }
+        let uuid = info.uuid.as_str();
+        // The domain may have exited (or been replaced) while the backend was asked.
+        let same_domain = self
+            .owners
+            .get(uuid)
+            .is_some_and(|o| o.info.pid == info.pid && process::is_alive(&o.pidfd));
+        let refused = refused.map(Refusal::from).or_else(|| {
+            (!same_domain).then(|| {
+                Refusal::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "domain '{}' (pid {}) exited while its locks were being taken",
+                        info.name, info.pid
+                    ),
+                )
+            })
+        });
+        if let Some(refusal) = refused {
+            self.unlock_all(taken);
+            if same_domain {
+                self.put_owner_back(uuid, before);
+            }
+            self.pending.remove(&op);
+            self.generation += 1;
+            let _ = self.save();
+            return Err(refusal);
+        }
+        failpoint::hit("acquire:locked");
         for id in &to_join {
             if let Some(held) = self.held.get_mut(id) {
                 held.holders.insert(uuid.to_owned());
@@ -144,7 +319,7 @@ impl<B: Backend> LockTable<B> {
         if let Some(owner) = self.owners.get_mut(uuid) {
             owner.acquired = true;
         }
-        self.pending.clear();
+        self.pending.remove(&op);
         self.generation += 1;
         if let Err(refusal) = self.save() {
             for id in &to_join {
@@ -157,10 +332,110 @@ impl<B: Backend> LockTable<B> {
                 .filter_map(|id| self.held.remove(id))
                 .collect();
             self.unlock_all(undone);
+            self.put_owner_back(uuid, before);
             return Err(refusal);
         }
         failpoint::hit("acquire:committed");
         Ok(())
+    }
+
+    /// The answers the backend gave since the last call, and the requests they finished.
+    pub fn take_finished(&mut self) -> Vec<(OpId, Result<Option<String>, Refusal>)> {
+        for (ticket, outcome) in self.backend.take_answers() {
+            let Some(op_id) = self.tickets.remove(&ticket) else {
+                // An unlock nobody waits for (owner death, a rollback), or of a request given up.
+                if let Outcome::Locked(Ok(handle)) = outcome {
+                    crate::log(&format!(
+                        "internal error: a lock was granted for no request ({handle:?}); it stays until the next restart"
+                    ));
+                }
+                continue;
+            };
+            let Some(op) = self.ops.get_mut(&op_id) else {
+                continue;
+            };
+            op.waiting.remove(&ticket);
+            if let OpKind::Acquire(acquire) = &mut op.kind {
+                let asked = acquire.asked.remove(&ticket);
+                match (outcome, asked) {
+                    (Outcome::Locked(Ok(handle)), Some((target, spec))) => {
+                        acquire.taken.push(Held {
+                            target,
+                            mode: spec.mode,
+                            spec,
+                            holders: BTreeSet::from([op.uuid.clone()]),
+                            handle,
+                        });
+                        failpoint::hit("acquire:locked-some");
+                    }
+                    (Outcome::Locked(Err(err)), _) => {
+                        acquire.refused.get_or_insert(err);
+                    }
+                    _ => {}
+                }
+            }
+            if op.waiting.is_empty() {
+                self.finish(op_id);
+            }
+        }
+        std::mem::take(&mut self.finished)
+    }
+
+    /// The server stops waiting for request `op` (its deadline passed, `waited`): the lock
+    /// requests not answered yet are given up (the backend drops whatever it grants later), and
+    /// the request finishes as soon as the answers already on their way are in. A Release is
+    /// answered at once: its unlocks go on, recorded as unsettled until done.
+    pub fn give_up(&mut self, op_id: OpId, waited: std::time::Duration) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        match &mut op.kind {
+            OpKind::Release(_) => {
+                crate::log(&format!(
+                    "the lock manager did not confirm a release of domain {} within {} s; it stays recorded until it does",
+                    op.uuid,
+                    waited.as_secs()
+                ));
+                op.waiting.clear();
+            }
+            OpKind::Acquire(acquire) => {
+                for ticket in std::mem::take(&mut op.waiting) {
+                    if !self.backend.abandon(ticket) {
+                        // Already answered: taken with the next answers.
+                        op.waiting.insert(ticket);
+                        continue;
+                    }
+                    self.tickets.remove(&ticket);
+                    if let Some((target, spec)) = acquire.asked.remove(&ticket) {
+                        acquire
+                            .refused
+                            .get_or_insert_with(|| self.backend.too_late(&target, &spec, waited));
+                    }
+                }
+            }
+        }
+        if op.waiting.is_empty() {
+            self.finish(op_id);
+        }
+    }
+
+    /// Whether any request waits for the backend.
+    pub fn in_flight(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
+    fn finish(&mut self, op_id: OpId) {
+        let Some(op) = self.ops.remove(&op_id) else {
+            return;
+        };
+        let result = match op.kind {
+            OpKind::Acquire(acquire) => self.finish_acquire(op_id, *acquire).map(|()| None),
+            OpKind::Release(state) => {
+                self.finish_release(op_id);
+                Ok(Some(state))
+            }
+        };
+        self.finished.push((op_id, result));
     }
 
     /// Unlocks locks no domain holds any more; failures are kept and retried.
@@ -170,28 +445,32 @@ impl<B: Backend> LockTable<B> {
         }
     }
 
+    /// Starts an unlock; its ticket if the backend answers later.
     pub(super) fn unlock_one(
         &mut self,
         target: Target,
         spec: ResourceSpec,
         mode: Mode,
         handle: B::Handle,
-    ) {
-        if let Err(UnlockFailed { error, handle }) =
-            self.backend.unlock(&target, &spec, mode, handle)
-        {
-            crate::log(&format!(
-                "cannot release {}: {error}; retrying until it goes",
-                spec.describe()
-            ));
-            self.stuck.push(Stuck {
-                target,
-                spec,
-                mode,
-                handle,
-                error: error.to_string(),
-            });
-            self.generation += 1;
+    ) -> Option<Ticket> {
+        match self.backend.start_unlock(&target, &spec, mode, handle) {
+            Ok(Answer::Now(())) => None,
+            Ok(Answer::Later(ticket)) => Some(ticket),
+            Err(UnlockFailed { error, handle }) => {
+                crate::log(&format!(
+                    "cannot release {}: {error}; retrying until it goes",
+                    spec.describe()
+                ));
+                self.stuck.push(Stuck {
+                    target,
+                    spec,
+                    mode,
+                    handle,
+                    error: error.to_string(),
+                });
+                self.generation += 1;
+                None
+            }
         }
     }
 
@@ -203,9 +482,9 @@ impl<B: Backend> LockTable<B> {
         for stuck in std::mem::take(&mut self.stuck) {
             match self
                 .backend
-                .unlock(&stuck.target, &stuck.spec, stuck.mode, stuck.handle)
+                .start_unlock(&stuck.target, &stuck.spec, stuck.mode, stuck.handle)
             {
-                Ok(()) => {
+                Ok(_) => {
                     crate::log(&format!(
                         "released {} (its unlock had failed: {})",
                         stuck.spec.describe(),
@@ -222,13 +501,16 @@ impl<B: Backend> LockTable<B> {
         }
     }
 
-    /// Drops `resources` held by `info` (idempotent); returns the state string of what was
-    /// requested. Recorded before anything is unlocked.
-    pub fn release(
+    /// Starts dropping `resources` held by `info` (idempotent); answers the state string of
+    /// what was requested once the unlocks are done. Recorded before anything is unlocked.
+    pub fn start_release(
         &mut self,
         info: &OwnerInfo,
         resources: &[ResourceSpec],
-    ) -> Result<String, Refusal> {
+    ) -> Result<Progress<String>, Refusal> {
+        if let Some(why) = self.owner_in_flight(&info.uuid) {
+            return Ok(Progress::Blocked(why));
+        }
         // The state names what was asked for, not what this call happened to drop: libvirt
         // sends two Releases at once on suspend and keeps the answer of the later one.
         let requested: Vec<_> = resources
@@ -257,12 +539,15 @@ impl<B: Backend> LockTable<B> {
             }
         }
         if left.is_empty() {
-            return Ok(state);
+            return Ok(Progress::Done(state));
         }
+        let op = self.next_op;
+        self.next_op += 1;
         let generation = self.generation;
         self.generation += 1;
-        if self.backend.durable_state() {
-            self.pending = freed.iter().map(|h| (h.spec.clone(), h.mode)).collect();
+        if self.backend.durable_state() && !freed.is_empty() {
+            self.pending
+                .insert(op, freed.iter().map(|h| (h.spec.clone(), h.mode)).collect());
         }
         if let Err(refusal) = self.save() {
             for held in freed {
@@ -273,23 +558,42 @@ impl<B: Backend> LockTable<B> {
                     held.holders.insert(uuid.to_owned());
                 }
             }
-            self.pending.clear();
+            self.pending.remove(&op);
             self.generation = generation;
             return Err(refusal);
         }
         failpoint::hit("release:recorded");
+        let mut waiting = BTreeSet::new();
         for held in freed {
-            self.unlock_one(held.target, held.spec, held.mode, held.handle);
+            if let Some(ticket) = self.unlock_one(held.target, held.spec, held.mode, held.handle) {
+                self.tickets.insert(ticket, op);
+                waiting.insert(ticket);
+            }
             failpoint::hit("release:unlocked-some");
         }
+        if waiting.is_empty() {
+            self.finish_release(op);
+            return Ok(Progress::Done(state));
+        }
+        self.ops.insert(
+            op,
+            Op {
+                uuid: uuid.to_owned(),
+                waiting,
+                kind: OpKind::Release(state),
+            },
+        );
+        Ok(Progress::Waiting(op))
+    }
+
+    /// A Release's unlocks are done (or no longer waited for: then the backend records them).
+    fn finish_release(&mut self, op: OpId) {
         failpoint::hit("release:unlocked");
-        if !self.pending.is_empty() {
-            self.pending.clear();
+        if self.pending.remove(&op).is_some() {
             self.generation += 1;
             // Best effort: if it fails, the next start drops the (released) unsettled locks.
             let _ = self.save();
         }
-        Ok(state)
     }
 
     /// The state string of everything `info` holds now.

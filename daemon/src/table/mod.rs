@@ -7,6 +7,12 @@
 //! lock as *unsettled*, before it unlocks. A restart drops whatever unsettled lock the backend
 //! still has. So at every instant each lock the backend holds for this daemon is in the table
 //! on disk or will be dropped at the next start (crash points: [`crate::failpoint`]).
+//!
+//! A request the backend answers later is *in flight* ([`Progress::Waiting`]): the table keeps
+//! it, with the resources it is taking reserved, and finishes it when the answers arrive
+//! ([`LockTable::take_finished`]) or when the server gives up on it ([`LockTable::give_up`]).
+//! Meanwhile other domains are served; a request that needs what one in flight holds (the same
+//! domain, a resource being taken) is [`Progress::Blocked`] and tried again once it finishes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -17,7 +23,7 @@ use lockmgr_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, Target, UnlockFailed};
+use crate::backend::{Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed};
 use crate::failpoint;
 use crate::persist::StateFile;
 use crate::process;
@@ -57,6 +63,70 @@ impl From<BackendError> for Refusal {
         };
         Refusal::new(kind, err.to_string())
     }
+}
+
+/// Names a request in flight.
+pub type OpId = u64;
+
+/// How far a request got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress<T> {
+    /// Answered.
+    Done(T),
+    /// Waiting for the backend: its answer comes from [`LockTable::take_finished`].
+    Waiting(OpId),
+    /// It needs what a request in flight holds (why): ask again once one finishes.
+    Blocked(String),
+}
+
+impl<T> Progress<T> {
+    /// The answer, changed by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Progress<U> {
+        match self {
+            Progress::Done(answer) => Progress::Done(f(answer)),
+            Progress::Waiting(op) => Progress::Waiting(op),
+            Progress::Blocked(why) => Progress::Blocked(why),
+        }
+    }
+}
+
+/// What an Acquire must do: the targets to lock and the shared locks of this host to join.
+#[derive(Debug)]
+struct AcquirePlan<'r> {
+    to_lock: Vec<(Target, &'r ResourceSpec)>,
+    to_join: Vec<String>,
+}
+
+/// A request waiting for the backend.
+#[derive(Debug)]
+struct Op<H> {
+    uuid: String,
+    /// Tickets not answered yet.
+    waiting: BTreeSet<Ticket>,
+    kind: OpKind<H>,
+}
+
+#[derive(Debug)]
+enum OpKind<H> {
+    Acquire(Box<AcquireOp<H>>),
+    /// A Release: the state string to answer.
+    Release(String),
+}
+
+/// An Acquire in flight: what it takes, what it got so far.
+#[derive(Debug)]
+struct AcquireOp<H> {
+    info: OwnerInfo,
+    before: OwnerBefore,
+    /// Shared locks of this host the domain joins once everything is taken.
+    to_join: Vec<String>,
+    /// The resources it reserved (target ids).
+    reserved: Vec<String>,
+    /// What each ticket asks for.
+    asked: HashMap<Ticket, (Target, ResourceSpec)>,
+    taken: Vec<Held<H>>,
+    /// The first refusal: the locks taken are given back once every answer is in.
+    refused: Option<BackendError>,
 }
 
 /// A registered domain.
@@ -129,11 +199,20 @@ pub struct LockTable<B: Backend> {
     save_error: Option<String>,
     owners: HashMap<String, Owner>,
     held: BTreeMap<String, Held<B::Handle>>,
-    /// Locks between the backend and the table: an Acquire's intent while it asks the backend,
-    /// a Release's locks between recording and unlocking (durable backends only).
-    pending: Vec<(ResourceSpec, Mode)>,
+    /// Locks between the backend and the table, per request: an Acquire's intent while it asks
+    /// the backend, a Release's locks between recording and unlocking (durable backends only).
+    pending: BTreeMap<OpId, Vec<(ResourceSpec, Mode)>>,
     /// Locks whose unlock failed.
     stuck: Vec<Stuck<B::Handle>>,
+    /// Requests waiting for the backend.
+    ops: BTreeMap<OpId, Op<B::Handle>>,
+    /// Which request each ticket answers.
+    tickets: HashMap<Ticket, OpId>,
+    /// Resources (target ids) an Acquire in flight is taking.
+    reserved: HashMap<String, OpId>,
+    next_op: OpId,
+    /// Requests finished and not yet taken by [`LockTable::take_finished`].
+    finished: Vec<(OpId, Result<Option<String>, Refusal>)>,
 }
 
 impl<B: Backend> LockTable<B> {
@@ -148,8 +227,13 @@ impl<B: Backend> LockTable<B> {
             save_error: None,
             owners: HashMap::new(),
             held: BTreeMap::new(),
-            pending: Vec::new(),
+            pending: BTreeMap::new(),
             stuck: Vec::new(),
+            ops: BTreeMap::new(),
+            tickets: HashMap::new(),
+            reserved: HashMap::new(),
+            next_op: 1,
+            finished: Vec::new(),
         }
     }
 
@@ -171,6 +255,11 @@ impl<B: Backend> LockTable<B> {
     /// The state file.
     pub fn store(&self) -> &StateFile {
         &self.store
+    }
+
+    /// Polls readable when the backend has answers ([`LockTable::take_finished`]).
+    pub fn answers_fd(&self) -> Option<RawFd> {
+        self.backend.answers_fd()
     }
 
     /// Writes the table.
@@ -234,34 +323,11 @@ impl<B: Backend> LockTable<B> {
         uuid: &str,
         change: impl FnOnce(&mut Self) -> Result<T, Refusal>,
     ) -> Result<T, Refusal> {
-        let before = match self.owners.get(uuid) {
-            None => OwnerBefore::Absent,
-            Some(o) => OwnerBefore::Present {
-                info: o.info.clone(),
-                action: o.action,
-                acquired: o.acquired,
-            },
-        };
+        let before = self.owner_before(uuid);
         let (generation, saved) = (self.generation, self.saved);
         let result = change(self);
         if result.is_err() {
-            match before {
-                OwnerBefore::Absent => {
-                    self.owners.remove(uuid);
-                }
-                OwnerBefore::Present {
-                    info,
-                    action,
-                    acquired,
-                } => {
-                    if let Some(owner) = self.owners.get_mut(uuid) {
-                        owner.info = info;
-                        owner.action = action;
-                        owner.acquired = acquired;
-                    }
-                }
-            }
-            self.pending.clear();
+            self.put_owner_back(uuid, before);
             if self.saved == saved {
                 self.generation = generation;
             } else {
@@ -270,6 +336,47 @@ impl<B: Backend> LockTable<B> {
             }
         }
         result
+    }
+
+    /// The domain as it is now, to put back if a request is refused.
+    fn owner_before(&self, uuid: &str) -> OwnerBefore {
+        match self.owners.get(uuid) {
+            None => OwnerBefore::Absent,
+            Some(o) => OwnerBefore::Present {
+                info: o.info.clone(),
+                action: o.action,
+                acquired: o.acquired,
+            },
+        }
+    }
+
+    fn put_owner_back(&mut self, uuid: &str, before: OwnerBefore) {
+        match before {
+            OwnerBefore::Absent => {
+                if self.owners.remove(uuid).is_some() {
+                    self.generation += 1;
+                }
+            }
+            OwnerBefore::Present {
+                info,
+                action,
+                acquired,
+            } => {
+                if let Some(owner) = self.owners.get_mut(uuid) {
+                    owner.info = info;
+                    owner.action = action;
+                    owner.acquired = acquired;
+                }
+            }
+        }
+    }
+
+    /// Why a request of domain `uuid` must wait: one of its own is in flight.
+    fn owner_in_flight(&self, uuid: &str) -> Option<String> {
+        self.ops
+            .values()
+            .any(|op| op.uuid == uuid)
+            .then(|| format!("another request of domain {uuid} is waiting for the lock manager"))
     }
 
     /// Settles who `info.uuid` is before a request: an owner whose process exited is cleaned
@@ -356,7 +463,8 @@ impl<B: Backend> LockTable<B> {
             freed += 1;
             if held.holders.is_empty() {
                 let held = self.held.remove(&id).expect("listed");
-                self.unlock_one(held.target, held.spec, held.mode, held.handle);
+                // Not waited for: an unlock answered later stays recorded until it is done.
+                let _ = self.unlock_one(held.target, held.spec, held.mode, held.handle);
                 failpoint::hit("owner-death:unlocked-some");
             }
         }

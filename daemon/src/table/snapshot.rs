@@ -153,7 +153,8 @@ impl<B: Backend> LockTable<B> {
                 .collect(),
             unsettled: self
                 .pending
-                .iter()
+                .values()
+                .flatten()
                 .map(|(spec, mode)| (spec.clone(), *mode))
                 .chain(self.stuck.iter().map(|s| (s.spec.clone(), s.mode)))
                 .chain(self.backend.in_doubt())
