@@ -9,7 +9,7 @@
 //! and the server serves everyone else meanwhile. The defaults answer at once, through the
 //! blocking [`Backend::lock`] and [`Backend::unlock`].
 
-use lockmgr_proto::{Mode, ResourceSpec};
+use lockmgr_proto::{Mode, OwnerInfo, ResourceSpec};
 
 /// The backend's object for a resource: a lock file, a DLM resource name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,6 +95,12 @@ pub trait Backend {
         mode: Mode,
         handle: Self::Handle,
     ) -> Result<(), UnlockFailed<Self::Handle>>;
+
+    /// Tells the other hosts which domain holds a lock just taken, for their refusals: never a
+    /// condition of any grant, and best effort. The default says nothing.
+    fn name_holder(&mut self, handle: &Self::Handle, spec: &ResourceSpec, holder: &OwnerInfo) {
+        let _ = (handle, spec, holder);
+    }
 
     /// Starts a lock request; the default answers at once through [`Backend::lock`].
     fn start_lock(

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
-use lockmgr_proto::{Mode, ResourceSpec};
+use lockmgr_proto::{Mode, OwnerInfo, ResourceSpec};
 
 use crate::backend::{
     ANSWER_WITHIN, Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed,
@@ -34,8 +34,9 @@ use crate::backend::{
 
 /// How often the health probe takes its lock.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// The most lockspace handles (worker threads): the requests in flight at once.
-const MAX_WORKERS: usize = 16;
+/// The most lockspace handles (worker threads): the requests in flight at once (an Acquire of
+/// 64 disks, the most a boot storm of a few domains asks, goes out in one round).
+const MAX_WORKERS: usize = 64;
 
 /// A lock held through one of the workers' handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct DlmLock {
 pub struct DlmBackend {
     name: String,
     cluster: String,
+    /// This node's id, for the holder names it writes.
+    node: u32,
     workers: Vec<Worker>,
     doubts: Arc<Doubts>,
     shared: Arc<Shared>,
@@ -117,7 +120,8 @@ impl Shared {
 /// A worker's answer.
 #[derive(Debug)]
 enum WorkerAnswer {
-    Locked(Result<DlmLock, DlmError>),
+    /// With a refusal, the holder named in the resource's value block, if any.
+    Locked(Result<DlmLock, DlmError>, Option<HolderName>),
     Unlocked,
     Adopted(Result<DlmLock, DlmError>),
 }
@@ -135,6 +139,12 @@ enum Job {
         lkid: LockId,
         spec: ResourceSpec,
         doubt: u64,
+    },
+    /// Writes who holds an exclusive lock into its resource's value block.
+    Publish {
+        lkid: LockId,
+        spec: ResourceSpec,
+        holder: HolderName,
     },
     Adopt {
         ticket: Ticket,
@@ -191,6 +201,15 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
                 mode,
                 LockFlags::NOQUEUE | LockFlags::PERSISTENT,
             );
+            // Who holds it, for the refusal: information only, so any failure just leaves it out.
+            let holder = match &result {
+                Err(DlmError::Busy { .. }) => lockspace
+                    .read_value(resource.as_bytes())
+                    .ok()
+                    .flatten()
+                    .and_then(|value| HolderName::decode(&value)),
+                _ => None,
+            };
             // Under the map's lock: the server either gave up before (we drop the lock) or
             // sees the answer, never neither.
             let mut requests = shared.lock_requests();
@@ -208,10 +227,13 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
                 }
                 _ => shared.answer(
                     ticket,
-                    WorkerAnswer::Locked(result.map(|lkid| DlmLock {
-                        worker: index,
-                        lkid,
-                    })),
+                    WorkerAnswer::Locked(
+                        result.map(|lkid| DlmLock {
+                            worker: index,
+                            lkid,
+                        }),
+                        holder,
+                    ),
                 ),
             }
         }
@@ -224,6 +246,14 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
             unlock_until_done(lockspace, lkid, &spec);
             doubts.settle(doubt);
             shared.answer(ticket, WorkerAnswer::Unlocked);
+        }
+        Job::Publish { lkid, spec, holder } => {
+            if let Err(err) = lockspace.publish_value(lkid, &holder.encode()) {
+                crate::log(&format!(
+                    "cannot record the holder of {} in its DLM value block: {err}",
+                    spec.describe()
+                ));
+            }
         }
         Job::Adopt {
             ticket,
@@ -247,7 +277,12 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
 /// doubt, recorded, until then.
 fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
     let mut logged = false;
-    while let Err(err) = lockspace.unlock(lkid) {
+    // An exclusive holder's release clears the holder it named (see [`HolderName`]).
+    let unlock = |lkid| match lockspace.mode_of(lkid) {
+        Some(DlmMode::Ex) => lockspace.unlock_invalidating_value(lkid),
+        _ => lockspace.unlock(lkid),
+    };
+    while let Err(err) = unlock(lkid) {
         if matches!(err, DlmError::UnknownLock { .. }) {
             return;
         }
@@ -262,6 +297,87 @@ fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
     }
     if logged {
         crate::log(&format!("released {}", spec.describe()));
+    }
+}
+
+/// Who holds an exclusive lock, as its holder writes it into the resource's 32-byte DLM value
+/// block after the grant, for the refusals of other nodes (which read it with a NL lock, never
+/// waiting). Information only: the DLM alone decides who holds the lock, a missing name blocks
+/// nothing, and the release marks the block not valid, so a stale name is not shown.
+///
+/// Layout: `LM`, format 1, the name's full length, the node id (u32 LE), the domain's uuid (16
+/// bytes), the first 8 bytes of the domain's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HolderName {
+    node: u32,
+    uuid: [u8; 16],
+    /// The domain's name, cut to what fits (with `…` when cut).
+    name: String,
+}
+
+const HOLDER_MAGIC: [u8; 3] = [b'L', b'M', 1];
+const HOLDER_NAME_BYTES: usize = 8;
+
+impl HolderName {
+    fn new(node: u32, owner: &OwnerInfo) -> Self {
+        let hex: String = owner.uuid.chars().filter(char::is_ascii_hexdigit).collect();
+        let mut uuid = [0u8; 16];
+        if hex.len() == 32 {
+            for (i, byte) in uuid.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+            }
+        }
+        HolderName {
+            node,
+            uuid,
+            name: owner.name.clone(),
+        }
+    }
+
+    fn encode(&self) -> [u8; lockmgr_dlm::VALUE_LEN] {
+        let mut value = [0u8; lockmgr_dlm::VALUE_LEN];
+        value[..3].copy_from_slice(&HOLDER_MAGIC);
+        value[3] = u8::try_from(self.name.len()).unwrap_or(u8::MAX);
+        value[4..8].copy_from_slice(&self.node.to_le_bytes());
+        value[8..24].copy_from_slice(&self.uuid);
+        let mut cut = self.name.len().min(HOLDER_NAME_BYTES);
+        while !self.name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value[24..24 + cut].copy_from_slice(&self.name.as_bytes()[..cut]);
+        value
+    }
+
+    fn decode(value: &[u8; lockmgr_dlm::VALUE_LEN]) -> Option<Self> {
+        if value[..3] != HOLDER_MAGIC {
+            return None;
+        }
+        let full = usize::from(value[3]);
+        let stored = &value[24..];
+        let end = stored.iter().position(|b| *b == 0).unwrap_or(stored.len());
+        let mut name = String::from_utf8_lossy(&stored[..end]).into_owned();
+        if full > end {
+            name.push('…');
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&value[8..24]);
+        Some(HolderName {
+            node: u32::from_le_bytes([value[4], value[5], value[6], value[7]]),
+            uuid,
+            name,
+        })
+    }
+
+    fn uuid(&self) -> String {
+        let hex: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
     }
 }
 
@@ -308,6 +424,7 @@ impl DlmBackend {
         Ok(DlmBackend {
             name: name.to_owned(),
             cluster,
+            node: lockmgr_dlm::local_node_id().unwrap_or(0),
             workers: vec![first],
             doubts,
             shared,
@@ -324,9 +441,24 @@ impl DlmBackend {
         &self.cluster
     }
 
-    fn busy(&self, spec: &ResourceSpec, target: &Target) -> BackendError {
+    fn busy(
+        &self,
+        spec: &ResourceSpec,
+        target: &Target,
+        holder: Option<&HolderName>,
+    ) -> BackendError {
+        let by = holder.map_or_else(String::new, |holder| {
+            let node = lockmgr_quorum::node_name(holder.node)
+                .map_or_else(String::new, |name| format!("'{name}' "));
+            format!(
+                ", exclusively by domain '{}' (uuid {}) on node {node}(id {})",
+                holder.name,
+                holder.uuid(),
+                holder.node
+            )
+        });
         BackendError::Busy(format!(
-            "{} is locked on another node of cluster '{}' (DLM resource {} in lockspace '{}')",
+            "{} is locked on another node of cluster '{}'{by} (DLM resource {} in lockspace '{}')",
             spec.describe(),
             self.cluster,
             target.id,
@@ -438,14 +570,16 @@ impl DlmBackend {
     fn outcome(&mut self, ticket: Ticket, answer: WorkerAnswer) -> Outcome<DlmLock> {
         let asked = self.asked.remove(&ticket);
         match answer {
-            WorkerAnswer::Locked(Ok(lock)) | WorkerAnswer::Adopted(Ok(lock)) => {
+            WorkerAnswer::Locked(Ok(lock), _) | WorkerAnswer::Adopted(Ok(lock)) => {
                 Outcome::Locked(Ok(lock))
             }
-            WorkerAnswer::Locked(Err(DlmError::Busy { .. })) => Outcome::Locked(Err(match asked {
-                Some((target, spec)) => self.busy(&spec, &target),
-                None => BackendError::Busy("locked on another node".into()),
-            })),
-            WorkerAnswer::Locked(Err(err)) | WorkerAnswer::Adopted(Err(err)) => {
+            WorkerAnswer::Locked(Err(DlmError::Busy { .. }), holder) => {
+                Outcome::Locked(Err(match asked {
+                    Some((target, spec)) => self.busy(&spec, &target, holder.as_ref()),
+                    None => BackendError::Busy("locked on another node".into()),
+                }))
+            }
+            WorkerAnswer::Locked(Err(err), _) | WorkerAnswer::Adopted(Err(err)) => {
                 Outcome::Locked(Err(io(err)))
             }
             WorkerAnswer::Unlocked => Outcome::Unlocked,
@@ -517,6 +651,23 @@ impl Backend for DlmBackend {
         }
     }
 
+    fn name_holder(&mut self, handle: &DlmLock, spec: &ResourceSpec, holder: &OwnerInfo) {
+        if spec.mode != Mode::Exclusive {
+            return;
+        }
+        let job = Job::Publish {
+            lkid: handle.lkid,
+            spec: spec.clone(),
+            holder: HolderName::new(self.node, holder),
+        };
+        if let Err(err) = self.send(handle.worker, job) {
+            crate::log(&format!(
+                "cannot record the holder of {}: {err}",
+                spec.describe()
+            ));
+        }
+    }
+
     fn abandon(&mut self, ticket: Ticket) -> bool {
         let mut requests = self.shared.lock_requests();
         let Some(state) = requests.get_mut(&ticket) else {
@@ -575,7 +726,7 @@ impl Backend for DlmBackend {
         match self.wait_for(ticket, Some(ANSWER_WITHIN)) {
             Some(answer) => match self.outcome(ticket, answer) {
                 Outcome::Locked(result) => result,
-                Outcome::Unlocked => unreachable!("a lock ticket"),
+                Outcome::Unlocked => Err(BackendError::Io("internal: an unlock's answer".into())),
             },
             None => {
                 if !self.abandon(ticket) {
@@ -678,5 +829,46 @@ impl Backend for DlmBackend {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(name: &str) -> OwnerInfo {
+        OwnerInfo {
+            uuid: "7c1e0001-5a2b-4c3d-8e9f-0a1b2c3d4e5f".into(),
+            name: name.into(),
+            id: 1,
+            pid: 42,
+            uri: None,
+        }
+    }
+
+    #[test]
+    fn a_holder_name_round_trips_through_the_value_block() {
+        let holder = HolderName::new(3, &owner("vm1"));
+        let decoded = HolderName::decode(&holder.encode()).unwrap();
+        assert_eq!(decoded, holder);
+        assert_eq!(decoded.uuid(), "7c1e0001-5a2b-4c3d-8e9f-0a1b2c3d4e5f");
+        assert_eq!(decoded.node, 3);
+    }
+
+    #[test]
+    fn a_long_name_is_cut_and_says_so() {
+        let holder = HolderName::new(1, &owner("database-primary"));
+        let decoded = HolderName::decode(&holder.encode()).unwrap();
+        assert_eq!(decoded.name, "database…");
+        // Cut on a character boundary.
+        let holder = HolderName::new(1, &owner("vm-ééééé"));
+        let decoded = HolderName::decode(&holder.encode()).unwrap();
+        assert_eq!(decoded.name, "vm-éé…");
+    }
+
+    #[test]
+    fn a_value_block_someone_else_wrote_names_nobody() {
+        assert_eq!(HolderName::decode(&[7u8; lockmgr_dlm::VALUE_LEN]), None);
+        assert_eq!(HolderName::decode(&[0u8; lockmgr_dlm::VALUE_LEN]), None);
     }
 }

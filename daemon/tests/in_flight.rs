@@ -15,8 +15,19 @@ use common::*;
 use lockmgr_proto::{ErrorKind, Mode, Reply, Request, ResourceSpec};
 
 fn stalled_daemon(matching: &str, ms: u64) -> Daemon {
-    let stall = format!("LOCKMGRD_STALL={matching}:{ms}");
-    Daemon::start_wrapped(&["env", &stall])
+    started_with(&format!("LOCKMGRD_STALL={matching}:{ms}"))
+}
+
+/// A daemon whose backend stalls as `stall` says; fails loudly if the binary cannot.
+fn started_with(stall: &str) -> Daemon {
+    let daemon = Daemon::start_wrapped(&["env", stall]);
+    assert!(
+        daemon.log().contains("test mode: lock requests"),
+        "{} was built without the failpoints feature (did another build overwrite it?): {}",
+        env!("CARGO_BIN_EXE_lockmgrd"),
+        daemon.log()
+    );
+    daemon
 }
 
 /// An Acquire on its own connection, in a thread.
@@ -44,7 +55,7 @@ fn settle() {
 /// A domain's Acquire stalls; meanwhile another domain acquires and a third one's owner dies.
 /// Err says what the stalled request held up.
 fn stalled_request_scenario(stall: &str) -> Result<(), String> {
-    let daemon = Daemon::start_wrapped(&["env", stall]);
+    let daemon = started_with(stall);
     let (slow, quick, mut dying) = (
         Owner::new("slow", 1),
         Owner::new("quick", 2),

@@ -30,6 +30,15 @@ impl Uuid {
         Ok(Uuid(bytes))
     }
 
+    /// A random (version 4) UUID made of `bytes`, its version and variant bits set: pass a hash
+    /// of a name for a UUID that is the same for that name every time. Always plausible: never 16
+    /// equal bytes, which libvirt (and lockd) take for a placeholder.
+    pub fn version4(mut bytes: [u8; 16]) -> Uuid {
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        Uuid(bytes)
+    }
+
     /// libvirt's `virUUIDIsValid`: a UUID whose 16 bytes are all equal is a placeholder.
     pub fn is_plausible(&self) -> bool {
         self.0.iter().any(|&b| b != self.0[0])
@@ -316,6 +325,15 @@ mod tests {
             "g7a5fdbd-cdaf-9455-926a-d65c16db1809",
         ] {
             assert!(Uuid::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_version4_uuid_is_plausible_and_says_its_version() {
+        for fill in [0x00, 0x11, 0xff] {
+            let uuid = Uuid::version4([fill; 16]);
+            assert!(uuid.is_plausible(), "{uuid}");
+            assert_eq!(uuid.to_string().as_bytes()[14], b'4', "{uuid}");
         }
     }
 

@@ -1,17 +1,16 @@
 //! Broken plugin: drvInit fails (as a plugin whose config cannot be read would).
 
-use lockmgr::{
-    AcquireRequest, Acquired, Domain, Error, InitArgs, LockDriver, NewFlags, Resource, Result,
-};
+mod common;
+
+use common::{Init, WithInit};
+use lockmgr::{Error, InitArgs, Result};
 
 /// Fails to initialise.
 #[derive(Debug)]
 pub struct Unreadable;
 
-impl LockDriver for Unreadable {
-    type Manager = ();
-
-    fn init(args: &InitArgs) -> Result<Self> {
+impl Init for Unreadable {
+    fn init(args: &InitArgs) -> Result<()> {
         let path = args
             .config_path
             .as_deref()
@@ -20,22 +19,6 @@ impl LockDriver for Unreadable {
             "cannot read {path}: simulated permission denied"
         )))
     }
-
-    fn new_manager(&self, _domain: Domain, _flags: NewFlags) -> Result<()> {
-        Ok(())
-    }
-
-    fn add_resource(&self, _manager: &mut (), _resource: Resource) -> Result<()> {
-        Ok(())
-    }
-
-    fn acquire(&self, _manager: &mut (), _request: &AcquireRequest<'_>) -> Result<Acquired> {
-        Ok(Acquired::default())
-    }
-
-    fn release(&self, _manager: &mut (), _wants_state: bool) -> Result<Option<String>> {
-        Ok(None)
-    }
 }
 
-lockmgr::export_lock_driver!(Unreadable);
+lockmgr::export_lock_driver!(WithInit<Unreadable>);

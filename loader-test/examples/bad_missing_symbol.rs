@@ -3,15 +3,7 @@
 mod common;
 
 use common::Plain;
-use lockmgr::export::{DriverHolder, ExportedDriver, driver_table};
-
-static HOLDER: DriverHolder<Plain> = DriverHolder::new();
-
-impl ExportedDriver for Plain {
-    fn holder() -> &'static DriverHolder<Self> {
-        &HOLDER
-    }
-}
+use lockmgr::export::driver_table;
 
 /// Misspelt: libvirt looks up `virLockDriverImpl`.
 #[unsafe(no_mangle)]

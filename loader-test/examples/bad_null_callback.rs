@@ -4,15 +4,7 @@ mod common;
 
 use common::Plain;
 use lockmgr::abi::virLockDriver;
-use lockmgr::export::{DriverHolder, ExportedDriver, driver_table};
-
-static HOLDER: DriverHolder<Plain> = DriverHolder::new();
-
-impl ExportedDriver for Plain {
-    fn holder() -> &'static DriverHolder<Self> {
-        &HOLDER
-    }
-}
+use lockmgr::export::driver_table;
 
 /// The table, one slot short.
 #[unsafe(no_mangle)]

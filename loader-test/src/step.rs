@@ -121,9 +121,7 @@ fn uuid_for(name: &str) -> Uuid {
     let digest = Sha256::digest(name.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid(bytes)
+    Uuid::version4(bytes)
 }
 
 fn parse_disk(text: &str) -> Result<Resource, String> {

@@ -3,12 +3,15 @@
 //! (`bench`'s smoke tests are in tests/bench.rs).
 
 mod common;
+#[path = "../../tests/scenarios/expected.rs"]
+mod expected;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use common::*;
+use expected::{EXCLUSION, NEEDS_DAEMON_OR_STATE, NO_EXCLUSION, cells};
 
 fn scenario_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(scenario_dir())
@@ -28,21 +31,7 @@ fn matrix(
     extra: &[&str],
 ) -> (i32, BTreeMap<(String, String), serde_json::Value>) {
     let (code, report, _) = matrix_report(plugins, extra);
-    let cells = report["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                (
-                    c["scenario"].as_str().unwrap().to_owned(),
-                    c["plugin"].as_str().unwrap().to_owned(),
-                ),
-                c.clone(),
-            )
-        })
-        .collect();
-    (code, cells)
+    (code, cells(&report))
 }
 
 fn cell<'a>(
@@ -62,24 +51,6 @@ fn verdict(cell: &serde_json::Value) -> &str {
 fn reason(cell: &serde_json::Value) -> &str {
     cell["reason"].as_str().unwrap()
 }
-
-/// The scenarios in which a plugin that locks nothing lets a second domain in.
-const EXCLUSION: [&str; 10] = [
-    "double-release",
-    "exclusive-vs-exclusive",
-    "exclusive-vs-exclusive-lockspace",
-    "hotplug",
-    "hundred-disks",
-    "kill-owner",
-    "lease-conflict",
-    "pause-resume",
-    "restart-libvirtd",
-    "shared-vs-exclusive",
-];
-/// Scenarios a plugin that locks nothing passes.
-const NO_EXCLUSION: [&str; 3] = ["read-only", "register-only", "shared-shared"];
-/// Scenarios that need a daemon or a state string.
-const NEEDS_DAEMON_OR_STATE: [&str; 2] = ["corrupted-state", "restart-daemon"];
 
 #[test]
 fn every_scenario_is_classified_here() {

@@ -38,13 +38,7 @@ impl FilePluginSettings {
     /// The default `state_dir`.
     pub const DEFAULT_STATE_DIR: &'static str = "/run/lockmgr/file-state";
     /// Every key the file knows.
-    pub const KEYS: &'static [&'static str] = &[
-        "auto_disk_leases",
-        "require_lease_for_disks",
-        "file_lockspace_dir",
-        "socket_path",
-        "state_dir",
-    ];
+    pub const KEYS: &'static [&'static str] = &plugin_keys("file_lockspace_dir");
 
     /// Reads the settings from a parsed file; see [`FilePluginSettings::KEYS`]. Unknown and
     /// repeated keys are warnings; a bad value (wrong type, a boolean that is not 0 or 1, a relative
@@ -53,14 +47,15 @@ impl FilePluginSettings {
         let mut warnings = Vec::new();
         check_keys(conf, Self::KEYS, &mut warnings);
         let (auto_disk_leases, require_lease_for_disks) = disk_lease_keys(conf)?;
+        let file_lockspace_dir = conf.get_absolute_path("file_lockspace_dir")?;
+        let (socket_path, state_dir) =
+            daemon_paths(conf, Self::DEFAULT_SOCKET_PATH, Self::DEFAULT_STATE_DIR)?;
         let settings = FilePluginSettings {
             auto_disk_leases,
             require_lease_for_disks,
-            file_lockspace_dir: conf.get_absolute_path("file_lockspace_dir")?,
-            socket_path: socket_path(conf)?.unwrap_or_else(|| Self::DEFAULT_SOCKET_PATH.into()),
-            state_dir: conf
-                .get_absolute_path("state_dir")?
-                .unwrap_or_else(|| Self::DEFAULT_STATE_DIR.into()),
+            file_lockspace_dir,
+            socket_path,
+            state_dir,
         };
         Ok((settings, warnings))
     }
@@ -114,13 +109,7 @@ impl DlmPluginSettings {
     /// The default `state_dir`.
     pub const DEFAULT_STATE_DIR: &'static str = "/run/lockmgr/dlm-state";
     /// Every key the file knows.
-    pub const KEYS: &'static [&'static str] = &[
-        "auto_disk_leases",
-        "require_lease_for_disks",
-        "lockspace_name",
-        "socket_path",
-        "state_dir",
-    ];
+    pub const KEYS: &'static [&'static str] = &plugin_keys("lockspace_name");
 
     /// Reads the settings from a parsed file; see [`DlmPluginSettings::KEYS`]. Unknown and
     /// repeated keys are warnings; a bad value is an error.
@@ -128,15 +117,16 @@ impl DlmPluginSettings {
         let mut warnings = Vec::new();
         check_keys(conf, Self::KEYS, &mut warnings);
         let (auto_disk_leases, require_lease_for_disks) = disk_lease_keys(conf)?;
+        let lockspace_name =
+            lockspace_name(conf)?.unwrap_or_else(|| Self::DEFAULT_LOCKSPACE_NAME.to_owned());
+        let (socket_path, state_dir) =
+            daemon_paths(conf, Self::DEFAULT_SOCKET_PATH, Self::DEFAULT_STATE_DIR)?;
         let settings = DlmPluginSettings {
             auto_disk_leases,
             require_lease_for_disks,
-            lockspace_name: lockspace_name(conf)?
-                .unwrap_or_else(|| Self::DEFAULT_LOCKSPACE_NAME.to_owned()),
-            socket_path: socket_path(conf)?.unwrap_or_else(|| Self::DEFAULT_SOCKET_PATH.into()),
-            state_dir: conf
-                .get_absolute_path("state_dir")?
-                .unwrap_or_else(|| Self::DEFAULT_STATE_DIR.into()),
+            lockspace_name,
+            socket_path,
+            state_dir,
         };
         Ok((settings, warnings))
     }
@@ -157,6 +147,31 @@ impl Default for DlmPluginSettings {
             state_dir: Self::DEFAULT_STATE_DIR.into(),
         }
     }
+}
+
+/// The keys of both plugin files: the disk-lease pair, the plugin's `own` key, then where
+/// `lockmgrd` listens and keeps its lock table.
+const fn plugin_keys(own: &'static str) -> [&'static str; 5] {
+    [
+        "auto_disk_leases",
+        "require_lease_for_disks",
+        own,
+        "socket_path",
+        "state_dir",
+    ]
+}
+
+/// `socket_path` and `state_dir`, each with the plugin's default when the file does not set it.
+fn daemon_paths(
+    conf: &ConfFile,
+    default_socket_path: &str,
+    default_state_dir: &str,
+) -> Result<(PathBuf, PathBuf), ConfError> {
+    let socket_path = socket_path(conf)?.unwrap_or_else(|| default_socket_path.into());
+    let state_dir = conf
+        .get_absolute_path("state_dir")?
+        .unwrap_or_else(|| default_state_dir.into());
+    Ok((socket_path, state_dir))
 }
 
 /// `socket_path`: absolute, and short enough for a Unix socket address.

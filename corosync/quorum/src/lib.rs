@@ -19,6 +19,10 @@ use std::os::fd::RawFd;
 
 use corosync_sys as sys;
 
+mod nodelist;
+
+pub use nodelist::{COROSYNC_CONF, node_name, node_names};
+
 /// A votequorum call that failed, with corosync's `cs_error_t`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {

@@ -336,6 +336,11 @@ impl<B: Backend> LockTable<B> {
             return Err(refusal);
         }
         failpoint::hit("acquire:committed");
+        for id in &taken_ids {
+            if let Some(held) = self.held.get(id) {
+                self.backend.name_holder(&held.handle, &held.spec, &info);
+            }
+        }
         Ok(())
     }
 

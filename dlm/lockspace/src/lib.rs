@@ -39,6 +39,8 @@ pub use types::{LockFlags, LockId, Mode, ResourceName, UnknownMode};
 pub const MAX_LOCKSPACE_NAME: usize = dlm_sys::DLM_LOCKSPACE_LEN as usize;
 /// Longest resource name the DLM accepts (`DLM_RESNAME_MAXLEN`).
 pub const MAX_RESOURCE_NAME: usize = dlm_sys::DLM_RESNAME_MAXLEN as usize;
+/// The size of a resource's value block (`DLM_LVB_LEN`).
+pub const VALUE_LEN: usize = dlm_sys::DLM_LVB_LEN as usize;
 
 /// One open handle on a DLM lockspace of this node.
 ///
@@ -67,6 +69,8 @@ struct Inner {
 struct HeldLock {
     resource: Vec<u8>,
     mode: Mode,
+    /// The flags it was granted with (a conversion must give PERSISTENT again to keep it).
+    flags: LockFlags,
     lksb: sys::Lksb,
 }
 
@@ -133,10 +137,73 @@ impl Lockspace {
             HeldLock {
                 resource: resource.to_vec(),
                 mode,
+                flags,
                 lksb,
             },
         );
         Ok(LockId(lkid))
+    }
+
+    /// Writes `value` into the resource's value block through a held EX or PW lock (a
+    /// conversion to the same mode with `LKF_VALBLK`, which the DLM always grants). Any node
+    /// reads it with [`Lockspace::read_value`], until the next holder writes another or
+    /// releases with [`Lockspace::unlock_invalidating_value`].
+    pub fn publish_value(&self, lkid: LockId, value: &[u8; VALUE_LEN]) -> Result<()> {
+        let mut inner = self.inner();
+        let Inner { handle, locks } = &mut *inner;
+        let held = locks
+            .get_mut(&lkid.0)
+            .ok_or_else(|| self.unknown(LockOp::Convert, lkid))?;
+        if !matches!(held.mode, Mode::Ex | Mode::Pw) {
+            return Err(Error::InvalidFlags {
+                op: LockOp::Convert,
+                mode: held.mode,
+                resource: ResourceName::from(held.resource.as_slice()),
+                lockspace: self.name.clone(),
+                flags: "VALBLK".into(),
+                reason: "only an EX or PW holder writes the value block",
+            });
+        }
+        held.lksb.set_value(value);
+        let flags = held.flags.bits() | dlm_sys::LKF_VALBLK | dlm_sys::LKF_CONVERT;
+        handle
+            .lock_wait(held.mode.raw(), &mut held.lksb, flags, &held.resource)
+            .map_err(|errno| {
+                error::request_error(
+                    LockOp::Convert,
+                    held.mode,
+                    &held.resource,
+                    lkid.0,
+                    &self.name,
+                    errno,
+                )
+            })
+    }
+
+    /// Reads `resource`'s value block with a NL lock (compatible with every holder, so it never
+    /// waits for one), then drops the lock. `None` when the DLM marks it not valid (no holder
+    /// wrote it since it was created, invalidated, or lost with a failed node) or it is all
+    /// zeros.
+    pub fn read_value(&self, resource: &[u8]) -> Result<Option<[u8; VALUE_LEN]>> {
+        validate_resource(LockOp::Lock, resource, &self.name)?;
+        let mut inner = self.inner();
+        let mut lksb = sys::Lksb::new();
+        let flags = LockFlags::NOQUEUE.bits() | dlm_sys::LKF_VALBLK;
+        inner
+            .handle
+            .lock_wait(Mode::Nl.raw(), &mut lksb, flags, resource)
+            .map_err(|errno| {
+                error::request_error(LockOp::Lock, Mode::Nl, resource, 0, &self.name, errno)
+            })?;
+        let value = lksb.value().filter(|v| v.iter().any(|b| *b != 0));
+        let lkid = lksb.lkid();
+        inner
+            .handle
+            .unlock_wait(lkid, 0, &mut lksb)
+            .map_err(|errno| {
+                error::request_error(LockOp::Unlock, Mode::Nl, resource, lkid, &self.name, errno)
+            })?;
+        Ok(value)
     }
 
     /// Converts a held lock to `mode`. With [`LockFlags::NOQUEUE`] a conflict gives
@@ -167,18 +234,29 @@ impl Lockspace {
                 )
             })?;
         held.mode = mode;
+        held.flags = flags;
         Ok(())
     }
 
     /// Releases a held lock (persistent or not).
     pub fn unlock(&self, lkid: LockId) -> Result<()> {
+        self.unlock_with(lkid, 0)
+    }
+
+    /// Releases a held lock and marks the resource's value block not valid (`LKF_IVVALBLK`; an
+    /// EX or PW holder's release), so that a reader no longer finds what this holder wrote.
+    pub fn unlock_invalidating_value(&self, lkid: LockId) -> Result<()> {
+        self.unlock_with(lkid, dlm_sys::LKF_IVVALBLK)
+    }
+
+    fn unlock_with(&self, lkid: LockId, flags: u32) -> Result<()> {
         let mut inner = self.inner();
         let Inner { handle, locks } = &mut *inner;
         let held = locks
             .get_mut(&lkid.0)
             .ok_or_else(|| self.unknown(LockOp::Unlock, lkid))?;
         handle
-            .unlock_wait(lkid.0, &mut held.lksb)
+            .unlock_wait(lkid.0, flags, &mut held.lksb)
             .map_err(|errno| {
                 error::request_error(
                     LockOp::Unlock,
@@ -216,11 +294,17 @@ impl Lockspace {
                 error::request_error(LockOp::Adopt, mode, resource, 0, &self.name, errno)
             })?;
         let lkid = lksb.lkid();
+        let flags = if persistent {
+            LockFlags::PERSISTENT
+        } else {
+            LockFlags::NONE
+        };
         inner.locks.insert(
             lkid,
             HeldLock {
                 resource: resource.to_vec(),
                 mode,
+                flags,
                 lksb,
             },
         );

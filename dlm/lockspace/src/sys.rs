@@ -135,17 +135,24 @@ impl Handle {
         };
         if rv == 0 {
             // libdlm set EINPROG before the write and no completion will ever overwrite it.
-            lksb.0.sb_status = 0;
+            lksb.0.sb.sb_status = 0;
             Ok(())
         } else {
             Err(last_errno())
         }
     }
 
-    /// `dlm_ls_unlock_wait`; a successful unlock reports `EUNLOCK`, which counts as success.
-    pub(crate) fn unlock_wait(&mut self, lkid: u32, lksb: &mut Lksb) -> Result<(), i32> {
+    /// `dlm_ls_unlock_wait` (`flags`: 0 or `LKF_IVVALBLK`); a successful unlock reports
+    /// `EUNLOCK`, which counts as success.
+    pub(crate) fn unlock_wait(
+        &mut self,
+        lkid: u32,
+        flags: u32,
+        lksb: &mut Lksb,
+    ) -> Result<(), i32> {
         // SAFETY: the handle is valid and `lksb` is the lock's own live heap lksb.
-        let rv = unsafe { raw::dlm_ls_unlock_wait(self.0.as_ptr(), lkid, 0, lksb.as_mut_ptr()) };
+        let rv =
+            unsafe { raw::dlm_ls_unlock_wait(self.0.as_ptr(), lkid, flags, lksb.as_mut_ptr()) };
         completion(rv, lksb)
     }
 
@@ -174,35 +181,59 @@ fn completion(rv: i32, lksb: &Lksb) -> Result<(), i32> {
     if rv != 0 {
         return Err(last_errno());
     }
-    match lksb.0.sb_status {
+    match lksb.0.sb.sb_status {
         0 | raw::EUNLOCK => Ok(()),
         status => Err(status),
     }
 }
 
-/// A lock status block on the heap: its address is what the kernel records for the lock.
+/// A lock status block and its value block, on the heap: their addresses are what the kernel
+/// records for the lock (`sb_lvbptr` points into the same allocation).
 #[derive(Debug)]
-pub(crate) struct Lksb(Box<raw::dlm_lksb>);
+pub(crate) struct Lksb(Box<Block>);
 
-// SAFETY: the lksb is plain data plus `sb_lvbptr`, which this crate always leaves NULL (no value
-// blocks), so moving it between threads shares nothing.
+#[derive(Debug)]
+struct Block {
+    sb: raw::dlm_lksb,
+    value: [u8; raw::DLM_LVB_LEN as usize],
+}
+
+// SAFETY: the lksb is plain data plus `sb_lvbptr`, which points into the same heap block and
+// moves with it; nothing is shared with another owner.
 unsafe impl Send for Lksb {}
 
 impl Lksb {
     pub(crate) fn new() -> Self {
-        Self(Box::new(raw::dlm_lksb {
-            sb_status: 0,
-            sb_lkid: 0,
-            sb_flags: 0,
-            sb_lvbptr: std::ptr::null_mut(),
-        }))
+        let mut block = Box::new(Block {
+            sb: raw::dlm_lksb {
+                sb_status: 0,
+                sb_lkid: 0,
+                sb_flags: 0,
+                sb_lvbptr: std::ptr::null_mut(),
+            },
+            value: [0; raw::DLM_LVB_LEN as usize],
+        });
+        // The value block is read and written only for requests with LKF_VALBLK.
+        block.sb.sb_lvbptr = block.value.as_mut_ptr().cast();
+        Self(block)
     }
 
     pub(crate) fn lkid(&self) -> u32 {
-        self.0.sb_lkid
+        self.0.sb.sb_lkid
+    }
+
+    /// The value block as the last completion left it, unless the DLM marked it not valid.
+    pub(crate) fn value(&self) -> Option<[u8; raw::DLM_LVB_LEN as usize]> {
+        let invalid = i32::try_from(raw::DLM_SBF_VALNOTVALID).unwrap_or(i32::MAX);
+        (i32::from(self.0.sb.sb_flags) & invalid == 0).then_some(self.0.value)
+    }
+
+    /// Sets the value block a conversion with LKF_VALBLK writes.
+    pub(crate) fn set_value(&mut self, value: &[u8; raw::DLM_LVB_LEN as usize]) {
+        self.0.value = *value;
     }
 
     fn as_mut_ptr(&mut self) -> *mut raw::dlm_lksb {
-        std::ptr::from_mut(&mut *self.0)
+        std::ptr::from_mut(&mut self.0.sb)
     }
 }

@@ -90,8 +90,10 @@ impl FromStr for Mode {
 
 /// Request flags a caller may set; `LKF_CONVERT` and `LKF_ORPHAN` are set by
 /// [`Lockspace::convert`](crate::Lockspace::convert) and
-/// [`Lockspace::adopt_orphan`](crate::Lockspace::adopt_orphan) themselves. Value blocks
-/// (`LKF_VALBLK`) are not offered: they need a caller buffer that outlives the lock.
+/// [`Lockspace::adopt_orphan`](crate::Lockspace::adopt_orphan) themselves, value blocks
+/// (`LKF_VALBLK`, `LKF_IVVALBLK`) by [`Lockspace::publish_value`](crate::Lockspace::publish_value),
+/// [`Lockspace::read_value`](crate::Lockspace::read_value) and
+/// [`Lockspace::unlock_invalidating_value`](crate::Lockspace::unlock_invalidating_value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct LockFlags(u32);
 

@@ -179,10 +179,8 @@ pub(super) fn owner_uuid(scenario: &str, owner: &str) -> Uuid {
     let digest = Sha256::digest(format!("lockmgr-matrix/{scenario}/{owner}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    // A random (version 4) UUID: never 16 equal bytes, which lockd refuses.
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid(bytes)
+    // Never 16 equal bytes, which lockd refuses.
+    Uuid::version4(bytes)
 }
 
 impl<'a> Runner<'a> {

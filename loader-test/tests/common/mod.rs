@@ -75,7 +75,10 @@ pub fn build_plugin(package: &str, libvirt_name: &str, dir: &Path) -> PathBuf {
 
 /// Builds a binary of a workspace package and returns its path.
 pub fn build_binary(package: &str, binary: &str) -> PathBuf {
-    let stdout = cargo_build(&["-p", package, "--bin", binary]);
+    // All features, as `cargo test --workspace --all-features` builds it: a build with other
+    // features would overwrite the binary other test crates run at the same time (lockmgrd's
+    // tests need its `failpoints`).
+    let stdout = cargo_build(&["-p", package, "--bin", binary, "--all-features"]);
     artifacts(&stdout)
         .filter(|msg| msg["target"]["name"] == binary)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))

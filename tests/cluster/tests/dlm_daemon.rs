@@ -453,8 +453,9 @@ fn a_full_state_disk_leaves_no_lock(bed: &Bed) -> Result<String, String> {
 
 /// node2 masters a disk's DLM resource (an NL lock) and is cut off: node1's Acquire of that disk
 /// hangs in the DLM until node2 is fenced and the lockspace recovered. The daemon refuses it
-/// after its deadline instead of waiting, serves another domain meanwhile, and drops the lock the
-/// DLM grants too late. Cuts node2 for good: the last check on this cluster.
+/// after its deadline instead of waiting, answers another domain before it (no head-of-line
+/// blocking), and drops the lock the DLM grants too late. Cuts node2 for good: the last check on
+/// this cluster.
 fn a_hung_dlm_request_is_refused_at_its_deadline(bed: &Bed) -> Result<String, String> {
     bed.cluster
         .spawn(
@@ -482,10 +483,12 @@ fn a_hung_dlm_request_is_refused_at_its_deadline(bed: &Bed) -> Result<String, St
              --domain {domain} --pid {pid} --disk {disk}"
         )
     };
-    // Two clients at once: the request whose master is gone, and another domain's.
+    // Two clients at once: the request whose master is gone, and another domain's; each notes
+    // when it was answered.
     let script = format!(
-        "t0=$(date +%s%N); {} > /run/lockmgr/hung.json 2>&1 & sleep 0.3; {} > /run/lockmgr/other.json 2>&1; \
-         t1=$(date +%s%N); wait; t2=$(date +%s%N); echo $t0 $t1 $t2; tail -n1 /run/lockmgr/hung.json; \
+        "t0=$(date +%s%N); ( {} > /run/lockmgr/hung.json 2>&1; date +%s%N > /run/lockmgr/hung.t ) & \
+         sleep 0.3; {} > /run/lockmgr/other.json 2>&1; \
+         t1=$(date +%s%N); wait; t2=$(cat /run/lockmgr/hung.t); echo $t0 $t1 $t2; tail -n1 /run/lockmgr/hung.json; \
          tail -n1 /run/lockmgr/other.json",
         step("hung", hung, "/vm/hol/n1-000.img"),
         step("bystander", other, "/vm/hol-other.img")
@@ -516,6 +519,16 @@ fn a_hung_dlm_request_is_refused_at_its_deadline(bed: &Bed) -> Result<String, St
     }
     if other_step["ok"] != true {
         return Err(format!("the bystander's Acquire: {other_step}"));
+    }
+    // No head-of-line blocking: the bystander is answered while the hung request still waits
+    // (an order, not a time: a daemon that waited for the DLM would answer it after).
+    if t1 >= t2 {
+        return Err(format!(
+            "the bystander was answered after the hung request ({} ms, {} ms after the start): \
+             the daemon waited for the DLM",
+            ms(t1),
+            ms(t2)
+        ));
     }
     bed.kill_pid(1, other);
     // After node2 is fenced and the lockspace recovered, the disk is free again: the grant the
@@ -628,14 +641,7 @@ fn lockmgrd_dlm_under_crashes_and_abuse() {
         .expect("a 2-node cluster");
     let bed = Bed { cluster: &cluster };
     for node in 1..=2 {
-        bed.sh(
-            node,
-            &format!(
-                "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
-                 'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
-                 'state_dir = \"/run/lockmgr/dlm-state\"' > {CONFIG}"
-            ),
-        );
+        bed.sh(node, &common::write_dlm_config(CONFIG));
         if let Err(log) = bed.start_daemon(node, "") {
             panic!("lockmgrd on node{node}:\n{log}");
         }

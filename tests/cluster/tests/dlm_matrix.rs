@@ -14,32 +14,21 @@
 //! Needs root, /dev/net/tun, QEMU and several minutes: run by `tests/cluster/run-dlm-matrix.sh`.
 
 mod common;
+// NO_EXCLUSION and NEEDS_DAEMON_OR_STATE are for loader-test's own checks, not this test's.
+#[allow(dead_code)]
+#[path = "../../scenarios/expected.rs"]
+mod expected;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use expected::{EXCLUSION, cells};
 use lockmgr_testbed::{Cluster, ClusterSpec, NodeImage, node_address};
 
 const SHARE: &str = "/mnt/host";
 const SCRATCH: &str = "/mnt/scratch";
 const AGENT_PORT: u16 = 7311;
 const LOCKSPACE: &str = "libvirt";
-
-/// The scenarios in which a plugin that locks nothing lets a second domain in (as in
-/// loader-test's tests/matrix.rs); dlm must pass them with owners on both nodes.
-const EXCLUSION: [&str; 10] = [
-    "double-release",
-    "exclusive-vs-exclusive",
-    "exclusive-vs-exclusive-lockspace",
-    "hotplug",
-    "hundred-disks",
-    "kill-owner",
-    "lease-conflict",
-    "pause-resume",
-    "restart-libvirtd",
-    "shared-vs-exclusive",
-];
 
 fn boot(share: &Path, scratch: &Path) -> Cluster {
     let image = NodeImage::ensure().expect("node image");
@@ -87,23 +76,6 @@ fn leftovers(cluster: &Cluster, node: usize) -> Vec<String> {
         Duration::from_secs(60),
     );
     text.lines().map(str::to_owned).collect()
-}
-
-fn cells(report: &serde_json::Value) -> BTreeMap<(String, String), serde_json::Value> {
-    report["cells"]
-        .as_array()
-        .expect("cells")
-        .iter()
-        .map(|c| {
-            (
-                (
-                    c["scenario"].as_str().unwrap().to_owned(),
-                    c["plugin"].as_str().unwrap().to_owned(),
-                ),
-                c.clone(),
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -36,11 +36,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockmgr_testbed::nemesis::{self, Report};
+use lockmgr_testbed::nemesis::{self, Random, Report};
 use lockmgr_testbed::{Cluster, ClusterSpec, FenceMode, NodeImage};
 
 use bed::Nemesis;
-use faults::{ALL_FAULTS, Fault, Random};
+use faults::{ALL_FAULTS, Fault};
 
 const SHARE: &str = "/mnt/host";
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
@@ -114,8 +114,8 @@ fn run(mode: FenceMode, extra_seconds: u64) -> Outcome {
         agent_fences: RefCell::new(BTreeMap::new()),
         journal: RefCell::new(Vec::new()),
         started: Instant::now(),
-        random: RefCell::new(Random(
-            u64::try_from(host_ns() & 0xffff_ffff).unwrap_or(1) | 1,
+        random: RefCell::new(Random::new(
+            u64::try_from(host_ns() & 0xffff_ffff).unwrap_or(1),
         )),
     };
     for node in 1..=NODES {

@@ -356,6 +356,35 @@ fn run_checks(proof: &mut Proof) {
     );
 
     proof.check(
+        "an EX holder's value block is read from the other node, without waiting; an invalidating release clears it",
+        "node2 reads vm1@node1 while node1 holds EX (and its EX stays refused); none after the release",
+        |proof| {
+            let holder = proof.hold(1, &format!("{LS} res-value EX --noqueue --publish vm1@node1"))?;
+            let read = proof.run(2, &format!("read-value {LS} res-value"))?;
+            let refused = proof.run(2, &format!("lock {LS} res-value EX --noqueue"))?;
+            proof.release(&holder)?;
+            let cleared = proof.run(
+                1,
+                &format!("lock {LS} res-value EX --noqueue --publish again --unlock-invalidating"),
+            )?;
+            let after = proof.run(2, &format!("read-value {LS} res-value"))?;
+            let pass = read.field("read-value", "value") == "vm1@node1"
+                && refused.code == Some(EAGAIN)
+                && cleared.code == Some(0)
+                && after.field("read-value", "result") == "none";
+            Ok((
+                format!(
+                    "{} / {} / {}",
+                    read.summary(),
+                    refused.summary(),
+                    after.summary()
+                ),
+                pass,
+            ))
+        },
+    );
+
+    proof.check(
         "SIGKILL of a non-persistent holder frees the lock",
         "node2's queued EX granted after the kill",
         |proof| {

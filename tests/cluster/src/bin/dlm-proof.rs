@@ -52,6 +52,12 @@ enum Command {
         /// Then convert the granted lock to this mode (with NOQUEUE when --noqueue).
         #[arg(long)]
         convert: Option<Mode>,
+        /// Then write this text into the resource's value block (an EX or PW holder).
+        #[arg(long)]
+        publish: Option<String>,
+        /// Then release, marking the value block not valid (LKF_IVVALBLK).
+        #[arg(long)]
+        unlock_invalidating: bool,
         /// Keep holding until killed (prints `result=holding` first).
         #[arg(long)]
         hold: bool,
@@ -73,6 +79,13 @@ enum Command {
         /// Unlock it after adopting.
         #[arg(long)]
         unlock: bool,
+    },
+    /// Read a resource's value block (with a NL lock, dropped at once).
+    ReadValue {
+        /// Lockspace name.
+        lockspace: String,
+        /// Resource name.
+        resource: String,
     },
     /// Purge this node's orphan locks in a lockspace.
     Purge {
@@ -153,6 +166,8 @@ fn run(command: Command) -> Result<u8, Error> {
             noqueue,
             persistent,
             convert,
+            publish,
+            unlock_invalidating,
             hold,
             retry_for,
         } => {
@@ -209,6 +224,19 @@ fn run(command: Command) -> Result<u8, Error> {
                     Err(err) => return Err(err),
                 }
             }
+            if let Some(text) = publish {
+                let mut value = [0u8; lockmgr_dlm::VALUE_LEN];
+                let len = text.len().min(value.len());
+                value[..len].copy_from_slice(&text.as_bytes()[..len]);
+                ls.publish_value(lkid, &value)?;
+                println!("step=publish resource={resource} result=written value={text}");
+            }
+            if unlock_invalidating {
+                ls.unlock_invalidating_value(lkid)?;
+                println!(
+                    "step=unlock resource={resource} result=unlocked-invalidating lkid={lkid}"
+                );
+            }
             if hold {
                 println!("step=hold resource={resource} result=holding pid={pid}");
                 loop {
@@ -247,6 +275,23 @@ fn run(command: Command) -> Result<u8, Error> {
             if unlock {
                 ls.unlock(lkid)?;
                 println!("step=unlock resource={resource} result=unlocked lkid={lkid}");
+            }
+            Ok(0)
+        }
+        Command::ReadValue {
+            lockspace,
+            resource,
+        } => {
+            let ls = open(&lockspace)?;
+            match ls.read_value(resource.as_bytes())? {
+                Some(value) => {
+                    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+                    println!(
+                        "step=read-value resource={resource} result=valid value={}",
+                        String::from_utf8_lossy(&value[..end])
+                    );
+                }
+                None => println!("step=read-value resource={resource} result=none"),
             }
             Ok(0)
         }

@@ -23,7 +23,7 @@ use clap::Parser;
 use lockmgr::host::{self, ForkedOwner, HostError, Plugin, RegisterOutcome};
 use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
 use lockmgr_testbed::nemesis::{
-    BLOCK, Event, Header, Record, block_offset, log_name, region_capacity,
+    BLOCK, Event, Header, Random, Record, block_offset, log_name, region_capacity,
 };
 use sha2::{Digest, Sha256};
 
@@ -78,18 +78,6 @@ struct Args {
     /// Pause between two records of a grant (ms).
     #[arg(long, default_value_t = 40)]
     write_every_ms: u64,
-}
-
-/// xorshift64: varied choices, not good randomness.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 fn now_ns() -> u64 {
@@ -166,9 +154,7 @@ fn uuid_for(name: &str) -> Uuid {
     let digest = Sha256::digest(name.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    Uuid(bytes)
+    Uuid::version4(bytes)
 }
 
 fn disk_resource(disk: u64) -> Resource {
@@ -435,7 +421,7 @@ fn main() -> ExitCode {
             owner: None,
             disk,
             log,
-            random: Random(seed | 1),
+            random: Random::new(seed),
             grants: 0,
             args,
         };

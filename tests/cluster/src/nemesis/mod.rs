@@ -23,7 +23,9 @@
 //! breaks, or the records a worker logged as written are gone). The [`check`] finds all three.
 //!
 //! `format` owns the blocks on disk, `log` the workers' event logs, `checker` the checker and
-//! its [`Report`].
+//! its [`Report`]; [`Random`] makes the choices of the nemesis and of its workers.
+
+use std::time::Duration;
 
 mod checker;
 mod format;
@@ -34,3 +36,28 @@ mod tests;
 pub use checker::{Report, check};
 pub use format::{BLOCK, Header, Record, Writer, block_offset, fnv1a, region_capacity};
 pub use log::{Event, WorkerLog, log_name, read_logs};
+
+/// xorshift64 for the nemesis's choices and the workers' (which disk, how long to hold): varied
+/// choices, not good randomness.
+#[derive(Debug)]
+pub struct Random(u64);
+
+impl Random {
+    /// Starts from `seed`, made odd so that the state is never 0.
+    pub fn new(seed: u64) -> Random {
+        Random(seed | 1)
+    }
+
+    /// A number below `n` (below 1 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+
+    /// A duration of `from` ms up to `to` ms.
+    pub fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to.saturating_sub(from).max(1)))
+    }
+}

@@ -1,4 +1,5 @@
-//! What the cluster tests share: building the binaries the nodes run, and the scratch share.
+//! What the cluster tests share: building the binaries the nodes run, the scratch share, and
+//! dlm.so's config in a node.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -61,4 +62,15 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
     )
     .expect("make the scratch dir world-writable");
     scratch
+}
+
+/// The shell command that writes dlm.so's (and `lockmgrd --backend dlm`'s) config to `config` in
+/// a node: lockspace `libvirt`, socket `/run/lockmgr/dlm.sock`, state in `/run/lockmgr/dlm-state`.
+#[allow(dead_code)] // the matrix test runs the daemon with its defaults
+pub fn write_dlm_config(config: &str) -> String {
+    format!(
+        "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
+         'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
+         'state_dir = \"/run/lockmgr/dlm-state\"' > {config}"
+    )
 }

@@ -257,14 +257,7 @@ impl<'c> Bed<'c> {
     }
 
     pub(crate) fn setup(&self, node: usize) {
-        self.sh(
-            node,
-            &format!(
-                "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
-                 'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
-                 'state_dir = \"/run/lockmgr/dlm-state\"' > {CONFIG}"
-            ),
-        );
+        self.sh(node, &crate::common::write_dlm_config(CONFIG));
         self.start_daemon(node);
     }
 

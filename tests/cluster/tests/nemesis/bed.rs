@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use lockmgr_testbed::nemesis;
+use lockmgr_testbed::nemesis::{self, Random};
 use lockmgr_testbed::{Cluster, FenceMode, SHARED_DISK_DEVICE, lockmgrd_watchdog_args};
 
-use crate::faults::{Fault, Random};
+use crate::faults::Fault;
 use crate::{CONFIG, LOG_DIR, NODES, SHARE, host_ns};
 
 pub(crate) struct Nemesis<'c> {
@@ -114,14 +114,7 @@ impl<'c> Nemesis<'c> {
 
     /// Config, lockmgrd, clock offset and the workers of a freshly booted node.
     pub(crate) fn setup(&self, node: usize) -> Result<(), String> {
-        self.sh(
-            node,
-            &format!(
-                "mkdir -p /etc/libvirt /run/lockmgr && printf '%s\\n' \
-                 'lockspace_name = \"libvirt\"' 'socket_path = \"/run/lockmgr/dlm.sock\"' \
-                 'state_dir = \"/run/lockmgr/dlm-state\"' > {CONFIG}"
-            ),
-        )?;
+        self.sh(node, &crate::common::write_dlm_config(CONFIG))?;
         self.start_daemon(node)?;
         let incarnation = self.incarnation.borrow()[node - 1];
         let offset = self.clock_offset(node)?;

@@ -33,21 +33,6 @@ pub(crate) const ALL_FAULTS: [Fault; 5] = [
     Fault::RestartCorosync,
 ];
 
-/// xorshift64 for the nemesis's choices.
-pub(crate) struct Random(pub(crate) u64);
-
-impl Random {
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-    pub(crate) fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to.saturating_sub(from).max(1)))
-    }
-}
-
 impl<'c> Nemesis<'c> {
     /// The node whose holder means to hold a disk longest from now, if that is at least
     /// `min_left`; waits up to `wait` for one.
