@@ -307,7 +307,7 @@ fn serve<B: Backend>(
     what: &str,
     watchdog: Option<WatchdogPlan>,
 ) -> Result<(), String> {
-    let state = StateFile::in_claimed_dir(state_dir, backend.durable_state());
+    let mut state = StateFile::in_claimed_dir(state_dir, backend.durable_state());
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
     // Armed once the table is known to be readable: a refusal before this leaves the watchdog as
     // it was (armed by a lockmgrd that stopped with locks held, or not at all).

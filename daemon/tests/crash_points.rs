@@ -166,17 +166,22 @@ struct Bed {
 
 impl Bed {
     fn daemon(&self) -> LockTable<PersistentLocks> {
-        let store = StateFile::in_claimed_dir(self.dir.path(), true);
+        self.daemon_over(StateFile::in_claimed_dir(self.dir.path(), true))
+    }
+
+    fn daemon_over(&self, store: StateFile) -> LockTable<PersistentLocks> {
         let backend = PersistentLocks {
             world: Arc::clone(&self.world),
         };
         LockTable::new(backend, store)
     }
 
-    /// A daemon started after a crash: restores and records, as `lockmgrd` does.
+    /// A daemon started after a crash: loads the table and its journal, restores and records,
+    /// as `lockmgrd` does.
     fn restarted(&self) -> LockTable<PersistentLocks> {
-        let mut table = self.daemon();
-        let snapshot = table.store().load("model").unwrap();
+        let mut store = StateFile::in_claimed_dir(self.dir.path(), true);
+        let snapshot = store.load("model").unwrap();
+        let mut table = self.daemon_over(store);
         if let Some(snapshot) = snapshot {
             table.restore(&snapshot);
         }

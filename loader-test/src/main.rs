@@ -11,6 +11,7 @@ mod matrix;
 mod node;
 mod output;
 mod scenario;
+mod sequences;
 mod step;
 mod sys;
 mod validate;

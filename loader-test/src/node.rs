@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use lockmgr::host::{self, ForkedOwner, HostError, Plugin, RegisterOutcome};
-use lockmgr::{AcquireFlags, Domain, LockFailureAction, NewFlags, Resource};
+use lockmgr::{Domain, LockFailureAction, Resource};
 
 use crate::daemons::PluginEnv;
 use crate::harness_sys;
+use crate::sequences::{self, Call, SequenceError};
 
 /// Why a step's calls failed: the message, and what the plugin reported through libvirt's error
 /// functions (its code decides whether libvirt prints "resource busy").
@@ -144,26 +145,28 @@ impl LocalNode {
             .ok_or_else(|| Failure::harness(format!("owner '{owner}' is not registered here")))
     }
 
-    /// A fresh context for `owner`'s domain with `resources`, as libvirt makes one.
-    fn context(
-        &self,
-        owner: &str,
-        uri: bool,
-        resources: &[Resource],
-    ) -> Result<host::Manager<'_>, Failure> {
-        let mut domain = self.owner(owner)?.domain.clone();
-        domain.uri = uri.then(|| "qemu:///system".to_owned());
-        let mut manager = self.plugin()?.new_manager(&domain, NewFlags::default())?;
-        for resource in resources {
-            manager.add_resource(resource).map_err(|e| Failure {
-                message: format!("{e} (resource {})", describe_resource(resource)),
-                reported: match e {
-                    HostError::Callback { reported, .. } => reported,
-                    _ => None,
-                },
-            })?;
-        }
-        Ok(manager)
+    /// `owner`'s domain (its identity: the sequences set the uri) and the loaded plugin.
+    fn domain(&self, owner: &str) -> Result<(&Plugin, &Domain), Failure> {
+        Ok((self.plugin()?, &self.owner(owner)?.domain))
+    }
+}
+
+/// A failed sequence as a step's failure: an AddResource names its resource.
+fn sequence_failure(err: SequenceError, resources: &[Resource]) -> Failure {
+    match (err.call, err.error) {
+        (Call::AddResource(index), error) => Failure {
+            message: format!(
+                "{error} (resource {})",
+                resources
+                    .get(index)
+                    .map_or_else(String::new, describe_resource)
+            ),
+            reported: match error {
+                HostError::Callback { reported, .. } => reported,
+                _ => None,
+            },
+        },
+        (_, error) => Failure::from(error),
     }
 }
 
@@ -178,11 +181,9 @@ impl OwnerNode for LocalNode {
         domain: &Domain,
         resources: &[Resource],
     ) -> Result<(u32, String), Failure> {
-        let mut domain = domain.clone();
-        domain.uri = Some("qemu:///system".into());
-        let process = host::start_owner(
+        let process = sequences::register(
             self.plugin()?,
-            &domain,
+            domain,
             resources,
             LockFailureAction::Default,
         )?;
@@ -192,6 +193,7 @@ impl OwnerNode for LocalNode {
                 fd_survived_exec,
             } => {
                 let pid = process.pid();
+                let mut domain = domain.clone();
                 domain.pid = pid;
                 domain.uri = None;
                 self.owners.insert(
@@ -226,14 +228,9 @@ impl OwnerNode for LocalNode {
         resources: &[Resource],
         state: Option<&str>,
     ) -> Result<(), Failure> {
-        let mut manager = self.context(owner, true, resources)?;
-        manager.acquire(
-            state,
-            AcquireFlags::default(),
-            LockFailureAction::Default,
-            false,
-        )?;
-        Ok(())
+        let (plugin, domain) = self.domain(owner)?;
+        sequences::resume_with_state(plugin, domain, resources, state, LockFailureAction::Default)
+            .map_err(|e| sequence_failure(e, resources))
     }
 
     fn release(
@@ -242,13 +239,20 @@ impl OwnerNode for LocalNode {
         resources: &[Resource],
         want_state: bool,
     ) -> Result<Option<String>, Failure> {
-        let mut manager = self.context(owner, false, resources)?;
-        Ok(manager.release(want_state)?)
+        let (plugin, domain) = self.domain(owner)?;
+        let released = if want_state {
+            sequences::pause(plugin, domain, resources).map(|state| state.map(|s| s.text()))
+        } else {
+            sequences::detach(plugin, domain, resources).map(|()| None)
+        };
+        released.map_err(|e| sequence_failure(e, resources))
     }
 
     fn inquire(&mut self, owner: &str, resources: &[Resource]) -> Result<Option<String>, Failure> {
-        let mut manager = self.context(owner, false, resources)?;
-        Ok(manager.inquire()?)
+        let (plugin, domain) = self.domain(owner)?;
+        sequences::inquire(plugin, domain, resources)
+            .map(|state| state.map(|s| s.text()))
+            .map_err(|e| sequence_failure(e, resources))
     }
 
     fn kill(&mut self, owner: &str) -> Result<String, Failure> {

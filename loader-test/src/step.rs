@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use lockmgr::host::{self, HostError, Plugin, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, Lease, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::{Access, Domain, Lease, LockFailureAction, Resource, Uuid};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::sequences::{self, Call, SequenceError};
 
 /// `step` arguments shared by every operation.
 #[derive(Args, Debug, Clone)]
@@ -249,16 +251,6 @@ fn failure(step: &'static str, err: &HostError, started: Instant) -> StepOutput 
     }
 }
 
-fn context<'p>(prepared: &'p Prepared, uri: bool) -> Result<host::Manager<'p>, HostError> {
-    let mut domain = prepared.domain.clone();
-    domain.uri = uri.then(|| "qemu:///system".to_owned());
-    let mut manager = prepared.plugin.new_manager(&domain, NewFlags::default())?;
-    for resource in &prepared.resources {
-        manager.add_resource(resource)?;
-    }
-    Ok(manager)
-}
-
 fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
     let started = Instant::now();
     let done = |step, state: Option<String>, pid: Option<u32>| StepOutput {
@@ -272,7 +264,7 @@ fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
     Ok(match command {
         StepCommand::Register(target) => {
             let prepared = prepare(target)?;
-            let owner = host::start_owner(
+            let owner = sequences::register(
                 &prepared.plugin,
                 &prepared.domain,
                 &prepared.resources,
@@ -299,16 +291,14 @@ fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
         }
         StepCommand::Acquire { target, state } => {
             let prepared = prepare(target)?;
-            let result = context(&prepared, true).and_then(|mut m| {
-                m.acquire(
-                    state.as_deref(),
-                    AcquireFlags::default(),
-                    prepared.action,
-                    false,
-                )
-                .map(|_| ())
-            });
-            match result {
+            let result = sequences::resume_with_state(
+                &prepared.plugin,
+                &prepared.domain,
+                &prepared.resources,
+                state.as_deref(),
+                prepared.action,
+            );
+            match result.map_err(HostError::from) {
                 Ok(()) => done("acquire", None, None),
                 Err(err) => failure("acquire", &err, started),
             }
@@ -317,21 +307,24 @@ fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
         | StepCommand::Release(target)
         | StepCommand::Inquire(target) => {
             let prepared = prepare(target)?;
+            let Prepared {
+                plugin,
+                domain,
+                resources,
+                ..
+            } = &prepared;
             let (step, result) = match command {
-                StepCommand::Pause(_) => (
-                    "pause",
-                    context(&prepared, false).and_then(|mut m| m.release(true)),
-                ),
+                StepCommand::Pause(_) => ("pause", sequences::pause(plugin, domain, resources)),
                 StepCommand::Release(_) => (
                     "release",
-                    context(&prepared, false).and_then(|mut m| m.release(false)),
+                    sequences::detach(plugin, domain, resources).map(|()| None),
                 ),
-                _ => (
-                    "inquire",
-                    context(&prepared, false).and_then(|mut m| m.inquire()),
-                ),
+                _ => ("inquire", sequences::inquire(plugin, domain, resources)),
             };
-            match result {
+            match result
+                .map(|state| state.map(|s| s.text()))
+                .map_err(HostError::from)
+            {
                 Ok(state) => done(step, state, None),
                 Err(err) => failure(step, &err, started),
             }
@@ -405,7 +398,7 @@ fn race(args: &RaceArgs) -> Result<(), String> {
         let mut domain = first.domain.clone();
         domain.name = format!("{}-race-{index}", args.node);
         domain.uuid = uuid_for(&domain.name);
-        let owner = host::start_owner(&first.plugin, &domain, &[], LockFailureAction::Default)
+        let owner = sequences::register(&first.plugin, &domain, &[], LockFailureAction::Default)
             .map_err(|e| e.to_string())?;
         if let RegisterOutcome::Failed { error, .. } = &owner.outcome {
             return Err(format!("registering {}: {error}", domain.name));
@@ -434,25 +427,17 @@ fn race(args: &RaceArgs) -> Result<(), String> {
             access: Access::Exclusive,
         };
         attempts += 1;
-        let mut manager = first
-            .plugin
-            .new_manager(domain, NewFlags::default())
-            .map_err(|e| e.to_string())?;
-        manager.add_resource(&resource).map_err(|e| e.to_string())?;
-        if manager
-            .acquire(
-                None,
-                AcquireFlags::default(),
-                LockFailureAction::Default,
-                false,
-            )
-            .is_err()
-        {
-            refusals += 1;
-            continue;
+        match sequences::hotplug(&first.plugin, domain, &resource, LockFailureAction::Default) {
+            Ok(()) => grants += 1,
+            Err(SequenceError {
+                call: Call::Operation,
+                ..
+            }) => {
+                refusals += 1;
+                continue;
+            }
+            Err(err) => return Err(err.to_string()),
         }
-        drop(manager);
-        grants += 1;
         let seq = next_sequence(&args.ledger, &resource_id).map_err(|e| e.to_string())?;
         writeln!(log, "G {resource_id} {} {} {seq}", args.node, domain.name)
             .map_err(|e| e.to_string())?;
@@ -463,14 +448,10 @@ fn race(args: &RaceArgs) -> Result<(), String> {
         writeln!(log, "R {resource_id} {} {} {seq}", args.node, domain.name)
             .map_err(|e| e.to_string())?;
         log.sync_all().map_err(|e| e.to_string())?;
-        let mut manager = first
-            .plugin
-            .new_manager(domain, NewFlags::default())
-            .map_err(|e| e.to_string())?;
-        manager.add_resource(&resource).map_err(|e| e.to_string())?;
-        manager
-            .release(false)
-            .map_err(|e| format!("release of {disk} by {}: {e}", domain.name))?;
+        sequences::unplug(&first.plugin, domain, &resource).map_err(|err| match err.call {
+            Call::Operation => format!("release of {disk} by {}: {err}", domain.name),
+            _ => err.to_string(),
+        })?;
     }
     eprintln!(
         "race on {}: {attempts} attempts, {grants} grants, {refusals} refusals",

@@ -8,11 +8,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use lockmgr::host::{self, ForeignString, HostError, Plugin, RawParam, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, Lease, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::host::{ForeignString, HostError, Plugin, RawParam, RegisterOutcome};
+use lockmgr::{Access, Domain, Lease, LockFailureAction, NewFlags, Resource, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::known::{self, DaemonNeed};
+use crate::sequences;
 use crate::sys;
 
 /// The outcome of one step.
@@ -460,7 +461,7 @@ impl Steps<'_> {
         });
 
         let owner = self.run("register-child", |s| {
-            let owner = host::start_owner(&plugin, &domain(0, true), std::slice::from_ref(&exclusive_disk), LockFailureAction::Default)
+            let owner = sequences::register(&plugin, &domain(0, true), std::slice::from_ref(&exclusive_disk), LockFailureAction::Default)
                 .map_err(|e| s.classify(&e))?;
             match owner.outcome.clone() {
                 RegisterOutcome::Registered { fd: Some(fd), fd_survived_exec: true } => {
@@ -493,47 +494,34 @@ impl Steps<'_> {
         };
         let owner_pid = owner.pid();
         let resources = std::slice::from_ref(&exclusive_disk);
-        let context = |uri: bool| -> Result<host::Manager<'_>, HostError> {
-            let mut manager = plugin.new_manager(&domain(owner_pid, uri), NewFlags::default())?;
-            for resource in resources {
-                manager.add_resource(resource)?;
-            }
-            Ok(manager)
-        };
+        let owner_domain = domain(owner_pid, false);
+        let action = LockFailureAction::Default;
         self.run("acquire", |s| {
-            let mut manager = context(true).map_err(|e| s.classify(&e))?;
-            manager
-                .acquire(
-                    None,
-                    AcquireFlags::default(),
-                    LockFailureAction::Default,
-                    false,
-                )
-                .map_err(|e| s.classify(&e))?;
+            sequences::start(&plugin, &owner_domain, resources, action)
+                .map_err(|e| s.classify(&e.error))?;
             Ok(((), format!("disk locked for owner {owner_pid}")))
         });
         self.run("inquire", |s| {
-            let mut manager = context(false).map_err(|e| s.classify(&e))?;
-            let state = manager.inquire_raw().map_err(|e| s.classify(&e))?;
+            let state = sequences::inquire(&plugin, &owner_domain, resources)
+                .map_err(|e| s.classify(&e.error))?;
             Ok(((), describe_state(state)?))
         });
         let state = self.run("release", |s| {
-            let mut manager = context(false).map_err(|e| s.classify(&e))?;
-            let state = manager.release_raw(true).map_err(|e| s.classify(&e))?;
+            let state = sequences::pause(&plugin, &owner_domain, resources)
+                .map_err(|e| s.classify(&e.error))?;
             let text = state.as_ref().map(ForeignString::text);
             Ok((text, describe_state(state)?))
         });
         self.run("reacquire", |s| {
-            let mut manager = context(true).map_err(|e| s.classify(&e))?;
             let state = state.flatten();
-            manager
-                .acquire(
-                    state.as_deref(),
-                    AcquireFlags::default(),
-                    LockFailureAction::Default,
-                    false,
-                )
-                .map_err(|e| s.classify(&e))?;
+            sequences::resume_with_state(
+                &plugin,
+                &owner_domain,
+                resources,
+                state.as_deref(),
+                action,
+            )
+            .map_err(|e| s.classify(&e.error))?;
             Ok((
                 (),
                 format!(
@@ -543,8 +531,8 @@ impl Steps<'_> {
             ))
         });
         self.run("release-detach", |s| {
-            let mut manager = context(false).map_err(|e| s.classify(&e))?;
-            manager.release(false).map_err(|e| s.classify(&e))?;
+            sequences::unplug(&plugin, &owner_domain, &exclusive_disk)
+                .map_err(|e| s.classify(&e.error))?;
             Ok(((), "released".into()))
         });
         let _ = owner.kill();

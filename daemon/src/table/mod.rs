@@ -33,8 +33,62 @@ mod locking;
 mod snapshot;
 
 pub use snapshot::{
-    SNAPSHOT_FORMAT, Snapshot, SnapshotLock, SnapshotOwner, SnapshotUnsettled, SnapshotView,
+    JournalRecord, SNAPSHOT_FORMAT, Snapshot, SnapshotLock, SnapshotOwner, SnapshotUnsettled,
+    SnapshotView,
 };
+
+/// A map that remembers which keys changed since the journal's last record: reads go through
+/// `Deref`, every change through its own methods, so none can be missed.
+#[derive(Debug)]
+pub(crate) struct Tracked<V> {
+    map: BTreeMap<String, V>,
+    changed: BTreeSet<String>,
+}
+
+impl<V> Default for Tracked<V> {
+    fn default() -> Self {
+        Tracked {
+            map: BTreeMap::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+}
+
+impl<V> std::ops::Deref for Tracked<V> {
+    type Target = BTreeMap<String, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<V> Tracked<V> {
+    fn insert(&mut self, key: String, value: V) -> Option<V> {
+        self.changed.insert(key.clone());
+        self.map.insert(key, value)
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        let removed = self.map.remove(key);
+        if removed.is_some() {
+            self.changed.insert(key.to_owned());
+        }
+        removed
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        let value = self.map.get_mut(key);
+        if value.is_some() {
+            self.changed.insert(key.to_owned());
+        }
+        value
+    }
+
+    /// The keys changed since the last call.
+    fn take_changes(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+}
 
 /// A refusal, as sent back to the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,8 +251,8 @@ pub struct LockTable<B: Backend> {
     saved_in_doubt: Option<u64>,
     /// The last save error logged, so a failing disk is logged once, not every second.
     save_error: Option<String>,
-    owners: HashMap<String, Owner>,
-    held: BTreeMap<String, Held<B::Handle>>,
+    owners: Tracked<Owner>,
+    held: Tracked<Held<B::Handle>>,
     /// Locks between the backend and the table, per request: an Acquire's intent while it asks
     /// the backend, a Release's locks between recording and unlocking (durable backends only).
     pending: BTreeMap<OpId, Vec<(ResourceSpec, Mode)>>,
@@ -225,8 +279,8 @@ impl<B: Backend> LockTable<B> {
             saved: None,
             saved_in_doubt: None,
             save_error: None,
-            owners: HashMap::new(),
-            held: BTreeMap::new(),
+            owners: Tracked::default(),
+            held: Tracked::default(),
             pending: BTreeMap::new(),
             stuck: Vec::new(),
             ops: BTreeMap::new(),
@@ -262,11 +316,29 @@ impl<B: Backend> LockTable<B> {
         self.backend.answers_fd()
     }
 
-    /// Writes the table.
+    /// Records the table: a journal record of what changed, or (at start, after a failed write,
+    /// and when the journal has grown as large as the table) the whole table, which starts a
+    /// new journal.
     pub fn save(&mut self) -> Result<(), Refusal> {
         // Read before the snapshot: a change in between is caught by the next save.
         let in_doubt = self.backend.in_doubt_generation();
-        match self.store.save(&self.snapshot()) {
+        let written = if self.store.wants_whole_table() {
+            let written = self
+                .store
+                .encode(self.snapshot())
+                .and_then(|body| self.store.save(&body));
+            if written.is_ok() {
+                self.owners.take_changes();
+                self.held.take_changes();
+            }
+            written
+        } else {
+            // A failed append makes the store write the whole table next time: nothing is lost
+            // with the changes taken here.
+            let record = self.journal_record();
+            self.store.append(&record)
+        };
+        match written {
             Ok(()) => {
                 if self.save_error.take().is_some() {
                     crate::log(&format!(

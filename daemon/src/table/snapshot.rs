@@ -19,6 +19,10 @@ pub struct Snapshot {
     /// dropped at restore. Absent in format 1.
     #[serde(default)]
     pub unsettled: Vec<SnapshotUnsettled>,
+    /// The journal that continues this snapshot (`locks.journal` with this number in its first
+    /// line; another number is an older journal, already in here). Absent before format 3.
+    #[serde(default)]
+    pub journal: u64,
 }
 
 /// A domain in a [`Snapshot`].
@@ -37,6 +41,9 @@ pub struct SnapshotOwner {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotLock {
+    /// The backend's name for it (the key of journal records). Absent before format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The resource as requested.
     pub spec: ResourceSpec,
     /// How it is held.
@@ -108,6 +115,21 @@ pub struct SnapshotView<'a> {
     owners: Vec<SnapshotOwnerView<'a>>,
     locks: Vec<SnapshotLockView<'a>>,
     unsettled: Vec<SnapshotUnsettled>,
+    /// Set by the store: the journal that will continue it.
+    pub journal: u64,
+}
+
+/// What changed since the last record: one line of the journal (`locks.journal`), replayed in
+/// order onto the snapshot at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalRecord {
+    /// Domains added or changed (`Some`) or gone (`None`), by uuid.
+    pub owners: Vec<(String, Option<SnapshotOwner>)>,
+    /// Locks taken or changed (`Some`) or dropped (`None`), by target.
+    pub locks: Vec<(String, Option<SnapshotLock>)>,
+    /// Every unsettled lock now (few: whatever requests are under way).
+    pub unsettled: Vec<SnapshotUnsettled>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,13 +141,15 @@ struct SnapshotOwnerView<'a> {
 
 #[derive(Debug, Serialize)]
 struct SnapshotLockView<'a> {
+    target: &'a str,
     spec: &'a ResourceSpec,
     mode: Mode,
     holders: Vec<&'a str>,
 }
 
-/// The current snapshot format (format 1, without `unsettled`, is still read).
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// The current snapshot format (format 1, without `unsettled`, and 2, without a journal, are
+/// still read).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 impl<B: Backend> LockTable<B> {
     /// What to persist, borrowed from the table (serialized as a [`Snapshot`]).
@@ -146,20 +170,63 @@ impl<B: Backend> LockTable<B> {
                 .held
                 .values()
                 .map(|h| SnapshotLockView {
+                    target: &h.target.id,
                     spec: &h.spec,
                     mode: h.mode,
                     holders: h.holders.iter().map(String::as_str).collect(),
                 })
                 .collect(),
-            unsettled: self
-                .pending
-                .values()
-                .flatten()
-                .map(|(spec, mode)| (spec.clone(), *mode))
-                .chain(self.stuck.iter().map(|s| (s.spec.clone(), s.mode)))
-                .chain(self.backend.in_doubt())
-                .map(|(spec, mode)| SnapshotUnsettled { spec, mode })
-                .collect(),
+            unsettled: self.unsettled(),
+            journal: 0,
+        }
+    }
+
+    /// Every lock the backend may hold for no domain: intents, failed unlocks, the backend's
+    /// requests in doubt.
+    fn unsettled(&self) -> Vec<SnapshotUnsettled> {
+        self.pending
+            .values()
+            .flatten()
+            .map(|(spec, mode)| (spec.clone(), *mode))
+            .chain(self.stuck.iter().map(|s| (s.spec.clone(), s.mode)))
+            .chain(self.backend.in_doubt())
+            .map(|(spec, mode)| SnapshotUnsettled { spec, mode })
+            .collect()
+    }
+
+    /// The journal record of what changed since the last one (and forgets those changes).
+    pub(super) fn journal_record(&mut self) -> JournalRecord {
+        let owners = self
+            .owners
+            .take_changes()
+            .into_iter()
+            .map(|uuid| {
+                let owner = self.owners.get(&uuid).map(|o| SnapshotOwner {
+                    info: o.info.clone(),
+                    start_time: o.start_time,
+                    action: o.action,
+                });
+                (uuid, owner)
+            })
+            .collect();
+        let locks = self
+            .held
+            .take_changes()
+            .into_iter()
+            .map(|id| {
+                let lock = self.held.get(&id).map(|h| SnapshotLock {
+                    target: Some(id.clone()),
+                    spec: h.spec.clone(),
+                    mode: h.mode,
+                    holders: h.holders.iter().cloned().collect(),
+                });
+                (id, lock)
+            })
+            .collect();
+        JournalRecord {
+            owners,
+            locks,
+            unsettled: self.unsettled(),
         }
     }
 

@@ -1,11 +1,13 @@
-//! What a bench worker does as libvirtd does it, shared by the cycle, storm and scale workers:
-//! the disk images, a domain registered through its pre-exec child, a lock context opened for a
-//! domain (New + one AddResource per disk) and its Acquire.
+//! What bench workers share for the domains they drive, shared by the cycle, storm and scale
+//! workers: the disk images, a domain registered through its pre-exec child. The calls of each
+//! operation are libvirt's sequences ([`crate::sequences`]).
 
 use std::path::Path;
 
-use lockmgr::host::{self, ForkedOwner, HostResult, Manager, Plugin, RegisterOutcome};
-use lockmgr::{Access, AcquireFlags, Domain, LockFailureAction, NewFlags, Resource, Uuid};
+use lockmgr::host::{ForkedOwner, Plugin, RegisterOutcome};
+use lockmgr::{Access, Domain, LockFailureAction, Resource, Uuid};
+
+use crate::sequences;
 
 /// An empty image `dir/name`, as an exclusive disk.
 pub(super) fn disk_image(dir: &Path, name: &str) -> Result<Resource, String> {
@@ -66,12 +68,10 @@ pub(super) fn register(
         pid: 0,
         uri: Some("qemu:///system".into()),
     };
-    let process =
-        host::start_owner(plugin, &domain, &disks, LockFailureAction::Default).map_err(|e| {
-            RegisterError {
-                message: format!("registering {what}: {e}"),
-                refused: None,
-            }
+    let process = sequences::register(plugin, &domain, &disks, LockFailureAction::Default)
+        .map_err(|e| RegisterError {
+            message: format!("registering {what}: {e}"),
+            refused: None,
         })?;
     if let RegisterOutcome::Failed { error, .. } = &process.outcome {
         return Err(RegisterError {
@@ -85,37 +85,4 @@ pub(super) fn register(
         domain,
         disks,
     })
-}
-
-/// A lock context as libvirt opens one: New(0, `domain`: with its uri on resume, without it
-/// on pause) + AddResource for each disk. Errors name the call after `phase` (`"resume "`,
-/// `"probe "`, or nothing).
-pub(super) fn open_context<'p>(
-    plugin: &'p Plugin,
-    domain: &Domain,
-    disks: &[Resource],
-    phase: &str,
-) -> Result<Manager<'p>, String> {
-    let mut manager = plugin
-        .new_manager(domain, NewFlags::default())
-        .map_err(|e| format!("{phase}New: {e}"))?;
-    for disk in disks {
-        manager
-            .add_resource(disk)
-            .map_err(|e| format!("{phase}AddResource: {e}"))?;
-    }
-    Ok(manager)
-}
-
-/// Acquire as libvirt calls it on start and resume: the saved `state` (if any), no flags, the
-/// default failure action, no fd wanted.
-pub(super) fn acquire(manager: &mut Manager<'_>, state: Option<&str>) -> HostResult<()> {
-    manager
-        .acquire(
-            state,
-            AcquireFlags::default(),
-            LockFailureAction::Default,
-            false,
-        )
-        .map(drop)
 }

@@ -12,15 +12,16 @@
 
 use std::time::{Duration, Instant};
 
-use lockmgr::Resource;
 use lockmgr::host::Plugin;
+use lockmgr::{LockFailureAction, Resource};
 use lockmgr_proto::{Client, Request};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::libvirtd::{Owner, acquire, disk_image, numbered_uuid, open_context, register};
+use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
 use crate::bench::report::percentile;
 use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::{PluginEnv, Profile};
+use crate::sequences;
 
 /// A scale worker's subject.
 pub(super) struct ScaleSubject {
@@ -183,14 +184,16 @@ impl ScaleSubject {
             let end = base + owner.disks.len();
             let (lo, hi) = (from.max(base), to.min(end));
             if lo < hi {
-                let mut manager = open_context(
+                sequences::start(
                     plugin,
                     &owner.domain,
                     &owner.disks[lo - base..hi - base],
-                    "",
-                )?;
-                acquire(&mut manager, None).map_err(|e| {
-                    format!("{} acquiring {} disks: {e}", owner.domain.name, hi - lo)
+                    LockFailureAction::Default,
+                )
+                .map_err(|e| {
+                    e.worded("", |e| {
+                        format!("{} acquiring {} disks: {e}", owner.domain.name, hi - lo)
+                    })
                 })?;
             }
             base = end;
@@ -208,19 +211,19 @@ impl ScaleSubject {
         pause.uri = None;
         for _ in 0..self.probes {
             let started = Instant::now();
-            {
-                let mut manager = open_context(plugin, &resume, &self.probe.disks, "probe ")?;
-                acquire(&mut manager, self.probe_state.as_deref())
-                    .map_err(|e| format!("probe Acquire: {e}"))?;
-            }
+            sequences::resume_with_state(
+                plugin,
+                &resume,
+                &self.probe.disks,
+                self.probe_state.as_deref(),
+                LockFailureAction::Default,
+            )
+            .map_err(|e| e.worded("probe ", |e| format!("probe Acquire: {e}")))?;
             acquires.push(elapsed_ns(started));
             let started = Instant::now();
-            {
-                let mut manager = open_context(plugin, &pause, &self.probe.disks, "probe ")?;
-                self.probe_state = manager
-                    .release(true)
-                    .map_err(|e| format!("probe Release: {e}"))?;
-            }
+            self.probe_state = sequences::pause(plugin, &pause, &self.probe.disks)
+                .map_err(|e| e.worded("probe ", |e| format!("probe Release: {e}")))?
+                .map(|s| s.text());
             releases.push(elapsed_ns(started));
         }
         acquires.sort_unstable();

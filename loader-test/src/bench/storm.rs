@@ -14,15 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::Instant;
 
-use lockmgr::Uuid;
 use lockmgr::host::Plugin;
+use lockmgr::{LockFailureAction, Uuid};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::libvirtd::{Owner, acquire, disk_image, numbered_uuid, open_context, register};
+use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
 use crate::bench::report::{StormRatio, percentile};
 use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::PluginEnv;
 use crate::daemons::{PluginSpec, Profile};
+use crate::sequences;
 
 /// A storm worker's subject.
 pub(super) struct StormSubject {
@@ -162,17 +163,12 @@ impl StormSubject {
     /// One storm: acquire everything at once, then release everything at once.
     pub(super) fn storm(&mut self) -> Result<StormSample, String> {
         let (mut acquire_ns, wall_ns) = self.burst(|plugin, d| {
-            let mut manager = open_context(plugin, &d.domain, &d.disks, "")?;
-            acquire(&mut manager, None).map_err(|e| format!("Acquire: {e}"))
+            sequences::start(plugin, &d.domain, &d.disks, LockFailureAction::Default)
+                .map_err(|e| e.worded("", |e| format!("Acquire: {e}")))
         })?;
         let (_, release_wall_ns) = self.burst(|plugin, d| {
-            let mut detach = d.domain.clone();
-            detach.uri = None;
-            let mut manager = open_context(plugin, &detach, &d.disks, "")?;
-            manager
-                .release(false)
-                .map(|_| ())
-                .map_err(|e| format!("Release: {e}"))
+            sequences::detach(plugin, &d.domain, &d.disks)
+                .map_err(|e| e.worded("", |e| format!("Release: {e}")))
         })?;
         acquire_ns.sort_unstable();
         Ok(StormSample {

@@ -8,19 +8,20 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockmgr::Uuid;
 use lockmgr::host::Plugin;
+use lockmgr::{LockFailureAction, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::args::LockMode;
 use crate::bench::floor::{self, FloorKind};
-use crate::bench::libvirtd::{Owner, RegisterError, acquire, disk_image, open_context, register};
+use crate::bench::libvirtd::{Owner, RegisterError, disk_image, register};
 use crate::bench::run::SANLOCK_MAX_RESOURCES;
 use crate::bench::scale::{ScaleResult, ScaleSubject};
 use crate::bench::storm::{StormSample, StormSubject};
 use crate::daemons::{self, Layout, PluginEnv, Profile};
 use crate::harness_sys;
 use crate::matrix::ToolArgs;
+use crate::sequences;
 
 /// Arguments of `__bench-worker`.
 #[derive(clap::Args, Debug)]
@@ -361,17 +362,21 @@ impl Subject {
                 pause.uri = None;
                 for _ in 0..count {
                     let started = Instant::now();
-                    {
-                        let mut manager = open_context(plugin, &resume, &owner.disks, "resume ")?;
-                        acquire(&mut manager, state.as_deref())
-                            .map_err(|e| format!("resume Acquire ({n} disks): {e}"))?;
-                    }
-                    {
-                        let mut manager = open_context(plugin, &pause, &owner.disks, "pause ")?;
-                        *state = manager
-                            .release(true)
-                            .map_err(|e| format!("pause Release ({n} disks): {e}"))?;
-                    }
+                    sequences::resume_with_state(
+                        plugin,
+                        &resume,
+                        &owner.disks,
+                        state.as_deref(),
+                        LockFailureAction::Default,
+                    )
+                    .map_err(|e| {
+                        e.worded("resume ", |e| format!("resume Acquire ({n} disks): {e}"))
+                    })?;
+                    *state = sequences::pause(plugin, &pause, &owner.disks)
+                        .map_err(|e| {
+                            e.worded("pause ", |e| format!("pause Release ({n} disks): {e}"))
+                        })?
+                        .map(|s| s.text());
                     out.push(elapsed_ns(started));
                 }
             }

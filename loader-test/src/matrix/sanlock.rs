@@ -128,7 +128,7 @@ fn probe_restart_action(plugin: &Path, dirs: &daemons::SanlockDirs) -> String {
             path: disk,
             access: lockmgr::Access::Exclusive,
         }];
-        let mut owner = lockmgr::host::start_owner(
+        let mut owner = crate::sequences::register(
             &loaded,
             &domain,
             &resources,

@@ -302,7 +302,7 @@ fn bench_mastered_on(
     dir: &str,
     iterations: usize,
     warmup: usize,
-) -> serde_json::Value {
+) -> (serde_json::Value, Vec<serde_json::Value>) {
     let (_, names, _) = sh(
         cluster,
         1,
@@ -335,6 +335,23 @@ fn bench_mastered_on(
         names.len(),
         "node{holder} should master every resource of {dir}"
     );
+    // The asynchronous floor: all N requests in flight at once, on the same names.
+    let (ok, lines, described) = sh(
+        cluster,
+        1,
+        &format!(
+            "{SHARE}/dlm-floor parallel --lockspace {LOCKSPACE} --disks {DISKS} --disk-dir {dir} \
+             --iterations {}",
+            iterations.min(100)
+        ),
+        Duration::from_secs(1800),
+    );
+    assert!(ok, "dlm-floor parallel failed on node1: {described}");
+    let parallel: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(parallel.len(), 3, "one line per N: {lines}");
     let started = Instant::now();
     let (ok, json, described) = sh(
         cluster,
@@ -366,7 +383,61 @@ fn bench_mastered_on(
         "bench errors: {:#}",
         report["errors"]
     );
-    report
+    (report, parallel)
+}
+
+/// The asynchronous floor's figures at `disks`.
+fn parallel_series(lines: &[serde_json::Value], disks: u64) -> Option<Figures> {
+    lines.iter().find(|l| l["disks"] == disks).map(|l| Figures {
+        cycles: l["cycles"].as_u64().unwrap_or(0),
+        median_ns: l["median_ns"].as_u64().unwrap_or(0),
+        p99_ns: l["p99_ns"].as_u64().unwrap_or(0),
+    })
+}
+
+/// dlm.so against the asynchronous floor (all N requests in flight at once) and against one
+/// lock + unlock (the sequential floor at N = 1), with issue 11's targets. Prints; asserts only
+/// that every figure is there.
+fn print_against_the_async_floor(runs: &[(&str, &serde_json::Value, &[serde_json::Value])]) {
+    println!(
+        "\ndlm.so against the asynchronous floor (one process, one thread and lockspace handle \
+         per resource, all N locks in flight at once, then all N unlocks) and against one \
+         lock + unlock of the same node (the floor at N = 1)\n"
+    );
+    println!(
+        "{:<9} {:>5}   {:>15} {:>11}   {:>16}   {:>22}",
+        "master",
+        "N",
+        "async floor p50",
+        "dlm.so p50",
+        "dlm ÷ async floor",
+        "dlm ÷ one lock+unlock"
+    );
+    for (mastering, report, parallel) in runs {
+        let one = series(report, "floor", 1).expect("floor at N=1");
+        for n in [1u64, 16, 64] {
+            let async_floor = parallel_series(parallel, n)
+                .unwrap_or_else(|| panic!("no async floor at N={n}: {parallel:?}"));
+            let dlm = series(report, "dlm", n).expect("dlm series");
+            assert!(async_floor.cycles > 0);
+            println!(
+                "{mastering:<9} {n:>5}   {:>15} {:>11}   {:>15.2}×   {:>21.2}×",
+                human(async_floor.median_ns),
+                human(dlm.median_ns),
+                dlm.median_ns as f64 / async_floor.median_ns.max(1) as f64,
+                dlm.median_ns as f64 / one.median_ns.max(1) as f64,
+            );
+        }
+    }
+    if let Some((_, remote, _)) = runs.iter().find(|(m, _, _)| *m == "node2") {
+        let one = series(remote, "floor", 1).expect("floor at N=1");
+        let dlm = series(remote, "dlm", 64).expect("dlm at N=64");
+        let ratio = dlm.median_ns as f64 / one.median_ns.max(1) as f64;
+        println!(
+            "target: dlm.so N=64 mastered remotely ≤ 3× one remote lock+unlock: {ratio:.2}× ({})",
+            if ratio <= 3.0 { "met" } else { "NOT met" }
+        );
+    }
 }
 
 #[test]
@@ -394,8 +465,10 @@ fn dlm_so_against_the_raw_libdlm_floor() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let local = bench_mastered_on(&cluster, 1, "/tmp/bench-local", iterations_local, 20);
-    let remote = bench_mastered_on(&cluster, 2, "/tmp/bench-remote", iterations_remote, 5);
+    let (local, local_async) =
+        bench_mastered_on(&cluster, 1, "/tmp/bench-local", iterations_local, 20);
+    let (remote, remote_async) =
+        bench_mastered_on(&cluster, 2, "/tmp/bench-remote", iterations_remote, 5);
     let left: Vec<String> = [1, 2]
         .into_iter()
         .flat_map(|node| leftovers(&cluster, node))
@@ -456,5 +529,9 @@ fn dlm_so_against_the_raw_libdlm_floor() {
         );
     }
     assert_eq!(rows, 6);
+    print_against_the_async_floor(&[
+        ("node1", &local, &local_async),
+        ("node2", &remote, &remote_async),
+    ]);
     assert!(left.is_empty(), "left running: {left:?}");
 }

@@ -9,6 +9,10 @@
 //!
 //! - `worker`: the bench worker protocol on stdin / stdout (a `{"ready":…}` line, then per
 //!   `run N COUNT` line one `{"samples":{"ns":[…]}}` line with one duration per cycle; `quit`).
+//! - `parallel`: the asynchronous floor: per cycle all N locks in flight at once (one thread and
+//!   lockspace handle per name, started together), then all N unlocks; prints one JSON line per
+//!   N with the median and p99. What lockmgrd could reach at best with every request of an
+//!   Acquire in flight together.
 //! - `hold-nl`: takes an NL lock on every name and holds them until killed, which makes this
 //!   node the resources' master (the DLM makes the first node to use a resource its master); run
 //!   on another node, it makes every cycle of node 1 pay round trips to that master.
@@ -57,6 +61,14 @@ enum Command {
         /// Pin to this CPU (bench's pinned placement).
         #[arg(long)]
         cpu: Option<usize>,
+    },
+    /// Time cycles with all N locks in flight at once, then all N unlocks (one JSON line per N).
+    Parallel {
+        #[command(flatten)]
+        disks: Disks,
+        /// Cycles to time per N (after 3 untimed ones).
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
     },
     /// Hold an NL lock on every name until killed (makes this node their master).
     HoldNl {
@@ -145,6 +157,7 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::HoldNl { disks } => hold_nl(&disks),
+        Command::Parallel { disks, iterations } => parallel(&disks, iterations),
         Command::Worker { disks, cpu } => worker(&disks, cpu),
     }
 }
@@ -171,6 +184,75 @@ fn hold_nl(disks: &Disks) -> Result<(), String> {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Per N: `iterations` cycles of N threads (one lockspace handle each) that lock their name
+/// together, wait for each other, and unlock together; a cycle is timed from the start to the
+/// last unlock.
+fn parallel(disks: &Disks, iterations: usize) -> Result<(), String> {
+    use std::sync::{Arc, Barrier};
+    let ls_name = disks.lockspace.clone();
+    Lockspace::create_or_open(&ls_name, 0o600).map_err(|e| e.to_string())?;
+    for (n, names) in disks.names()? {
+        let cycles = iterations + 3;
+        // Start, all locked, all unlocked: every thread and the timer meet three times a cycle.
+        let barrier = Arc::new(Barrier::new(n + 1));
+        let mut threads = Vec::with_capacity(n);
+        for (_, name) in names {
+            let (barrier, ls_name) = (Arc::clone(&barrier), ls_name.clone());
+            threads.push(std::thread::spawn(move || -> Result<(), String> {
+                let ls = Lockspace::open(&ls_name).map_err(|e| e.to_string());
+                let flags = LockFlags::NOQUEUE | LockFlags::PERSISTENT;
+                let mut failure = None;
+                for _ in 0..cycles {
+                    barrier.wait();
+                    let taken = match &ls {
+                        Ok(ls) => ls
+                            .lock(name.as_bytes(), Mode::Ex, flags)
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    barrier.wait();
+                    match (taken, &ls) {
+                        (Ok(id), Ok(ls)) => {
+                            if let Err(e) = ls.unlock(id) {
+                                failure.get_or_insert(e.to_string());
+                            }
+                        }
+                        (Err(e), _) => {
+                            failure.get_or_insert(e);
+                        }
+                        (Ok(_), Err(_)) => {}
+                    }
+                    barrier.wait();
+                }
+                failure.map_or(Ok(()), Err)
+            }));
+        }
+        let mut ns = Vec::with_capacity(iterations);
+        for cycle in 0..cycles {
+            let started = Instant::now();
+            barrier.wait();
+            barrier.wait();
+            barrier.wait();
+            if cycle >= 3 {
+                ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+        }
+        for thread in threads {
+            thread
+                .join()
+                .map_err(|_| "a floor thread panicked".to_owned())??;
+        }
+        ns.sort_unstable();
+        // Nearest rank: the sample below which `percent` % of the others lie.
+        let at = |percent: usize| ns[(ns.len() - 1) * percent / 100];
+        println!(
+            "{}",
+            serde_json::json!({"disks": n, "cycles": ns.len(), "median_ns": at(50), "p99_ns": at(99)})
+        );
+    }
+    Ok(())
 }
 
 fn pin(cpu: usize) -> Result<(), String> {
