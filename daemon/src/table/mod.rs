@@ -29,66 +29,19 @@ use crate::persist::StateFile;
 use crate::process;
 use crate::sys;
 
+mod in_flight;
 mod locking;
 mod snapshot;
+mod tracked;
+
+use in_flight::{AcquireOp, AcquirePlan, Op, OpKind};
+pub use in_flight::{OpId, Progress};
+use tracked::Tracked;
 
 pub use snapshot::{
     JournalRecord, SNAPSHOT_FORMAT, Snapshot, SnapshotLock, SnapshotOwner, SnapshotUnsettled,
     SnapshotView,
 };
-
-/// A map that remembers which keys changed since the journal's last record: reads go through
-/// `Deref`, every change through its own methods, so none can be missed.
-#[derive(Debug)]
-pub(crate) struct Tracked<V> {
-    map: BTreeMap<String, V>,
-    changed: BTreeSet<String>,
-}
-
-impl<V> Default for Tracked<V> {
-    fn default() -> Self {
-        Tracked {
-            map: BTreeMap::new(),
-            changed: BTreeSet::new(),
-        }
-    }
-}
-
-impl<V> std::ops::Deref for Tracked<V> {
-    type Target = BTreeMap<String, V>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.map
-    }
-}
-
-impl<V> Tracked<V> {
-    fn insert(&mut self, key: String, value: V) -> Option<V> {
-        self.changed.insert(key.clone());
-        self.map.insert(key, value)
-    }
-
-    fn remove(&mut self, key: &str) -> Option<V> {
-        let removed = self.map.remove(key);
-        if removed.is_some() {
-            self.changed.insert(key.to_owned());
-        }
-        removed
-    }
-
-    fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        let value = self.map.get_mut(key);
-        if value.is_some() {
-            self.changed.insert(key.to_owned());
-        }
-        value
-    }
-
-    /// The keys changed since the last call.
-    fn take_changes(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.changed)
-    }
-}
 
 /// A refusal, as sent back to the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,70 +70,6 @@ impl From<BackendError> for Refusal {
         };
         Refusal::new(kind, err.to_string())
     }
-}
-
-/// Names a request in flight.
-pub type OpId = u64;
-
-/// How far a request got.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Progress<T> {
-    /// Answered.
-    Done(T),
-    /// Waiting for the backend: its answer comes from [`LockTable::take_finished`].
-    Waiting(OpId),
-    /// It needs what a request in flight holds (why): ask again once one finishes.
-    Blocked(String),
-}
-
-impl<T> Progress<T> {
-    /// The answer, changed by `f`.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Progress<U> {
-        match self {
-            Progress::Done(answer) => Progress::Done(f(answer)),
-            Progress::Waiting(op) => Progress::Waiting(op),
-            Progress::Blocked(why) => Progress::Blocked(why),
-        }
-    }
-}
-
-/// What an Acquire must do: the targets to lock and the shared locks of this host to join.
-#[derive(Debug)]
-struct AcquirePlan<'r> {
-    to_lock: Vec<(Target, &'r ResourceSpec)>,
-    to_join: Vec<String>,
-}
-
-/// A request waiting for the backend.
-#[derive(Debug)]
-struct Op<H> {
-    uuid: String,
-    /// Tickets not answered yet.
-    waiting: BTreeSet<Ticket>,
-    kind: OpKind<H>,
-}
-
-#[derive(Debug)]
-enum OpKind<H> {
-    Acquire(Box<AcquireOp<H>>),
-    /// A Release: the state string to answer.
-    Release(String),
-}
-
-/// An Acquire in flight: what it takes, what it got so far.
-#[derive(Debug)]
-struct AcquireOp<H> {
-    info: OwnerInfo,
-    before: OwnerBefore,
-    /// Shared locks of this host the domain joins once everything is taken.
-    to_join: Vec<String>,
-    /// The resources it reserved (target ids).
-    reserved: Vec<String>,
-    /// What each ticket asks for.
-    asked: HashMap<Ticket, (Target, ResourceSpec)>,
-    taken: Vec<Held<H>>,
-    /// The first refusal: the locks taken are given back once every answer is in.
-    refused: Option<BackendError>,
 }
 
 /// A registered domain.

@@ -1,0 +1,252 @@
+//! The worker threads: each owns a lockspace handle and makes one DLM call at a time; answers go
+//! back to the server through a channel and a socket it polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
+use lockmgr_proto::{Mode, ResourceSpec};
+
+use super::DlmLock;
+use super::holder::HolderName;
+use crate::backend::Ticket;
+
+/// The locks in doubt, shared with the workers.
+#[derive(Debug, Default)]
+pub(super) struct Doubts {
+    pub(super) entries: Mutex<BTreeMap<u64, (ResourceSpec, Mode)>>,
+    next: AtomicU64,
+    pub(super) generation: AtomicU64,
+}
+
+impl Doubts {
+    pub(super) fn entries(&self) -> MutexGuard<'_, BTreeMap<u64, (ResourceSpec, Mode)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn add(&self, spec: &ResourceSpec, mode: Mode) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.entries().insert(id, (spec.clone(), mode));
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    pub(super) fn settle(&self, id: u64) {
+        self.entries().remove(&id);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the server and the workers share about lock requests in flight.
+#[derive(Debug)]
+pub(super) struct Shared {
+    /// Lock requests not answered yet: `Some(doubt)` once the server gave up on one.
+    pub(super) lock_requests: Mutex<HashMap<Ticket, Option<u64>>>,
+    pub(super) answers: Sender<(Ticket, WorkerAnswer)>,
+    pub(super) wake: UnixStream,
+}
+
+impl Shared {
+    pub(super) fn lock_requests(&self) -> MutexGuard<'_, HashMap<Ticket, Option<u64>>> {
+        self.lock_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn answer(&self, ticket: Ticket, answer: WorkerAnswer) {
+        // The server may be gone (shutdown): nobody to tell.
+        let _ = self.answers.send((ticket, answer));
+        // Full: the server has a wake-up to read already.
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// A worker's answer.
+#[derive(Debug)]
+pub(super) enum WorkerAnswer {
+    /// With a refusal, the holder named in the resource's value block, if any.
+    Locked(Result<DlmLock, DlmError>, Option<HolderName>),
+    Unlocked,
+    Adopted(Result<DlmLock, DlmError>),
+}
+
+#[derive(Debug)]
+pub(super) enum Job {
+    Lock {
+        ticket: Ticket,
+        resource: String,
+        mode: DlmMode,
+        spec: ResourceSpec,
+    },
+    Unlock {
+        ticket: Ticket,
+        lkid: LockId,
+        spec: ResourceSpec,
+        doubt: u64,
+    },
+    /// Writes who holds an exclusive lock into its resource's value block.
+    Publish {
+        lkid: LockId,
+        spec: ResourceSpec,
+        holder: HolderName,
+    },
+    Adopt {
+        ticket: Ticket,
+        resource: String,
+        mode: DlmMode,
+        persistent: bool,
+    },
+}
+
+/// A thread with its own lockspace handle, doing one DLM call at a time.
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub(super) jobs: Sender<Job>,
+    /// Jobs given and not done yet.
+    pub(super) queued: Arc<AtomicU64>,
+}
+
+impl Worker {
+    pub(super) fn spawn(
+        index: usize,
+        lockspace: Lockspace,
+        doubts: Arc<Doubts>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queued = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&queued);
+        std::thread::Builder::new()
+            .name(format!("dlm-worker-{index}"))
+            .spawn(move || {
+                for job in queue {
+                    run_job(index, &lockspace, job, &doubts, &shared);
+                    count.fetch_sub(1, Ordering::AcqRel);
+                }
+            })?;
+        Ok(Worker { jobs, queued })
+    }
+
+    pub(super) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
+    match job {
+        Job::Lock {
+            ticket,
+            resource,
+            mode,
+            spec,
+        } => {
+            let result = lockspace.lock(
+                resource.as_bytes(),
+                mode,
+                LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+            );
+            // Who holds it, for the refusal: information only, so any failure just leaves it out.
+            let holder = match &result {
+                Err(DlmError::Busy { .. }) => lockspace
+                    .read_value(resource.as_bytes())
+                    .ok()
+                    .flatten()
+                    .and_then(|value| HolderName::decode(&value)),
+                _ => None,
+            };
+            // Under the map's lock: the server either gave up before (we drop the lock) or
+            // sees the answer, never neither.
+            let mut requests = shared.lock_requests();
+            match requests.remove(&ticket) {
+                Some(Some(doubt)) => {
+                    drop(requests);
+                    if let Ok(lkid) = result {
+                        crate::log(&format!(
+                            "the DLM granted {} after its request was refused for taking too long: released",
+                            spec.describe()
+                        ));
+                        unlock_until_done(lockspace, lkid, &spec);
+                    }
+                    doubts.settle(doubt);
+                }
+                _ => shared.answer(
+                    ticket,
+                    WorkerAnswer::Locked(
+                        result.map(|lkid| DlmLock {
+                            worker: index,
+                            lkid,
+                        }),
+                        holder,
+                    ),
+                ),
+            }
+        }
+        Job::Unlock {
+            ticket,
+            lkid,
+            spec,
+            doubt,
+        } => {
+            unlock_until_done(lockspace, lkid, &spec);
+            doubts.settle(doubt);
+            shared.answer(ticket, WorkerAnswer::Unlocked);
+        }
+        Job::Publish { lkid, spec, holder } => {
+            if let Err(err) = lockspace.publish_value(lkid, &holder.encode()) {
+                crate::log(&format!(
+                    "cannot record the holder of {} in its DLM value block: {err}",
+                    spec.describe()
+                ));
+            }
+        }
+        Job::Adopt {
+            ticket,
+            resource,
+            mode,
+            persistent,
+        } => {
+            let result = lockspace.adopt_orphan(resource.as_bytes(), mode, persistent);
+            shared.answer(
+                ticket,
+                WorkerAnswer::Adopted(result.map(|lkid| DlmLock {
+                    worker: index,
+                    lkid,
+                })),
+            );
+        }
+    }
+}
+
+/// Unlocks, retrying every second while the DLM refuses (a stopped lockspace): the lock stays in
+/// doubt, recorded, until then.
+fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
+    let mut logged = false;
+    // An exclusive holder's release clears the holder it named (see [`HolderName`]).
+    let unlock = |lkid| match lockspace.mode_of(lkid) {
+        Some(DlmMode::Ex) => lockspace.unlock_invalidating_value(lkid),
+        _ => lockspace.unlock(lkid),
+    };
+    while let Err(err) = unlock(lkid) {
+        if matches!(err, DlmError::UnknownLock { .. }) {
+            return;
+        }
+        if !logged {
+            crate::log(&format!(
+                "cannot release {}: {err}; retrying every second",
+                spec.describe()
+            ));
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if logged {
+        crate::log(&format!("released {}", spec.describe()));
+    }
+}

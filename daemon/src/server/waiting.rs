@@ -1,0 +1,149 @@
+//! Requests that wait: in flight in the table until the backend answers or their deadline
+//! passes, or parked behind requests in flight; and the replies they get later.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use lockmgr_proto::{ErrorKind, Reply};
+
+use super::connection::send;
+use super::{Client, Handled, PARKED_WITHIN, Parked, Server, Waiter, refusal_reply};
+use crate::backend::{ANSWER_WITHIN, Backend};
+use crate::log;
+use crate::table::OpId;
+
+impl<B: Backend> Server<B> {
+    /// How long until the first deadline of a request in flight or parked.
+    pub(super) fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let in_flight = self
+            .waiters
+            .values()
+            .map(|w| (w.since + ANSWER_WITHIN).saturating_duration_since(now));
+        let parked = self
+            .parked
+            .iter()
+            .map(|p| (p.since + PARKED_WITHIN).saturating_duration_since(now));
+        in_flight.chain(parked).min()
+    }
+
+    /// Replies to the requests the backend's answers finished, then tries the parked ones again.
+    pub(super) fn answer_finished(&mut self) {
+        let finished = self.table.take_finished();
+        if finished.is_empty() {
+            return;
+        }
+        for (op, result) in finished {
+            let Some(waiter) = self.waiters.remove(&op) else {
+                continue;
+            };
+            let reply = match result {
+                Ok(state) => Reply::Ok { state },
+                Err(refusal) => refusal_reply(refusal),
+            };
+            self.reply_later(waiter.fd, waiter.client, reply);
+        }
+        self.unpark();
+    }
+
+    /// Gives up on requests in flight past their deadline, and refuses parked ones past theirs.
+    pub(super) fn give_up_late(&mut self) {
+        let late: Vec<OpId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.since.elapsed() >= ANSWER_WITHIN)
+            .map(|(op, _)| *op)
+            .collect();
+        for op in late {
+            self.table.give_up(op, ANSWER_WITHIN);
+        }
+        self.answer_finished();
+        while self
+            .parked
+            .front()
+            .is_some_and(|p| p.since.elapsed() >= PARKED_WITHIN)
+        {
+            let parked = self.parked.pop_front().expect("checked");
+            let reply = Reply::Error {
+                kind: ErrorKind::Busy,
+                message: format!(
+                    "the request waited {} s for requests ahead of it that the lock manager has not answered; try again",
+                    PARKED_WITHIN.as_secs()
+                ),
+            };
+            self.reply_later(parked.fd, parked.client, reply);
+        }
+    }
+
+    /// Handles the parked requests again, in order; those still blocked stay parked.
+    pub(super) fn unpark(&mut self) {
+        for parked in std::mem::take(&mut self.parked) {
+            let Some(mut client) = self.take_client(parked.fd, parked.client) else {
+                continue;
+            };
+            match self.handle(&mut client, parked.request) {
+                Handled::Park(request) => {
+                    self.parked.push_back(Parked { request, ..parked });
+                    self.clients.insert(parked.fd, client);
+                }
+                Handled::Wait(op) => {
+                    self.wait_for(op, &client, parked.since);
+                    self.clients.insert(parked.fd, client);
+                }
+                Handled::Reply(reply) => {
+                    self.clients.insert(parked.fd, client);
+                    self.reply_later(parked.fd, parked.client, reply);
+                }
+            }
+        }
+    }
+
+    pub(super) fn wait_for(&mut self, op: OpId, client: &Client, since: Instant) {
+        self.waiters.insert(
+            op,
+            Waiter {
+                fd: client.stream.as_raw_fd(),
+                client: client.id,
+                since,
+            },
+        );
+    }
+
+    /// The client on `fd`, if it is still the one with `id`.
+    pub(super) fn take_client(&mut self, fd: RawFd, id: u64) -> Option<Client> {
+        match self.clients.remove(&fd) {
+            Some(client) if client.id == id => Some(client),
+            Some(other) => {
+                self.clients.insert(fd, other);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sends the reply a waiting client was waiting for, then handles what it sent meanwhile.
+    pub(super) fn reply_later(&mut self, fd: RawFd, id: u64, reply: Reply) {
+        // It may have gone meanwhile: the request was done all the same.
+        let Some(mut client) = self.take_client(fd, id) else {
+            return;
+        };
+        client.waiting = false;
+        if self.send_reply(&mut client, reply) && self.process_frames(&mut client) {
+            self.clients.insert(fd, client);
+        }
+    }
+
+    /// Sends a reply; false if the client is to be dropped.
+    pub(super) fn send_reply(&self, client: &mut Client, reply: Reply) -> bool {
+        // Before the reply: a domain granted a lock counts as at risk before it can write.
+        self.publish_exposure();
+        if send(&mut client.stream, reply).is_err() {
+            log(&format!(
+                "client (peer pid {}) does not read its replies; closed",
+                client.peer_pid
+            ));
+            return false;
+        }
+        true
+    }
+}
