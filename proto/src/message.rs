@@ -264,6 +264,9 @@ pub struct LockStatus {
     pub mode: Mode,
     /// Names of the owning domains.
     pub owners: Vec<String>,
+    /// When this daemon took it (or took it back after a restart), in ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
 }
 
 /// A reply, daemon → plugin.

@@ -340,12 +340,16 @@ fn render_status(report: &StatusReport<'_>) -> String {
                     l.resource.clone(),
                     mode_name(l.mode).to_owned(),
                     l.owners.join(", "),
+                    l.since_ms.map_or_else(|| "-".to_owned(), utc),
                     l.target.clone(),
                 ]
             })
             .collect();
         out.push('\n');
-        out.push_str(&table(&["RESOURCE", "MODE", "HELD BY", "LOCK"], &rows));
+        out.push_str(&table(
+            &["RESOURCE", "MODE", "HELD BY", "SINCE (UTC)", "LOCK"],
+            &rows,
+        ));
     }
     if let Some(truncated) = &report.truncated {
         out.push_str(&format!("\n({truncated})\n"));

@@ -147,6 +147,7 @@ impl<B: Backend> LockTable<B> {
                             spec,
                             holders: BTreeSet::from([op.uuid.clone()]),
                             handle,
+                            since_ms: now_ms(),
                         });
                         failpoint::hit("acquire:locked-some");
                     }

@@ -184,6 +184,7 @@ impl<B: Backend> LockTable<B> {
                         mode: spec.mode,
                         holders: BTreeSet::from([info.uuid.clone()]),
                         handle,
+                        since_ms: now_ms(),
                     });
                     failpoint::hit("acquire:locked-some");
                 }

@@ -104,6 +104,15 @@ struct Held<H> {
     mode: Mode,
     holders: BTreeSet<String>,
     handle: H,
+    /// When this daemon took it (or took it back after a restart), ms since the epoch.
+    since_ms: u64,
+}
+
+/// Now, in ms since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A lock whose unlock failed: still held through the backend, retried until it goes.
@@ -493,6 +502,7 @@ impl<B: Backend> LockTable<B> {
             .held
             .values()
             .map(|h| LockStatus {
+                since_ms: Some(h.since_ms),
                 resource: h.spec.describe(),
                 target: h.target.id.clone(),
                 mode: h.mode,
@@ -508,6 +518,7 @@ impl<B: Backend> LockTable<B> {
             })
             .collect();
         locks.extend(self.stuck.iter().map(|s| LockStatus {
+            since_ms: None,
             resource: s.spec.describe(),
             target: s.target.id.clone(),
             mode: s.mode,

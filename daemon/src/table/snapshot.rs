@@ -288,6 +288,7 @@ impl<B: Backend> LockTable<B> {
                             mode: saved.mode,
                             holders,
                             handle,
+                            since_ms: now_ms(),
                         },
                     );
                     failpoint::hit("restore:reclaimed-some");
