@@ -137,11 +137,18 @@ pub fn ofd_conflicting_holder(
 
 /// `poll` on `fds` (each with `POLLIN`), returning the indices that are ready.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: c_int) -> io::Result<Vec<usize>> {
+    let fds: Vec<(RawFd, bool)> = fds.iter().map(|&fd| (fd, false)).collect();
+    poll(&fds, timeout_ms)
+}
+
+/// `poll` on `fds`, each for reading (`false`: `POLLIN`) or writing (`true`: `POLLOUT`),
+/// returning the indices that are ready (or in error: the next call on them says which).
+pub fn poll(fds: &[(RawFd, bool)], timeout_ms: c_int) -> io::Result<Vec<usize>> {
     let mut pollfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
+        .map(|&(fd, write)| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events: if write { libc::POLLOUT } else { libc::POLLIN },
             revents: 0,
         })
         .collect();
@@ -161,24 +168,6 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: c_int) -> io::Result<Vec<usize>>
         .filter(|(_, p)| p.revents != 0)
         .map(|(i, _)| i)
         .collect())
-}
-
-/// Waits up to `timeout_ms` for `fd` to become writable.
-pub fn poll_writable(fd: RawFd, timeout_ms: c_int) -> io::Result<()> {
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    Ok(())
 }
 
 /// Whether a pidfd polls readable: its process exited (a zombie not yet reaped included,

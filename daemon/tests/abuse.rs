@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -394,4 +395,55 @@ fn inputs_are_bounded_and_every_reply_fits_its_frame() {
         Reply::Status { locks, .. } => assert_eq!(locks.len(), shown),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_holds_up_nobody() {
+    // (Seen failing on the daemon that wrote replies with a 2 s limit: the hog was cut off in
+    // the middle of a reply, and everyone waited those 2 s.)
+    let daemon = Daemon::start();
+    // Status replies of ~500 KB: a few fill the socket buffer.
+    let a = Owner::new("vm-a", 1);
+    let disks: Vec<_> = (0..120)
+        .map(|i| disk(&format!("/big-{i}/{}", "d".repeat(4000)), Mode::Exclusive))
+        .collect();
+    expect_ok(acquire(&daemon, &a, &disks));
+    let mut hog = UnixStream::connect(daemon.socket()).unwrap();
+    let status = lockmgr_proto::encode(&lockmgr_proto::RequestFrame {
+        version: lockmgr_proto::PROTOCOL_VERSION,
+        request: Request::Status,
+    })
+    .unwrap();
+    const ASKED: usize = 12;
+    for _ in 0..ASKED {
+        hog.write_all(&status).unwrap();
+    }
+    // Another domain is served while the hog's replies wait unread.
+    let b = Owner::new("vm-b", 2);
+    expect_ok(acquire(&daemon, &b, &[disk("/img/b.img", Mode::Exclusive)]));
+    // The hog reads at last: every reply is there, whole.
+    hog.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut replies = 0;
+    let mut head = [0u8; 4];
+    while replies < ASKED {
+        if let Err(err) = hog.read_exact(&mut head) {
+            eprintln!("reply {replies}: head: {err}");
+            break;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        if let Err(err) = hog.read_exact(&mut body) {
+            eprintln!("reply {replies}: {err}");
+            break;
+        }
+        let frame: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(frame["reply"]["status"]["locks"].is_array(), "{frame}");
+        replies += 1;
+    }
+    assert_eq!(
+        replies,
+        ASKED,
+        "the daemon dropped a client that read slowly: {}",
+        daemon.log()
+    );
+    assert!(!daemon.log().contains("does not read"), "{}", daemon.log());
 }

@@ -49,7 +49,7 @@ impl<B: Backend> Server<B> {
         }
         self.reserve = None;
         if let Ok((mut stream, _)) = self.listener.accept() {
-            let _ = send(
+            send(
                 &mut stream,
                 Reply::Error {
                     kind: ErrorKind::Internal,
@@ -78,7 +78,7 @@ impl<B: Backend> Server<B> {
                 "refused a connection from uid {uid} (pid {pid}): only uid {own_uid} may lock"
             ));
             let mut stream = stream;
-            let _ = send(
+            send(
                 &mut stream,
                 Reply::Error {
                     kind: ErrorKind::Denied,
@@ -102,6 +102,7 @@ impl<B: Backend> Server<B> {
                 peer_pid: pid,
                 restricted: false,
                 waiting: false,
+                outbox: Vec::new(),
             },
         );
     }
@@ -129,10 +130,23 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Handles every complete frame, up to one that must wait; false to drop the connection.
+    /// Writes what it can of a client's unread replies; once they are all written, handles the
+    /// requests it sent meanwhile.
+    pub(super) fn flush_client(&mut self, fd: RawFd) {
+        let Some(mut client) = self.clients.remove(&fd) else {
+            return;
+        };
+        let keep = flush(&mut client) && self.process_frames(&mut client);
+        if keep {
+            self.clients.insert(fd, client);
+        }
+    }
+
+    /// Handles every complete frame, up to one that must wait or a reply the client has not read
+    /// yet; false to drop the connection.
     pub(super) fn process_frames(&mut self, client: &mut Client) -> bool {
         loop {
-            if client.waiting {
+            if client.waiting || !client.outbox.is_empty() {
                 return true;
             }
             let body = match proto::take_frame(&mut client.buffer) {
@@ -141,7 +155,7 @@ impl<B: Backend> Server<B> {
                 Err(err) => return self.protocol_error(client, &err),
             };
             if client.restricted {
-                let _ = send(
+                send(
                     &mut client.stream,
                     Reply::Error {
                         kind: ErrorKind::Denied,
@@ -163,7 +177,7 @@ impl<B: Backend> Server<B> {
                     "protocol version {} is not supported (this daemon speaks {PROTOCOL_VERSION})",
                     frame.version
                 );
-                let _ = send(
+                send(
                     &mut client.stream,
                     Reply::Error {
                         kind: ErrorKind::Invalid,
@@ -207,7 +221,7 @@ impl<B: Backend> Server<B> {
             "bad request from peer pid {}: {err}; connection closed",
             client.peer_pid
         ));
-        let _ = send(
+        send(
             &mut client.stream,
             Reply::Error {
                 kind: ErrorKind::Invalid,
@@ -218,45 +232,51 @@ impl<B: Backend> Server<B> {
     }
 }
 
-pub(super) fn send(stream: &mut UnixStream, reply: Reply) -> Result<(), FrameError> {
-    let frame = match proto::encode(&ReplyFrame {
+/// A reply as a frame (a reply too large to encode becomes an error saying so: inputs are
+/// bounded so that this cannot happen).
+fn encode_reply(reply: Reply) -> Vec<u8> {
+    proto::encode(&ReplyFrame {
         version: PROTOCOL_VERSION,
         reply,
-    }) {
-        Ok(frame) => frame,
-        // Inputs are bounded so that this cannot happen; should it, say so rather than close.
-        Err(err) => proto::encode(&ReplyFrame {
+    })
+    .or_else(|err| {
+        proto::encode(&ReplyFrame {
             version: PROTOCOL_VERSION,
             reply: Reply::Error {
                 kind: ErrorKind::Internal,
                 message: format!("the reply could not be sent: {err}"),
             },
-        })?,
-    };
-    write_within(stream, &frame, Duration::from_secs(2)).map_err(FrameError::Io)
+        })
+    })
+    .unwrap_or_default()
 }
 
-/// Writes all of `bytes` to a nonblocking socket. A reply is usually far smaller than the
-/// socket buffer; a large one (a status) may wait for the reader, but only until `limit`: a
-/// client that stops reading is dropped rather than allowed to stall the daemon.
-fn write_within(stream: &mut UnixStream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
-    let deadline = Instant::now() + limit;
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(IoErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(err) if err.kind() == IoErrorKind::Interrupted => {}
-            Err(err) if err.kind() == IoErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(err);
-                }
-                let wait = i32::try_from(left.as_millis().min(100)).unwrap_or(100);
-                sys::poll_writable(stream.as_raw_fd(), wait)?;
+/// The last word to a connection about to be closed: written if the socket has room (a fresh
+/// connection always has for one short frame), never waited for.
+pub(super) fn send(stream: &mut UnixStream, reply: Reply) {
+    let _ = stream.write(&encode_reply(reply));
+}
+
+/// Queues `reply` for `client` and writes what the socket takes now; the rest is written when
+/// the client reads (the server polls for it), so a client that does not read holds up no one.
+/// False when the connection is broken.
+pub(super) fn queue_reply(client: &mut Client, reply: Reply) -> bool {
+    client.outbox.extend_from_slice(&encode_reply(reply));
+    flush(client)
+}
+
+/// Writes what the socket takes of the client's unread replies; false when it is broken.
+fn flush(client: &mut Client) -> bool {
+    while !client.outbox.is_empty() {
+        match client.stream.write(&client.outbox) {
+            Ok(0) => return false,
+            Ok(n) => {
+                client.outbox.drain(..n);
             }
-            Err(err) => return Err(err),
+            Err(err) if err.kind() == IoErrorKind::Interrupted => {}
+            Err(err) if err.kind() == IoErrorKind::WouldBlock => return true,
+            Err(_) => return false,
         }
     }
-    Ok(())
+    true
 }

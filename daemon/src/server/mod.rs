@@ -49,6 +49,8 @@ struct Client {
     restricted: bool,
     /// Its request waits (in flight or parked): nothing more is read until it is answered.
     waiting: bool,
+    /// Replies the client has not read yet: nothing more is read from it until they are.
+    outbox: Vec<u8>,
 }
 
 /// Who waits for a request in flight.
@@ -255,12 +257,15 @@ impl<B: Backend> Server<B> {
             // cluster side is stuck (its locks stay recorded until the backend is done).
             let watched = self.table.watched();
             let mut fds = vec![self.stop, self.listener.as_raw_fd()];
-            fds.extend(
-                self.clients
-                    .iter()
-                    .filter(|(_, c)| !c.waiting)
-                    .map(|(fd, _)| *fd),
-            );
+            // A client with replies not yet read is polled for room to write them; one whose
+            // request waits, not at all; the others for their next request.
+            let clients: Vec<(RawFd, bool)> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| !c.waiting || !c.outbox.is_empty())
+                .map(|(fd, c)| (*fd, !c.outbox.is_empty()))
+                .collect();
+            fds.extend(clients.iter().map(|(fd, _)| *fd));
             let answers_at = fds.len();
             fds.extend(self.table.answers_fd());
             let first_pidfd = fds.len();
@@ -270,7 +275,17 @@ impl<B: Backend> Server<B> {
             let timeout = self.next_deadline().map_or(1000, |left| {
                 i32::try_from(left.as_millis().clamp(1, 1000)).unwrap_or(1000)
             });
-            let ready = sys::poll_readable(&fds, timeout).map_err(|e| format!("poll: {e}"))?;
+            let interests: Vec<(RawFd, bool)> = fds
+                .iter()
+                .enumerate()
+                .map(|(index, fd)| {
+                    (
+                        *fd,
+                        index >= 2 && index < answers_at && clients[index - 2].1,
+                    )
+                })
+                .collect();
+            let ready = sys::poll(&interests, timeout).map_err(|e| format!("poll: {e}"))?;
             sys::reap_children();
             if self.stalled().is_none() {
                 self.table.retry_stuck();
@@ -284,7 +299,11 @@ impl<B: Backend> Server<B> {
                 } else if index == 1 {
                     self.accept_all();
                 } else if index < answers_at {
-                    self.serve_client(fd);
+                    if clients[index - 2].1 {
+                        self.flush_client(fd);
+                    } else {
+                        self.serve_client(fd);
+                    }
                 } else if index < first_pidfd {
                     // Answers: taken below, every turn.
                 } else {

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use lockmgr_proto::{ErrorKind, Reply};
 
-use super::connection::send;
+use super::connection::queue_reply;
 use super::{Client, Handled, PARKED_WITHIN, Parked, Server, Waiter, refusal_reply};
 use crate::backend::{ANSWER_WITHIN, Backend};
-use crate::log;
 use crate::table::OpId;
 
 impl<B: Backend> Server<B> {
@@ -133,17 +132,11 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Sends a reply; false if the client is to be dropped.
+    /// Sends a reply (queued if the client does not read it yet); false if the connection is
+    /// broken and the client is to be dropped.
     pub(super) fn send_reply(&self, client: &mut Client, reply: Reply) -> bool {
         // Before the reply: a domain granted a lock counts as at risk before it can write.
         self.publish_exposure();
-        if send(&mut client.stream, reply).is_err() {
-            log(&format!(
-                "client (peer pid {}) does not read its replies; closed",
-                client.peer_pid
-            ));
-            return false;
-        }
-        true
+        queue_reply(client, reply)
     }
 }
