@@ -21,6 +21,11 @@ fn stalled_daemon(matching: &str, ms: u64) -> Daemon {
 /// A daemon whose backend stalls as `stall` says; fails loudly if the binary cannot.
 fn started_with(stall: &str) -> Daemon {
     let daemon = Daemon::start_wrapped(&["env", stall]);
+    // Its socket is bound before the backend is made (and says so): wait for the line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("test mode: lock requests") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         daemon.log().contains("test mode: lock requests"),
         "{} was built without the failpoints feature (did another build overwrite it?): {}",
