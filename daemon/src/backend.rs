@@ -112,6 +112,10 @@ pub trait Backend {
         Answer::Now(self.lock(target, spec, mode))
     }
 
+    /// Hands the lock requests started since the last call to the lock manager (a backend may
+    /// gather them, to send the locks of one Acquire together). The default has none waiting.
+    fn submit(&mut self) {}
+
     /// Starts an unlock; the default unlocks at once through [`Backend::unlock`]. An unlock
     /// answered later is in doubt ([`Backend::in_doubt`]) until it is done.
     fn start_unlock(

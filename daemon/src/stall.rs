@@ -155,6 +155,10 @@ impl<B: Backend> Backend for Stalling<B> {
         Answer::Later(ticket)
     }
 
+    fn submit(&mut self) {
+        self.inner.submit();
+    }
+
     fn abandon(&mut self, ticket: Ticket) -> bool {
         // Nothing is taken before it is due: giving up drops the request.
         let before = self.held.len();

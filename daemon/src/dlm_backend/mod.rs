@@ -11,8 +11,10 @@
 //! recovered, seconds. So every DLM call runs on a worker thread with a lockspace handle of its
 //! own, and its answer comes back to the server's event loop ([`Backend::answers_fd`]): the
 //! server serves every other domain meanwhile, and gives up on a request at its deadline (the
-//! worker then drops whatever the DLM grants too late). The locks of one Acquire go to
-//! different workers, so they are in flight together. Unlocks are done by the worker that holds
+//! worker then drops whatever the DLM grants too late). The locks of one Acquire go out in
+//! batches of at most 8 to as many workers, so that they are in flight together (a lock whose
+//! master is another node costs a round trip; one mastered here costs less than a thread
+//! switch, hence batches rather than one worker per lock). Unlocks are done by the worker that holds
 //! the lock. Until a worker is done with them, such locks are *in doubt* ([`Backend::in_doubt`]):
 //! the table records them as unsettled, so a crash meanwhile leaks nothing.
 
@@ -32,7 +34,7 @@ mod holder;
 mod worker;
 
 use holder::HolderName;
-use worker::{Doubts, Job, Shared, Worker, WorkerAnswer};
+use worker::{Doubts, Job, LockRequest, Shared, Worker, WorkerAnswer};
 
 use crate::backend::{
     ANSWER_WITHIN, Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed,
@@ -40,9 +42,10 @@ use crate::backend::{
 
 /// How often the health probe takes its lock.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// The most lockspace handles (worker threads): the requests in flight at once (an Acquire of
-/// 64 disks, the most a boot storm of a few domains asks, goes out in one round).
+/// The most lockspace handles (worker threads): the batches in flight at once.
 const MAX_WORKERS: usize = 64;
+/// The most lock requests of one Acquire a worker takes, one after the other.
+const LOCKS_PER_WORKER: usize = 8;
 
 /// A lock held through one of the workers' handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,10 @@ pub struct DlmBackend {
     early: Vec<(Ticket, WorkerAnswer)>,
     /// What each lock ticket asked for.
     asked: HashMap<Ticket, (Target, ResourceSpec)>,
+    /// Lock requests started and not yet handed to a worker ([`Backend::submit`]).
+    unsent: Vec<LockRequest>,
+    /// Lock requests no worker could take, answered with the next answers.
+    unsendable: Vec<(Ticket, BackendError)>,
     next_ticket: Ticket,
 }
 
@@ -122,6 +129,8 @@ impl DlmBackend {
             wake,
             early: Vec::new(),
             asked: HashMap::new(),
+            unsent: Vec::new(),
+            unsendable: Vec::new(),
             next_ticket: 1,
         })
     }
@@ -296,24 +305,39 @@ impl Backend for DlmBackend {
         spec: &ResourceSpec,
         mode: Mode,
     ) -> Answer<Result<DlmLock, BackendError>> {
-        let worker = match self.pick_worker() {
-            Ok(worker) => worker,
-            Err(err) => return Answer::Now(Err(err)),
-        };
         let ticket = self.new_ticket();
         self.shared.lock_requests().insert(ticket, None);
-        let job = Job::Lock {
+        self.asked.insert(ticket, (target.clone(), spec.clone()));
+        self.unsent.push(LockRequest {
             ticket,
             resource: target.id.clone(),
             mode: dlm_mode(mode),
             spec: spec.clone(),
-        };
-        if let Err(err) = self.send(worker, job) {
-            self.shared.lock_requests().remove(&ticket);
-            return Answer::Now(Err(err));
-        }
-        self.asked.insert(ticket, (target.clone(), spec.clone()));
+        });
         Answer::Later(ticket)
+    }
+
+    fn submit(&mut self) {
+        // Batches of at most LOCKS_PER_WORKER on as many workers: a request whose master is
+        // another node waits one round trip per lock of its batch, a local one costs less than
+        // handing it to another thread.
+        let unsent = std::mem::take(&mut self.unsent);
+        let batches = unsent.len().div_ceil(LOCKS_PER_WORKER).max(1);
+        let per_batch = unsent.len().div_ceil(batches).max(1);
+        let mut unsent = unsent.into_iter().peekable();
+        while unsent.peek().is_some() {
+            let batch: Vec<LockRequest> = unsent.by_ref().take(per_batch).collect();
+            let tickets: Vec<Ticket> = batch.iter().map(|r| r.ticket).collect();
+            let sent = self
+                .pick_worker()
+                .and_then(|worker| self.send(worker, Job::Locks(batch)));
+            if let Err(err) = sent {
+                for ticket in tickets {
+                    self.shared.lock_requests().remove(&ticket);
+                    self.unsendable.push((ticket, err.clone()));
+                }
+            }
+        }
     }
 
     fn start_unlock(
@@ -397,10 +421,15 @@ impl Backend for DlmBackend {
         }
         let mut answers: Vec<(Ticket, WorkerAnswer)> = std::mem::take(&mut self.early);
         answers.extend(self.answers.try_iter());
-        answers
+        let mut outcomes: Vec<(Ticket, Outcome<DlmLock>)> = answers
             .into_iter()
             .map(|(ticket, answer)| (ticket, self.outcome(ticket, answer)))
-            .collect()
+            .collect();
+        for (ticket, err) in std::mem::take(&mut self.unsendable) {
+            self.asked.remove(&ticket);
+            outcomes.push((ticket, Outcome::Locked(Err(err))));
+        }
+        outcomes
     }
 
     fn lock(
@@ -413,6 +442,11 @@ impl Backend for DlmBackend {
             Answer::Now(result) => return result,
             Answer::Later(ticket) => ticket,
         };
+        self.submit();
+        if let Some(at) = self.unsendable.iter().position(|(t, _)| *t == ticket) {
+            self.asked.remove(&ticket);
+            return Err(self.unsendable.remove(at).1);
+        }
         match self.wait_for(ticket, Some(ANSWER_WITHIN)) {
             Some(answer) => match self.outcome(ticket, answer) {
                 Outcome::Locked(result) => result,

@@ -61,8 +61,17 @@ impl Shared {
     }
 
     fn answer(&self, ticket: Ticket, answer: WorkerAnswer) {
+        self.queue(ticket, answer);
+        self.wake();
+    }
+
+    /// An answer for the server, which is told with [`Shared::wake`].
+    fn queue(&self, ticket: Ticket, answer: WorkerAnswer) {
         // The server may be gone (shutdown): nobody to tell.
         let _ = self.answers.send((ticket, answer));
+    }
+
+    fn wake(&self) {
         // Full: the server has a wake-up to read already.
         let _ = (&self.wake).write(&[1]);
     }
@@ -79,12 +88,9 @@ pub(super) enum WorkerAnswer {
 
 #[derive(Debug)]
 pub(super) enum Job {
-    Lock {
-        ticket: Ticket,
-        resource: String,
-        mode: DlmMode,
-        spec: ResourceSpec,
-    },
+    /// Lock requests, one after the other (one hand-off for all: a thread switch costs more
+    /// than a lock mastered on this node).
+    Locks(Vec<LockRequest>),
     Unlock {
         ticket: Ticket,
         lkid: LockId,
@@ -103,6 +109,15 @@ pub(super) enum Job {
         mode: DlmMode,
         persistent: bool,
     },
+}
+
+/// One lock request.
+#[derive(Debug)]
+pub(super) struct LockRequest {
+    pub(super) ticket: Ticket,
+    pub(super) resource: String,
+    pub(super) mode: DlmMode,
+    pub(super) spec: ResourceSpec,
 }
 
 /// A thread with its own lockspace handle, doing one DLM call at a time.
@@ -141,52 +156,11 @@ impl Worker {
 
 fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
     match job {
-        Job::Lock {
-            ticket,
-            resource,
-            mode,
-            spec,
-        } => {
-            let result = lockspace.lock(
-                resource.as_bytes(),
-                mode,
-                LockFlags::NOQUEUE | LockFlags::PERSISTENT,
-            );
-            // Who holds it, for the refusal: information only, so any failure just leaves it out.
-            let holder = match &result {
-                Err(DlmError::Busy { .. }) => lockspace
-                    .read_value(resource.as_bytes())
-                    .ok()
-                    .flatten()
-                    .and_then(|value| HolderName::decode(&value)),
-                _ => None,
-            };
-            // Under the map's lock: the server either gave up before (we drop the lock) or
-            // sees the answer, never neither.
-            let mut requests = shared.lock_requests();
-            match requests.remove(&ticket) {
-                Some(Some(doubt)) => {
-                    drop(requests);
-                    if let Ok(lkid) = result {
-                        crate::log(&format!(
-                            "the DLM granted {} after its request was refused for taking too long: released",
-                            spec.describe()
-                        ));
-                        unlock_until_done(lockspace, lkid, &spec);
-                    }
-                    doubts.settle(doubt);
-                }
-                _ => shared.answer(
-                    ticket,
-                    WorkerAnswer::Locked(
-                        result.map(|lkid| DlmLock {
-                            worker: index,
-                            lkid,
-                        }),
-                        holder,
-                    ),
-                ),
+        Job::Locks(requests) => {
+            for request in requests {
+                lock_one(index, lockspace, request, doubts, shared);
             }
+            shared.wake();
         }
         Job::Unlock {
             ticket,
@@ -221,6 +195,62 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
                 })),
             );
         }
+    }
+}
+
+/// One lock request of a batch: its answer is queued (the batch wakes the server once).
+fn lock_one(
+    index: usize,
+    lockspace: &Lockspace,
+    request: LockRequest,
+    doubts: &Doubts,
+    shared: &Shared,
+) {
+    let LockRequest {
+        ticket,
+        resource,
+        mode,
+        spec,
+    } = request;
+    let result = lockspace.lock(
+        resource.as_bytes(),
+        mode,
+        LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+    );
+    // Who holds it, for the refusal: information only, so any failure just leaves it out.
+    let holder = match &result {
+        Err(DlmError::Busy { .. }) => lockspace
+            .read_value(resource.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|value| HolderName::decode(&value)),
+        _ => None,
+    };
+    // Under the map's lock: the server either gave up before (we drop the lock) or sees the
+    // answer, never neither.
+    let mut requests = shared.lock_requests();
+    match requests.remove(&ticket) {
+        Some(Some(doubt)) => {
+            drop(requests);
+            if let Ok(lkid) = result {
+                crate::log(&format!(
+                    "the DLM granted {} after its request was refused for taking too long: released",
+                    spec.describe()
+                ));
+                unlock_until_done(lockspace, lkid, &spec);
+            }
+            doubts.settle(doubt);
+        }
+        _ => shared.queue(
+            ticket,
+            WorkerAnswer::Locked(
+                result.map(|lkid| DlmLock {
+                    worker: index,
+                    lkid,
+                }),
+                holder,
+            ),
+        ),
     }
 }
 

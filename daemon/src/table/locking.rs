@@ -196,6 +196,7 @@ impl<B: Backend> LockTable<B> {
                 }
             }
         }
+        self.backend.submit();
         if waiting.is_empty() {
             return self
                 .finish_acquire(op, acquire)

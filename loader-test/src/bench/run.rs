@@ -218,10 +218,12 @@ impl BenchRun<'_> {
         let (args, plugins) = (self.launch.args, self.plugins);
         let report = &mut self.report;
         let mut specs = Vec::new();
-        for plugin in plugins
-            .iter()
-            .filter(|p| matches!(p.profile, Profile::Nop | Profile::File | Profile::Lockd))
-        {
+        for plugin in plugins.iter().filter(|p| {
+            matches!(
+                p.profile,
+                Profile::Nop | Profile::File | Profile::Lockd | Profile::Dlm
+            )
+        }) {
             let modes: Vec<Option<LockMode>> = if plugin.profile.has_lockspace_mode() {
                 args.modes.iter().copied().map(Some).collect()
             } else {
@@ -237,7 +239,7 @@ impl BenchRun<'_> {
         if specs.is_empty() {
             report
                 .errors
-                .push("storm: no nop, file or lockd plugin to storm".into());
+                .push("storm: no nop, file, lockd or dlm plugin to storm".into());
             return;
         }
         eprintln!(
