@@ -64,6 +64,23 @@ struct Inner {
     locks: HashMap<u32, HeldLock>,
 }
 
+impl Inner {
+    /// Remembers a lock just granted (or adopted): its lksb lives as long as the lock.
+    fn keep(&mut self, resource: &[u8], mode: Mode, flags: LockFlags, lksb: sys::Lksb) -> LockId {
+        let lkid = lksb.lkid();
+        self.locks.insert(
+            lkid,
+            HeldLock {
+                resource: resource.to_vec(),
+                mode,
+                flags,
+                lksb,
+            },
+        );
+        LockId(lkid)
+    }
+}
+
 /// A lock granted through this handle, with the lksb the kernel reports into.
 #[derive(Debug)]
 struct HeldLock {
@@ -131,17 +148,7 @@ impl Lockspace {
             .map_err(|errno| {
                 error::request_error(LockOp::Lock, mode, resource, 0, &self.name, errno)
             })?;
-        let lkid = lksb.lkid();
-        inner.locks.insert(
-            lkid,
-            HeldLock {
-                resource: resource.to_vec(),
-                mode,
-                flags,
-                lksb,
-            },
-        );
-        Ok(LockId(lkid))
+        Ok(inner.keep(resource, mode, flags, lksb))
     }
 
     /// Writes `value` into the resource's value block through a held EX or PW lock (a
@@ -293,22 +300,12 @@ impl Lockspace {
             .map_err(|errno| {
                 error::request_error(LockOp::Adopt, mode, resource, 0, &self.name, errno)
             })?;
-        let lkid = lksb.lkid();
         let flags = if persistent {
             LockFlags::PERSISTENT
         } else {
             LockFlags::NONE
         };
-        inner.locks.insert(
-            lkid,
-            HeldLock {
-                resource: resource.to_vec(),
-                mode,
-                flags,
-                lksb,
-            },
-        );
-        Ok(LockId(lkid))
+        Ok(inner.keep(resource, mode, flags, lksb))
     }
 
     /// Removes orphan locks of `nodeid` (this node's: [`local_node_id`]); `pid` 0 removes all of
