@@ -57,8 +57,9 @@ pub enum StateError {
     },
     /// Content that is not a lock table this daemon wrote.
     #[error(
-        "{path} is not a usable lockmgrd state file: {why}. Nothing was changed; move the file \
-         aside (after checking that no domain relies on its locks) to start with an empty table"
+        "{path} is not a usable lockmgrd state file: {why}. Nothing was changed; move locks.json \
+         and locks.journal aside (after checking that no domain relies on their locks) to start \
+         with an empty table"
     )]
     Corrupt {
         /// The file.
