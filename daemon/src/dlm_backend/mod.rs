@@ -18,7 +18,7 @@
 //! the lock. Until a worker is done with them, such locks are *in doubt* ([`Backend::in_doubt`]):
 //! the table records them as unsettled, so a crash meanwhile leaks nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{ErrorKind as IoErrorKind, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -34,7 +34,7 @@ mod holder;
 mod worker;
 
 use holder::HolderName;
-use worker::{Doubts, Job, LockRequest, Shared, Worker, WorkerAnswer};
+use worker::{Doubts, Job, LockRequest, Shared, UnlockRequest, Worker, WorkerAnswer};
 
 use crate::backend::{
     ANSWER_WITHIN, Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed,
@@ -73,6 +73,8 @@ pub struct DlmBackend {
     asked: HashMap<Ticket, (Target, ResourceSpec)>,
     /// Lock requests started and not yet handed to a worker ([`Backend::submit`]).
     unsent: Vec<LockRequest>,
+    /// Unlocks started and not yet handed to the worker holding each lock.
+    unsent_unlocks: BTreeMap<usize, Vec<UnlockRequest>>,
     /// Lock requests no worker could take, answered with the next answers.
     unsendable: Vec<(Ticket, BackendError)>,
     next_ticket: Ticket,
@@ -130,6 +132,7 @@ impl DlmBackend {
             early: Vec::new(),
             asked: HashMap::new(),
             unsent: Vec::new(),
+            unsent_unlocks: BTreeMap::new(),
             unsendable: Vec::new(),
             next_ticket: 1,
         })
@@ -318,6 +321,17 @@ impl Backend for DlmBackend {
     }
 
     fn submit(&mut self) {
+        // Unlocks: one job per worker holding some of them.
+        for (worker, unlocks) in std::mem::take(&mut self.unsent_unlocks) {
+            let specs: Vec<String> = unlocks.iter().map(|u| u.spec.describe()).collect();
+            if let Err(err) = self.send(worker, Job::Unlocks(unlocks)) {
+                // Left in doubt, recorded: the next start drops them.
+                crate::log(&format!(
+                    "cannot release {}: {err}; they stay recorded and are dropped at the next start",
+                    specs.join(", ")
+                ));
+            }
+        }
         // Batches of at most LOCKS_PER_WORKER on as many workers: a request whose master is
         // another node waits one round trip per lock of its batch, a local one costs less than
         // handing it to another thread.
@@ -347,22 +361,25 @@ impl Backend for DlmBackend {
         mode: Mode,
         handle: DlmLock,
     ) -> Result<Answer<()>, UnlockFailed<DlmLock>> {
+        if handle.worker >= self.workers.len() {
+            return Err(UnlockFailed {
+                error: BackendError::Io(format!("DLM worker {} is gone", handle.worker)),
+                handle,
+            });
+        }
         // In doubt, recorded as unsettled, until its worker is done.
         let doubt = self.doubts.add(spec, mode);
         let ticket = self.new_ticket();
-        let job = Job::Unlock {
-            ticket,
-            lkid: handle.lkid,
-            spec: spec.clone(),
-            doubt,
-        };
-        match self.send(handle.worker, job) {
-            Ok(()) => Ok(Answer::Later(ticket)),
-            Err(error) => {
-                self.doubts.settle(doubt);
-                Err(UnlockFailed { error, handle })
-            }
-        }
+        self.unsent_unlocks
+            .entry(handle.worker)
+            .or_default()
+            .push(UnlockRequest {
+                ticket,
+                lkid: handle.lkid,
+                spec: spec.clone(),
+                doubt,
+            });
+        Ok(Answer::Later(ticket))
     }
 
     fn name_holder(&mut self, handle: &DlmLock, spec: &ResourceSpec, holder: &OwnerInfo) {
@@ -474,6 +491,7 @@ impl Backend for DlmBackend {
         handle: DlmLock,
     ) -> Result<(), UnlockFailed<DlmLock>> {
         if let Answer::Later(ticket) = self.start_unlock(target, spec, mode, handle)? {
+            self.submit();
             if self.wait_for(ticket, Some(ANSWER_WITHIN)).is_none() {
                 crate::log(&format!(
                     "the DLM did not confirm the release of {} within {} s; it stays recorded until it does",

@@ -91,12 +91,8 @@ pub(super) enum Job {
     /// Lock requests, one after the other (one hand-off for all: a thread switch costs more
     /// than a lock mastered on this node).
     Locks(Vec<LockRequest>),
-    Unlock {
-        ticket: Ticket,
-        lkid: LockId,
-        spec: ResourceSpec,
-        doubt: u64,
-    },
+    /// Unlocks of locks this worker holds, one after the other.
+    Unlocks(Vec<UnlockRequest>),
     /// Writes who holds an exclusive lock into its resource's value block.
     Publish {
         lkid: LockId,
@@ -118,6 +114,15 @@ pub(super) struct LockRequest {
     pub(super) resource: String,
     pub(super) mode: DlmMode,
     pub(super) spec: ResourceSpec,
+}
+
+/// One unlock, in doubt (recorded) until it is done.
+#[derive(Debug)]
+pub(super) struct UnlockRequest {
+    pub(super) ticket: Ticket,
+    pub(super) lkid: LockId,
+    pub(super) spec: ResourceSpec,
+    pub(super) doubt: u64,
 }
 
 /// A thread with its own lockspace handle, doing one DLM call at a time.
@@ -162,15 +167,19 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
             }
             shared.wake();
         }
-        Job::Unlock {
-            ticket,
-            lkid,
-            spec,
-            doubt,
-        } => {
-            unlock_until_done(lockspace, lkid, &spec);
-            doubts.settle(doubt);
-            shared.answer(ticket, WorkerAnswer::Unlocked);
+        Job::Unlocks(requests) => {
+            for UnlockRequest {
+                ticket,
+                lkid,
+                spec,
+                doubt,
+            } in requests
+            {
+                unlock_until_done(lockspace, lkid, &spec);
+                doubts.settle(doubt);
+                shared.queue(ticket, WorkerAnswer::Unlocked);
+            }
+            shared.wake();
         }
         Job::Publish { lkid, spec, holder } => {
             if let Err(err) = lockspace.publish_value(lkid, &holder.encode()) {

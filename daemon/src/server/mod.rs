@@ -253,6 +253,7 @@ impl<B: Backend> Server<B> {
         loop {
             self.check_health();
             self.publish_exposure();
+            self.table.submit();
             // Unlocks never block this thread: an owner's death is handled even while the
             // cluster side is stuck (its locks stay recorded until the backend is done).
             let watched = self.table.watched();

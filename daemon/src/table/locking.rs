@@ -301,6 +301,7 @@ impl<B: Backend> LockTable<B> {
         for held in locks {
             self.unlock_one(held.target, held.spec, held.mode, held.handle);
         }
+        self.backend.submit();
     }
 
     /// Starts an unlock; its ticket if the backend answers later.
@@ -357,6 +358,7 @@ impl<B: Backend> LockTable<B> {
                 }),
             }
         }
+        self.backend.submit();
     }
 
     /// Starts dropping `resources` held by `info` (idempotent); answers the state string of
@@ -429,6 +431,7 @@ impl<B: Backend> LockTable<B> {
             }
             failpoint::hit("release:unlocked-some");
         }
+        self.backend.submit();
         if waiting.is_empty() {
             self.finish_release(op);
             return Ok(Progress::Done(state));

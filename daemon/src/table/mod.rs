@@ -209,6 +209,12 @@ impl<B: Backend> LockTable<B> {
         &self.store
     }
 
+    /// Hands the backend whatever requests it gathered (each change does; the server calls this
+    /// every turn as well, so that none can wait).
+    pub fn submit(&mut self) {
+        self.backend.submit();
+    }
+
     /// Polls readable when the backend has answers ([`LockTable::take_finished`]).
     pub fn answers_fd(&self) -> Option<RawFd> {
         self.backend.answers_fd()
@@ -438,6 +444,7 @@ impl<B: Backend> LockTable<B> {
                 failpoint::hit("owner-death:unlocked-some");
             }
         }
+        self.backend.submit();
         failpoint::hit("owner-death:unlocked");
         self.owners.remove(uuid);
         self.generation += 1;
