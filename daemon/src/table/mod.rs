@@ -147,6 +147,8 @@ pub struct LockTable<B: Backend> {
     saved: Option<u64>,
     /// The backend's [`Backend::in_doubt_generation`] last written.
     saved_in_doubt: Option<u64>,
+    /// The unsettled locks last written in a journal record (`None`: not known).
+    saved_unsettled: Option<Vec<SnapshotUnsettled>>,
     /// The last save error logged, so a failing disk is logged once, not every second.
     save_error: Option<String>,
     owners: Tracked<Owner>,
@@ -176,6 +178,7 @@ impl<B: Backend> LockTable<B> {
             generation: 0,
             saved: None,
             saved_in_doubt: None,
+            saved_unsettled: None,
             save_error: None,
             owners: Tracked::default(),
             held: Tracked::default(),
@@ -235,12 +238,15 @@ impl<B: Backend> LockTable<B> {
                 self.owners.take_changes();
                 self.held.take_changes();
             }
+            self.saved_unsettled = None;
             written
         } else {
             // A failed append makes the store write the whole table next time: nothing is lost
             // with the changes taken here.
             let record = self.journal_record();
-            self.store.append(&record)
+            let written = self.store.append(&record);
+            self.saved_unsettled = written.is_ok().then_some(record.unsettled);
+            written
         };
         match written {
             Ok(()) => {
@@ -267,10 +273,16 @@ impl<B: Backend> LockTable<B> {
 
     /// Writes the table if it changed since it was last written.
     pub fn save_if_dirty(&mut self) -> Result<(), Refusal> {
-        if self.saved == Some(self.generation)
-            && self.saved_in_doubt == Some(self.backend.in_doubt_generation())
-        {
-            return Ok(());
+        if self.saved == Some(self.generation) {
+            let in_doubt = self.backend.in_doubt_generation();
+            if self.saved_in_doubt == Some(in_doubt) {
+                return Ok(());
+            }
+            // An unlock that came and went (in doubt, then done) changes nothing on disk.
+            if self.saved_unsettled.as_ref() == Some(&self.unsettled()) {
+                self.saved_in_doubt = Some(in_doubt);
+                return Ok(());
+            }
         }
         self.save()
     }

@@ -183,7 +183,7 @@ impl<B: Backend> LockTable<B> {
 
     /// Every lock the backend may hold for no domain: intents, failed unlocks, the backend's
     /// requests in doubt.
-    fn unsettled(&self) -> Vec<SnapshotUnsettled> {
+    pub(super) fn unsettled(&self) -> Vec<SnapshotUnsettled> {
         self.pending
             .values()
             .flatten()
