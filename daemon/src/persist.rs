@@ -85,11 +85,6 @@ impl StateFile {
         }
     }
 
-    /// The journal's path.
-    pub fn journal_path(&self) -> &Path {
-        &self.journal_path
-    }
-
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -171,9 +171,9 @@ impl DlmBackend {
     /// The worker for a new request: an idle one; else a new one, up to [`MAX_WORKERS`]; else
     /// the one with the fewest jobs (a request queued behind a hung one is given up at its
     /// deadline like the hung one).
-    fn pick_worker(&mut self) -> Result<usize, BackendError> {
+    fn pick_worker(&mut self) -> usize {
         if let Some(index) = self.workers.iter().position(|w| w.queued() == 0) {
-            return Ok(index);
+            return index;
         }
         if self.workers.len() < MAX_WORKERS {
             let index = self.workers.len();
@@ -191,17 +191,16 @@ impl DlmBackend {
             match spawned {
                 Ok(worker) => {
                     self.workers.push(worker);
-                    return Ok(index);
+                    return index;
                 }
                 Err(err) => crate::log(&format!("{err}; using the workers there are")),
             }
         }
-        Ok(self
-            .workers
+        self.workers
             .iter()
             .enumerate()
             .min_by_key(|(_, w)| w.queued())
-            .map_or(0, |(index, _)| index))
+            .map_or(0, |(index, _)| index)
     }
 
     fn send(&self, worker: usize, job: Job) -> Result<(), BackendError> {
@@ -342,10 +341,8 @@ impl Backend for DlmBackend {
         while unsent.peek().is_some() {
             let batch: Vec<LockRequest> = unsent.by_ref().take(per_batch).collect();
             let tickets: Vec<Ticket> = batch.iter().map(|r| r.ticket).collect();
-            let sent = self
-                .pick_worker()
-                .and_then(|worker| self.send(worker, Job::Locks(batch)));
-            if let Err(err) = sent {
+            let worker = self.pick_worker();
+            if let Err(err) = self.send(worker, Job::Locks(batch)) {
                 for ticket in tickets {
                     self.shared.lock_requests().remove(&ticket);
                     self.unsendable.push((ticket, err.clone()));

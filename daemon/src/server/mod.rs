@@ -257,36 +257,27 @@ impl<B: Backend> Server<B> {
             // Unlocks never block this thread: an owner's death is handled even while the
             // cluster side is stuck (its locks stay recorded until the backend is done).
             let watched = self.table.watched();
-            let mut fds = vec![self.stop, self.listener.as_raw_fd()];
-            // A client with replies not yet read is polled for room to write them; one whose
-            // request waits, not at all; the others for their next request.
-            let clients: Vec<(RawFd, bool)> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| !c.waiting || !c.outbox.is_empty())
-                .map(|(fd, c)| (*fd, !c.outbox.is_empty()))
-                .collect();
-            fds.extend(clients.iter().map(|(fd, _)| *fd));
+            // What to poll, each for reading or (`true`) writing: a client with replies not yet
+            // read for room to write them; one whose request waits, not at all; the others for
+            // their next request.
+            let mut fds: Vec<(RawFd, bool)> =
+                vec![(self.stop, false), (self.listener.as_raw_fd(), false)];
+            fds.extend(
+                self.clients
+                    .iter()
+                    .filter(|(_, c)| !c.waiting || !c.outbox.is_empty())
+                    .map(|(fd, c)| (*fd, !c.outbox.is_empty())),
+            );
             let answers_at = fds.len();
-            fds.extend(self.table.answers_fd());
+            fds.extend(self.table.answers_fd().map(|fd| (fd, false)));
             let first_pidfd = fds.len();
-            fds.extend(watched.iter().map(|(fd, _)| *fd));
+            fds.extend(watched.iter().map(|(fd, _)| (*fd, false)));
             // The timeout bounds how long a finished `virsh suspend` stays a zombie, and how
             // late a deadline is noticed.
             let timeout = self.next_deadline().map_or(1000, |left| {
                 i32::try_from(left.as_millis().clamp(1, 1000)).unwrap_or(1000)
             });
-            let interests: Vec<(RawFd, bool)> = fds
-                .iter()
-                .enumerate()
-                .map(|(index, fd)| {
-                    (
-                        *fd,
-                        index >= 2 && index < answers_at && clients[index - 2].1,
-                    )
-                })
-                .collect();
-            let ready = sys::poll(&interests, timeout).map_err(|e| format!("poll: {e}"))?;
+            let ready = sys::poll(&fds, timeout).map_err(|e| format!("poll: {e}"))?;
             sys::reap_children();
             if self.stalled().is_none() {
                 self.table.retry_stuck();
@@ -294,13 +285,13 @@ impl<B: Backend> Server<B> {
             // A save that failed (a full disk) is retried until it succeeds; it logs once.
             let _ = self.table.save_if_dirty();
             for index in ready {
-                let fd = fds[index];
+                let (fd, writing) = fds[index];
                 if index == 0 {
                     return Ok(());
                 } else if index == 1 {
                     self.accept_all();
                 } else if index < answers_at {
-                    if clients[index - 2].1 {
+                    if writing {
                         self.flush_client(fd);
                     } else {
                         self.serve_client(fd);

@@ -53,10 +53,12 @@ impl<B: Backend> Server<B> {
             .filter(|(_, w)| w.since.elapsed() >= ANSWER_WITHIN)
             .map(|(op, _)| *op)
             .collect();
-        for op in late {
-            self.table.give_up(op, ANSWER_WITHIN);
+        if !late.is_empty() {
+            for op in late {
+                self.table.give_up(op, ANSWER_WITHIN);
+            }
+            self.answer_finished();
         }
-        self.answer_finished();
         while self
             .parked
             .front()

@@ -119,8 +119,6 @@ impl<B: Backend> LockTable<B> {
         }
     }
 
-    /// Starts taking every resource for `info`, all or none. The intent is recorded before the
-    /// backend is asked, the result before it is answered.
     /// The answers the backend gave since the last call, and the requests they finished.
     pub fn take_finished(&mut self) -> Vec<(OpId, Result<Option<String>, Refusal>)> {
         for (ticket, outcome) in self.backend.take_answers() {
@@ -141,14 +139,9 @@ impl<B: Backend> LockTable<B> {
                 let asked = acquire.asked.remove(&ticket);
                 match (outcome, asked) {
                     (Outcome::Locked(Ok(handle)), Some((target, spec))) => {
-                        acquire.taken.push(Held {
-                            target,
-                            mode: spec.mode,
-                            spec,
-                            holders: BTreeSet::from([op.uuid.clone()]),
-                            handle,
-                            since_ms: now_ms(),
-                        });
+                        acquire
+                            .taken
+                            .push(Held::granted(target, spec, &op.uuid, handle));
                         failpoint::hit("acquire:locked-some");
                     }
                     (Outcome::Locked(Err(err)), _) => {
@@ -200,11 +193,6 @@ impl<B: Backend> LockTable<B> {
         if op.waiting.is_empty() {
             self.finish(op_id);
         }
-    }
-
-    /// Whether any request waits for the backend.
-    pub fn in_flight(&self) -> bool {
-        !self.ops.is_empty()
     }
 
     fn finish(&mut self, op_id: OpId) {

@@ -4,6 +4,8 @@
 use super::*;
 
 impl<B: Backend> LockTable<B> {
+    /// Starts taking every resource for `info`, all or none. The intent is recorded before the
+    /// backend is asked, the result before it is answered.
     pub fn start_acquire(
         &mut self,
         info: &OwnerInfo,
@@ -178,14 +180,9 @@ impl<B: Backend> LockTable<B> {
             acquire.reserved.push(target.id.clone());
             match self.backend.start_lock(&target, spec, spec.mode) {
                 Answer::Now(Ok(handle)) => {
-                    acquire.taken.push(Held {
-                        target,
-                        spec: spec.clone(),
-                        mode: spec.mode,
-                        holders: BTreeSet::from([info.uuid.clone()]),
-                        handle,
-                        since_ms: now_ms(),
-                    });
+                    acquire
+                        .taken
+                        .push(Held::granted(target, spec.clone(), &info.uuid, handle));
                     failpoint::hit("acquire:locked-some");
                 }
                 Answer::Now(Err(err)) => acquire.refused = Some(err),

@@ -108,6 +108,20 @@ struct Held<H> {
     since_ms: u64,
 }
 
+impl<H> Held<H> {
+    /// A lock just granted to domain `uuid`, in the mode it asked for.
+    fn granted(target: Target, spec: ResourceSpec, uuid: &str, handle: H) -> Self {
+        Held {
+            target,
+            mode: spec.mode,
+            spec,
+            holders: BTreeSet::from([uuid.to_owned()]),
+            handle,
+            since_ms: now_ms(),
+        }
+    }
+}
+
 /// Now, in ms since the epoch.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
