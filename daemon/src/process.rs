@@ -93,7 +93,7 @@ pub fn never_an_owner(pid: u32) -> Option<String> {
 pub fn apply_failure_action(pidfd: &OwnedFd, owner: &OwnerInfo, action: FailureAction) -> String {
     match action {
         FailureAction::Default | FailureAction::Poweroff => {
-            match sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL) {
+            match sys::pidfd_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL) {
                 Ok(()) => format!(
                     "domain '{}' powered off (SIGKILL to pid {})",
                     owner.name, owner.pid
@@ -184,8 +184,9 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "true never exited");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
         assert!(
-            sys::pidfd_send_signal(pidfd.as_fd(), 0).is_ok(),
+            rustix::process::test_kill_process(pid).is_ok(),
             "still a zombie"
         );
         child.wait().unwrap();

@@ -24,6 +24,8 @@ mod client;
 mod frame;
 mod limits;
 mod message;
+#[cfg(feature = "os")]
+pub mod os;
 mod state;
 
 pub use client::{CALL_TIMEOUT, Client, ClientError};

@@ -116,7 +116,7 @@ fn run_session(exe: &Path, args: &[String], stream: TcpStream) -> Result<(), Str
     while !harness_sys::wait_exit_keep_zombie(pid, Duration::ZERO).unwrap_or(true) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    harness_sys::signal_process_group(pid, libc::SIGKILL);
+    harness_sys::signal_process_group(pid, rustix::process::Signal::KILL);
     harness_sys::untrack_group(pid);
     let status = child.wait().map_err(|e| e.to_string())?;
     if !status.success() {

@@ -261,7 +261,7 @@ impl Worker {
         let pid = self.child.id();
         let exited =
             harness_sys::wait_exit_keep_zombie(pid, Duration::from_secs(15)).unwrap_or(false);
-        harness_sys::signal_process_group(pid, libc::SIGKILL);
+        harness_sys::signal_process_group(pid, rustix::process::Signal::KILL);
         harness_sys::untrack_group(pid);
         let _ = self.child.wait();
         let mut log = self.stderr.join().unwrap_or_default();

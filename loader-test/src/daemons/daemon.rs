@@ -150,7 +150,7 @@ impl Daemon {
             let _ = child.wait();
             return Ok(());
         }
-        let _ = harness_sys::signal_pid(child.id(), libc::SIGTERM);
+        let _ = harness_sys::signal_pid(child.id(), rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

@@ -261,7 +261,7 @@ fn run_cell_subprocess(
     let exited = harness_sys::wait_exit_keep_zombie(pid, options.timeout);
     // Sweep whatever the cell left in its process group (QEMU stand-ins, a daemon), while the
     // unreaped cell keeps the group id from being reused.
-    harness_sys::signal_process_group(pid, libc::SIGKILL);
+    harness_sys::signal_process_group(pid, rustix::process::Signal::KILL);
     harness_sys::untrack_group(pid);
     let status = child.wait();
     let (events, stray) = events_reader.join().unwrap_or_default();
