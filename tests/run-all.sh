@@ -43,6 +43,9 @@ tests/cluster/run-proof.sh
 section "dlm.so and lockmgrd --backend dlm on real DLM clusters (2 and 3 nodes; power fencing, watchdog self-fencing, no fencing as the control)"
 tests/cluster/run-dlm.sh
 
+section "dlm.so under real libvirtd 11.x on both nodes of a DLM cluster, installed from the packages above: virsh scenarios, live migration, node crash, nop control"
+tests/cluster/run-virsh.sh
+
 section "conformance matrix with a dlm column (owners on two nodes) and dlm.so vs raw libdlm"
 tests/cluster/run-dlm-matrix.sh
 

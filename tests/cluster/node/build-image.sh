@@ -4,25 +4,28 @@
 #   OUT/initrd.img   the whole node root as one uncompressed newc cpio (no disk image at all)
 #   OUT/kernel-release
 #
-# Usage: build-image.sh KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR
+# Usage: build-image.sh KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR [BACKPORTS_LIST]
 #   KERNEL_PKG  exact package, e.g. linux-image-6.1.0-56-amd64 (resolved by the caller from the meta package)
 #   SRC_DIR     holds init, packages, dlm.conf, fence_testbed (tests/cluster/node/) and
 #               fence_lockmgr_watchdog (daemon/)
 #   CACHE_DIR   downloaded .debs are kept here between builds (kernel + debootstrap cache)
 #   OUT_DIR     created; must not exist yet (the caller moves it into place when this succeeds)
+#   BACKPORTS_LIST  a file in SRC_DIR naming more packages, installed with apt from
+#               bookworm-backports (the libvirt flavour: libvirt 11 and QEMU 10, as on the host)
 #
 # Called by lockmgr-testbed (NodeImage::ensure), which decides whether a rebuild is needed.
 # Must run as root (debootstrap, chroot, device nodes).
 set -euo pipefail
 
-if [ $# -ne 4 ]; then
-    echo "usage: $0 KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR" >&2
+if [ $# -ne 4 ] && [ $# -ne 5 ]; then
+    echo "usage: $0 KERNEL_PKG SRC_DIR CACHE_DIR OUT_DIR [BACKPORTS_LIST]" >&2
     exit 2
 fi
 kernel_pkg=$1
 src=$(realpath "$2")
 cache=$(realpath -m "$3")
 out=$(realpath -m "$4")
+backports_list=${5:+$src/$5}
 
 # The modules every node loads (init modprobes the same list), plus their dependencies, plus the
 # watchdogs init loads for watchdog fencing (i6300esb, the emulated PCI one; softdog, a fallback).
@@ -46,6 +49,7 @@ for f in init packages dlm.conf fence_testbed fence_lockmgr_watchdog; do
     [ -f "$src/$f" ] || die "missing $src/$f"
 done
 [ ! -e "$out" ] || die "output directory $out already exists"
+[ -z "$backports_list" ] || [ -f "$backports_list" ] || die "missing $backports_list"
 
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 if [ -z "$mirror" ]; then
@@ -56,8 +60,9 @@ fi
 mkdir -p "$cache/debs/debootstrap"
 work=$(mktemp -d "$cache/build.XXXXXX")
 cleanup() {
-    # debootstrap mounts proc and sys inside the target; never let rm walk into them
-    for m in proc sys dev/pts dev; do
+    # debootstrap mounts proc and sys inside the target (and the backports step its apt cache);
+    # never let rm walk into them
+    for m in var/cache/apt/archives proc sys dev/pts dev; do
         mountpoint -q "$work/root/$m" 2>/dev/null && umount -l "$work/root/$m"
     done
     rm -rf --one-file-system "$work" "$out.tmp"
@@ -100,6 +105,32 @@ fi
 for m in proc sys dev/pts dev; do
     if mountpoint -q "$root/$m" 2>/dev/null; then umount -l "$root/$m"; fi
 done
+
+if [ -n "$backports_list" ]; then
+    backports=$(grep -v '^[[:space:]]*\(#\|$\)' "$backports_list" | tr -s ' \n' ' ')
+    step "apt-get install -t bookworm-backports $backports"
+    echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+    echo "deb $mirror bookworm-backports main" >>"$root/etc/apt/sources.list"
+    # no daemon starts from a maintainer script: there is no init system in the chroot
+    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+    chmod 0755 "$root/usr/sbin/policy-rc.d"
+    mount -t proc proc "$root/proc"
+    apt_in_root() {
+        chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0 \
+            -o Dir::Cache::archives=/var/cache/apt/archives "$@" </dev/null
+    }
+    mkdir -p "$cache/debs/backports" "$root/var/cache/apt/archives"
+    mount --bind "$cache/debs/backports" "$root/var/cache/apt/archives"
+    # shellcheck disable=SC2086 # the package list is meant to split
+    if ! { apt_in_root update && apt_in_root install --no-install-recommends -t bookworm-backports $backports; } \
+            >"$work/backports.log" 2>&1; then
+        tail -n 40 "$work/backports.log" >&2
+        umount "$root/var/cache/apt/archives" "$root/proc"
+        die "installing the backports packages failed (log above)"
+    fi
+    umount "$root/var/cache/apt/archives" "$root/proc"
+    rm -f "$root/usr/sbin/policy-rc.d"
+fi
 
 step "configuring the root"
 chroot "$root" useradd -u 1000 -m -s /bin/sh lockmgr

@@ -17,6 +17,8 @@ use crate::host;
 const BUILD_SCRIPT: &str = include_str!("../node/build-image.sh");
 const INIT: &str = include_str!("../node/init");
 const PACKAGES: &str = include_str!("../node/packages");
+/// The libvirt flavour's packages, from bookworm-backports.
+const PACKAGES_LIBVIRT: &str = include_str!("../node/packages-libvirt");
 const DLM_CONF: &str = include_str!("../node/dlm.conf");
 const FENCE_AGENT: &str = include_str!("../node/fence_testbed");
 /// lockmgr's agent for watchdog fencing, installed as `/usr/sbin/fence_lockmgr_watchdog`.
@@ -28,9 +30,41 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/lockmgr";
 /// `linux-image-amd64/bookworm-backports` for 6.12).
 pub const DEFAULT_KERNEL_META: &str = "linux-image-amd64";
 
+/// Which node image: the DLM one, or the DLM one with libvirt and QEMU in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// corosync, dlm_controld, libdlm, the guest agent (`node/packages`): what every DLM test
+    /// needs, kept small because many clusters boot from it.
+    #[default]
+    Dlm,
+    /// The DLM image plus libvirt 11 and QEMU 10 from bookworm-backports
+    /// (`node/packages-libvirt`), for the virsh tests: libvirtd runs in every node.
+    Libvirt,
+}
+
+impl Flavour {
+    /// The image's directory in the cache.
+    fn dir_name(self) -> &'static str {
+        match self {
+            Flavour::Dlm => "image",
+            Flavour::Libvirt => "image-libvirt",
+        }
+    }
+
+    /// The backports package list the build script installs, if any.
+    fn backports(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Flavour::Dlm => None,
+            Flavour::Libvirt => Some(("packages-libvirt", PACKAGES_LIBVIRT)),
+        }
+    }
+}
+
 /// How to find or build the image.
 #[derive(Debug, Clone)]
 pub struct ImageOptions {
+    /// Which image.
+    pub flavour: Flavour,
     /// Cache directory: `image/` (the result), `debs/` (downloads), `image.lock`.
     pub cache_dir: PathBuf,
     /// The kernel meta package, resolved with `apt-cache depends` to an exact package.
@@ -42,6 +76,7 @@ pub struct ImageOptions {
 impl Default for ImageOptions {
     fn default() -> Self {
         ImageOptions {
+            flavour: Flavour::default(),
             cache_dir: std::env::var_os("LOCKMGR_CACHE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR)),
@@ -79,6 +114,14 @@ impl NodeImage {
         Self::ensure_with(&ImageOptions::default())
     }
 
+    /// [`NodeImage::ensure`] for the image with libvirt in it ([`Flavour::Libvirt`]).
+    pub fn ensure_libvirt() -> Result<NodeImage> {
+        Self::ensure_with(&ImageOptions {
+            flavour: Flavour::Libvirt,
+            ..ImageOptions::default()
+        })
+    }
+
     /// [`NodeImage::ensure`] with explicit options.
     pub fn ensure_with(options: &ImageOptions) -> Result<NodeImage> {
         let started = Instant::now();
@@ -88,8 +131,8 @@ impl NodeImage {
         let _lock = lock_cache(cache, true)?;
 
         let (kernel_pkg, kernel_version) = resolve_kernel(&options.kernel_meta)?;
-        let stamp = stamp(&kernel_pkg, &kernel_version);
-        let image_dir = cache.join("image");
+        let stamp = stamp(options.flavour, &kernel_pkg, &kernel_version);
+        let image_dir = cache.join(options.flavour.dir_name());
         let stamp_file = image_dir.join("stamp");
         let current = fs::read_to_string(&stamp_file).unwrap_or_default();
         let complete = ["vmlinuz", "initrd.img", "kernel-release"]
@@ -119,7 +162,7 @@ impl NodeImage {
             "[image] building the node image in {}: {why}",
             image_dir.display()
         );
-        build(cache, &kernel_pkg, &stamp)?;
+        build(cache, options.flavour, &kernel_pkg, &stamp)?;
         let image = Self::load(&image_dir, true, started)?;
         println!(
             "[image] built in {:.1} s: {}",
@@ -199,9 +242,11 @@ fn resolve_kernel(meta: &str) -> Result<(String, String)> {
 }
 
 /// The hash of everything the image is built from.
-fn stamp(kernel_pkg: &str, kernel_version: &str) -> String {
+fn stamp(flavour: Flavour, kernel_pkg: &str, kernel_version: &str) -> String {
     let mut hash = Sha256::new();
+    let backports = flavour.backports().map_or("", |(_, list)| list);
     for part in [
+        backports,
         BUILD_SCRIPT,
         INIT,
         PACKAGES,
@@ -221,7 +266,7 @@ fn stamp(kernel_pkg: &str, kernel_version: &str) -> String {
 }
 
 /// Writes the node sources next to the cache, runs the build script, swaps the result in.
-fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
+fn build(cache: &Path, flavour: Flavour, kernel_pkg: &str, stamp: &str) -> Result<()> {
     let src = cache.join("src");
     let _ = fs::remove_dir_all(&src);
     fs::create_dir_all(&src).at(&src, "create")?;
@@ -232,10 +277,14 @@ fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
         ("dlm.conf", DLM_CONF),
         ("fence_testbed", FENCE_AGENT),
         ("fence_lockmgr_watchdog", WATCHDOG_FENCE_AGENT),
-    ] {
+    ]
+    .into_iter()
+    .chain(flavour.backports())
+    {
         fs::write(src.join(name), text).at(src.join(name), "write")?;
     }
-    let new_dir = cache.join("image.new");
+    let image_dir = cache.join(flavour.dir_name());
+    let new_dir = image_dir.with_extension("new");
     let _ = fs::remove_dir_all(&new_dir);
     let mut command = Command::new("bash");
     command
@@ -243,7 +292,8 @@ fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
         .arg(kernel_pkg)
         .arg(&src)
         .arg(cache)
-        .arg(&new_dir);
+        .arg(&new_dir)
+        .args(flavour.backports().map(|(name, _)| name));
     let status = command
         .status()
         .map_err(|err| Error::Image(format!("cannot run {}: {err}", host::describe(&command))))?;
@@ -254,8 +304,7 @@ fn build(cache: &Path, kernel_pkg: &str, stamp: &str) -> Result<()> {
         )));
     }
     fs::write(new_dir.join("stamp"), format!("{stamp}\n")).at(new_dir.join("stamp"), "write")?;
-    let image_dir = cache.join("image");
-    let old_dir = cache.join("image.old");
+    let old_dir = image_dir.with_extension("old");
     let _ = fs::remove_dir_all(&old_dir);
     if image_dir.exists() {
         fs::rename(&image_dir, &old_dir).at(&image_dir, "move the old image aside")?;
@@ -272,13 +321,29 @@ mod tests {
 
     #[test]
     fn the_stamp_changes_with_every_input() {
-        let base = stamp("linux-image-6.1.0-56-amd64", "6.1.192-2");
+        let base = stamp(Flavour::Dlm, "linux-image-6.1.0-56-amd64", "6.1.192-2");
         assert_eq!(base.len(), 64);
-        assert_eq!(base, stamp("linux-image-6.1.0-56-amd64", "6.1.192-2"));
-        assert_ne!(base, stamp("linux-image-6.1.0-56-amd64", "6.1.192-3"));
-        assert_ne!(base, stamp("linux-image-6.12.95+deb12-amd64", "6.1.192-2"));
+        assert_eq!(
+            base,
+            stamp(Flavour::Dlm, "linux-image-6.1.0-56-amd64", "6.1.192-2")
+        );
+        assert_ne!(
+            base,
+            stamp(Flavour::Dlm, "linux-image-6.1.0-56-amd64", "6.1.192-3")
+        );
+        assert_ne!(
+            base,
+            stamp(Flavour::Dlm, "linux-image-6.12.95+deb12-amd64", "6.1.192-2")
+        );
         // length-prefixed: moving a byte from one part to the next changes the hash
-        assert_ne!(stamp("ab", "c"), stamp("a", "bc"));
+        assert_ne!(
+            stamp(Flavour::Dlm, "ab", "c"),
+            stamp(Flavour::Dlm, "a", "bc")
+        );
+        assert_ne!(
+            base,
+            stamp(Flavour::Libvirt, "linux-image-6.1.0-56-amd64", "6.1.192-2")
+        );
     }
 
     #[test]
@@ -294,6 +359,18 @@ mod tests {
                 "{package} not in node/packages"
             );
         }
+        // The libvirt flavour: libvirtd with its QEMU driver and QEMU itself, from backports.
+        for package in [
+            "libvirt-daemon-driver-qemu",
+            "libvirt-clients",
+            "qemu-system-x86",
+        ] {
+            assert!(
+                PACKAGES_LIBVIRT.lines().any(|line| line.trim() == package),
+                "{package} not in node/packages-libvirt"
+            );
+        }
+        assert!(BUILD_SCRIPT.contains("-t bookworm-backports"));
         // dlm_controld runs the agent the build script installs, which talks through the port
         // init links and the host side serves.
         assert!(DLM_CONF.contains("fence_all /usr/sbin/fence_testbed"));

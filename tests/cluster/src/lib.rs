@@ -47,12 +47,12 @@ pub mod watchdog;
 pub use agent::{ExitStatus, Output, shell_quote};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, FenceMode,
-    KICKED_MARKER, MAX_NODES, NETWORK_PREFIX, NodeRecord, READY_MARKER, SHARED_DISK_DEVICE,
-    check_interrupted, default_run_dir, down, fencer_alive, list, node_address,
+    KICKED_MARKER, LIBVIRT_NODE_MEMORY_MIB, MAX_NODES, NETWORK_PREFIX, NodeRecord, READY_MARKER,
+    SHARED_DISK_DEVICE, check_interrupted, default_run_dir, down, fencer_alive, list, node_address,
 };
 pub use error::{Error, Result};
 pub use fence::{FENCE_LOG, FENCE_PORT_NAME, FenceEvent, FenceOutcome, serve_fencing};
-pub use image::{DEFAULT_CACHE_DIR, DEFAULT_KERNEL_META, ImageOptions, NodeImage};
+pub use image::{DEFAULT_CACHE_DIR, DEFAULT_KERNEL_META, Flavour, ImageOptions, NodeImage};
 pub use watchdog::{
     LOCK_FAILURE_TIMEOUT_S, WATCHDOG_DEVICE, WATCHDOG_FENCE_WAIT_S, WATCHDOG_TIMEOUT_S,
     WatchdogEvent, lockmgrd_watchdog_args,

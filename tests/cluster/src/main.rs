@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lockmgr_testbed::{Cluster, ClusterSpec, ExitStatus, ImageOptions, NodeImage, shell_quote};
+use lockmgr_testbed::{
+    Cluster, ClusterSpec, ExitStatus, Flavour, ImageOptions, NodeImage, shell_quote,
+};
 
 const AFTER_HELP: &str = "\
 What it builds and runs (all as root, nothing installed on the host):
@@ -17,6 +19,9 @@ What it builds and runs (all as root, nothing installed on the host):
          /var/cache/lockmgr/image (debs in /var/cache/lockmgr/debs); rebuilt only when the
          build script, the node's init, the package list or the kernel version change.
          About 1 minute from an empty cache, 1-2 s when up to date.
+         --libvirt: the same plus libvirt 11 and QEMU 10 from bookworm-backports
+         (node/packages-libvirt; about 280 MB, in /var/cache/lockmgr/image-libvirt), for
+         the virsh tests; `up --libvirt` boots it with 1536 MiB per node.
   up     Boots the nodes under QEMU (TCG here: this host's KVM cannot run Debian kernels) on a
          bridge inside a private network namespace (node N = 10.99.0.N, no uplink), waits until
          every node is quorate and dlm_tool answers (about 11 s for 2 nodes), prints how to
@@ -35,6 +40,7 @@ Examples:
   lockmgr-testbed exec 1 -- dlm_tool ls
   lockmgr-testbed exec 2 -- 'corosync-quorumtool -s | grep Quorate'
   lockmgr-testbed exec 1 -- /mnt/host/dlm-proof lock demo disk1 EX --noqueue
+  lockmgr-testbed up --libvirt --share target/debian --shared-disk /var/tmp/lun.img
   lockmgr-testbed down
 
 Environment: LOCKMGR_CACHE_DIR, LOCKMGR_RUN_DIR, LOCKMGR_KERNEL_META
@@ -62,6 +68,10 @@ enum Command {
         /// Rebuild even when the cached image is up to date.
         #[arg(long)]
         force: bool,
+        /// The image with libvirt 11 and QEMU 10 (bookworm-backports) in it, for the virsh tests
+        /// (/var/cache/lockmgr/image-libvirt).
+        #[arg(long)]
+        libvirt: bool,
     },
     /// Boot a cluster, print how to reach it, and leave it running.
     Up {
@@ -71,9 +81,16 @@ enum Command {
         /// Host directory shared read-only at /mnt/host in every node (e.g. target/debug).
         #[arg(long)]
         share: Option<PathBuf>,
-        /// Memory per node in MiB.
-        #[arg(long, default_value_t = 768)]
-        memory: u32,
+        /// Memory per node in MiB (default 768, with --libvirt 1536).
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Boot the image with libvirt in it (see `image --libvirt`).
+        #[arg(long)]
+        libvirt: bool,
+        /// A raw image file on the host attached to every node as /dev/vda, shared read-write
+        /// as a SAN LUN (created sparse, 256 MiB, when missing).
+        #[arg(long)]
+        shared_disk: Option<PathBuf>,
         /// Boot the nodes with dlm_controld's fencing off (enable_fencing=0): the survivors take
         /// a failed node's locks even while it still runs. For control runs only.
         #[arg(long, conflicts_with = "watchdog")]
@@ -118,6 +135,17 @@ enum Command {
     },
 }
 
+/// The size of `up --shared-disk`'s image when it is created.
+const SHARED_DISK_BYTES: u64 = 256 << 20;
+
+fn flavour(libvirt: bool) -> Flavour {
+    if libvirt {
+        Flavour::Libvirt
+    } else {
+        Flavour::Dlm
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -131,9 +159,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
     match cli.command {
-        Command::Image { force } => {
+        Command::Image { force, libvirt } => {
             let image = NodeImage::ensure_with(&ImageOptions {
                 force,
+                flavour: flavour(libvirt),
                 ..ImageOptions::default()
             })?;
             println!(
@@ -148,10 +177,15 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
             nodes,
             share,
             memory,
+            libvirt,
+            shared_disk,
             no_fencing,
             watchdog,
         } => {
-            let image = NodeImage::ensure()?;
+            let image = NodeImage::ensure_with(&ImageOptions {
+                flavour: flavour(libvirt),
+                ..ImageOptions::default()
+            })?;
             let share = share
                 .map(|dir| {
                     dir.canonicalize().map_err(|err| {
@@ -162,7 +196,12 @@ fn run(cli: Cli) -> lockmgr_testbed::Result<ExitCode> {
             let spec = ClusterSpec {
                 nodes,
                 share,
-                memory_mib: memory,
+                memory_mib: memory.unwrap_or(if libvirt {
+                    lockmgr_testbed::LIBVIRT_NODE_MEMORY_MIB
+                } else {
+                    ClusterSpec::default().memory_mib
+                }),
+                shared_disk: shared_disk.map(|path| (path, SHARED_DISK_BYTES)),
                 run_dir: cli.run_dir,
                 fence_mode: if no_fencing {
                     lockmgr_testbed::FenceMode::Off

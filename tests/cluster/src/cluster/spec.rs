@@ -145,3 +145,7 @@ impl ClusterSpec {
 
 /// Where a node sees [`ClusterSpec::shared_disk`] (the nodes have no other block device).
 pub const SHARED_DISK_DEVICE: &str = "/dev/vda";
+
+/// Memory per node for the libvirt image ([`crate::Flavour::Libvirt`]): its root (about 280 MB)
+/// lives in RAM, beside libvirtd, virtlogd and a few 64 MiB domains.
+pub const LIBVIRT_NODE_MEMORY_MIB: u32 = 1536;
