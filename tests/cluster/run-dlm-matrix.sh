@@ -12,10 +12,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
+# shellcheck source=tests/cluster/common.sh
+. "$here/common.sh"
 
-fail() { echo "run-dlm-matrix.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, tap devices, debootstrap)"
-[ -c /dev/net/tun ] || fail "/dev/net/tun is missing: QEMU cannot create tap devices"
+preflight
 
 case "${1:-both}" in
     matrix) filter=(matrix_with_dlm_owners_on_two_nodes) ;;
@@ -27,7 +27,7 @@ esac
 start=$(date +%s)
 # Namespaces of the test bed present before this run (another run may be going on): only those
 # that appear during this run and stay are ours to complain about.
-namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
+namespaces_before=$(testbed_namespaces)
 cargo build --release -p lockmgrd -p lockmgr-loader-test -p lockmgr-plugin-dlm \
     -p lockmgr-plugin-file -p lockmgr-plugin-nop -p lockmgr-testbed
 cargo test --release -p lockmgr-testbed --test dlm_matrix --no-run
@@ -36,5 +36,5 @@ cargo test --release -p lockmgr-testbed --test dlm_matrix -- --ignored --nocaptu
 end=$(date +%s)
 echo "[run-dlm-matrix] total $((end - start)) s (build $((built - start)) s, cluster runs $((end - built)) s)"
 
-leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort))
+leftover=$(left_behind "$namespaces_before")
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

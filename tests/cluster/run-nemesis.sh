@@ -21,8 +21,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
+# shellcheck source=tests/cluster/common.sh
+. "$here/common.sh"
 
-fail() { echo "run-nemesis.sh: $*" >&2; exit 1; }
 soak=0
 watchdog_only=0
 duration=3600
@@ -38,11 +39,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 case $duration in ''|*[!0-9]*) fail "--duration takes whole seconds, not '$duration'" ;; esac
-[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, tap devices, debootstrap)"
-[ -c /dev/net/tun ] || fail "/dev/net/tun is missing: QEMU cannot create tap devices"
+preflight
 
 start=$(date +%s)
-namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
+namespaces_before=$(testbed_namespaces)
 cargo test -p lockmgr-testbed --test nemesis --no-run
 run() { cargo test -p lockmgr-testbed --test nemesis -- --ignored --nocapture --test-threads=1 --exact "$1"; }
 if [ "$watchdog_only" = 1 ]; then
@@ -58,6 +58,5 @@ else
 fi
 echo "[run-nemesis] total $(( $(date +%s) - start )) s"
 
-leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort) |
-    while read -r ns; do owner=${ns#lockmgr-}; [ -d "/proc/${owner%%-*}" ] || echo "$ns"; done)
+leftover=$(left_behind "$namespaces_before")
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

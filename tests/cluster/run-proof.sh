@@ -9,18 +9,15 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
+# shellcheck source=tests/cluster/common.sh
+. "$here/common.sh"
 
-fail() { echo "run-proof.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, tap devices, debootstrap)"
-[ -c /dev/net/tun ] || fail "/dev/net/tun is missing: QEMU cannot create tap devices"
-for tool in qemu-system-x86_64 ip debootstrap cpio depmod apt-get pkg-config; do
-    command -v "$tool" >/dev/null || fail "missing '$tool' (see .ci/install-deps.sh)"
-done
+preflight
 
 start=$(date +%s)
 # Namespaces of the test bed present before this run (another run may be going on): only those
 # that appear during this run and stay are ours to complain about.
-namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
+namespaces_before=$(testbed_namespaces)
 echo "[run-proof] building dlm-proof and the proof test"
 cargo test -p lockmgr-testbed --test proof --no-run
 built=$(date +%s)
@@ -30,7 +27,5 @@ end=$(date +%s)
 echo "[run-proof] total $((end - start)) s (build $((built - start)) s, proof $((end - built)) s)"
 
 # The harness stops what it started; say so if anything of ours is still around.
-# lockmgr-<owner pid>-<n>: one whose owner still runs belongs to another run going on meanwhile.
-leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort) |
-    while read -r ns; do owner=${ns#lockmgr-}; [ -d "/proc/${owner%%-*}" ] || echo "$ns"; done)
+leftover=$(left_behind "$namespaces_before")
 [ -z "$leftover" ] || echo "[run-proof] warning: namespaces still present: $leftover (lockmgr-testbed down removes leftovers)" >&2

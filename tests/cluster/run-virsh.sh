@@ -11,13 +11,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here/../.."
+# shellcheck source=tests/cluster/common.sh
+. "$here/common.sh"
 
-fail() { echo "run-virsh.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || fail "must run as root (network namespaces, tap devices, debootstrap)"
-[ -c /dev/net/tun ] || fail "/dev/net/tun is missing: QEMU cannot create tap devices"
+preflight
 
 start=$(date +%s)
-namespaces_before=$(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort)
+namespaces_before=$(testbed_namespaces)
 if ! ls target/debian/libvirt-daemon-plugin-lockmgr-dlm_*_amd64.deb >/dev/null 2>&1; then
     tests/package/run.sh --build-only
 fi
@@ -25,6 +25,5 @@ cargo test -p lockmgr-testbed --test virsh --no-run
 cargo test -p lockmgr-testbed --test virsh -- --ignored --nocapture --test-threads=1
 echo "[run-virsh] total $(( $(date +%s) - start )) s"
 
-leftover=$(comm -13 <(echo "$namespaces_before") <(ip netns list | awk '/^lockmgr-/ { print $1 }' | sort) |
-    while read -r ns; do owner=${ns#lockmgr-}; [ -d "/proc/${owner%%-*}" ] || echo "$ns"; done)
+leftover=$(left_behind "$namespaces_before")
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"
