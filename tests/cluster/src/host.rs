@@ -6,8 +6,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -94,10 +93,10 @@ pub(crate) fn signal_qemu(pid: u32, qemu_name: &str, signal: Signal) -> bool {
     if !alive(pid) || !is_our_qemu(pid, qemu_name) {
         return false;
     }
-    let Ok(raw) = i32::try_from(pid) else {
+    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    kill(Pid::from_raw(raw), signal).is_ok()
+    kill_process(target, signal).is_ok()
 }
 
 /// Whether `pid` is the `lockmgr-testbed fencer` serving cluster `name`, started at `start`.
@@ -113,14 +112,14 @@ pub(crate) fn is_our_fencer(pid: u32, start: Option<u64>, name: &str) -> bool {
 
 /// Stops the fencer process of cluster `name` (SIGTERM, SIGKILL after 2 s) if `pid` is still it.
 pub(crate) fn stop_fencer(pid: u32, start: Option<u64>, name: &str) -> Result<(), String> {
-    let Ok(raw) = i32::try_from(pid) else {
+    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return Ok(());
     };
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+    for signal in [Signal::TERM, Signal::KILL] {
         if !is_our_fencer(pid, start, name) {
             return Ok(());
         }
-        let _ = kill(Pid::from_raw(raw), signal);
+        let _ = kill_process(target, signal);
         if wait_gone(&[pid], Duration::from_secs(2)).is_empty() {
             return Ok(());
         }
@@ -131,7 +130,8 @@ pub(crate) fn stop_fencer(pid: u32, start: Option<u64>, name: &str) -> Result<()
 /// Makes this process the reaper of its orphaned descendants: a `-daemonize`d QEMU is then
 /// re-parented to us (not to init, which on some machines never reaps) and [`reap`]ed here.
 pub(crate) fn become_subreaper() {
-    if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+    // Any pid sets the attribute (the kernel reads a boolean); `None` would clear it.
+    if let Err(err) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         eprintln!(
             "[cluster] PR_SET_CHILD_SUBREAPER failed ({err}); stopped QEMUs may linger as zombies"
         );
@@ -147,13 +147,16 @@ pub(crate) fn reap(pid: u32) {
 /// reaped: its `/proc` state reads Z as soon as its main thread exits, while other threads may
 /// still run and it cannot be reaped yet. Anyone else's process is gone once dead or a zombie.
 pub(crate) fn gone(pid: u32) -> bool {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let Ok(raw) = i32::try_from(pid) else {
         return true;
     };
-    match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => false,
-        Ok(_) => true,
+    // Pid 0 is no process (`waitpid(None)` would take any child of our process group).
+    let Some(child) = Pid::from_raw(raw) else {
+        return !alive(pid);
+    };
+    match waitpid(Some(child), WaitOptions::NOHANG) {
+        Ok(None) => false,
+        Ok(Some(_)) => true,
         Err(_) => !alive(pid),
     }
 }
@@ -215,7 +218,7 @@ pub(crate) fn owner_alive(pid: u32, start: Option<u64>) -> bool {
 
 /// Checks what every cluster needs on this host, and says what to do about what is missing.
 pub(crate) fn check_cluster_host() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
+    if !rustix::process::geteuid().is_root() {
         return Err(Error::Precondition(
             "not root: network namespaces, tap devices and the image build need root".to_owned(),
         ));
@@ -291,7 +294,7 @@ mod tests {
         );
         assert!(!is_our_qemu(me, "anything"));
         assert!(
-            !signal_qemu(me, "anything", Signal::SIGKILL),
+            !signal_qemu(me, "anything", Signal::KILL),
             "only our QEMU may be signalled"
         );
     }

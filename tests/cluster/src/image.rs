@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{FlockOperation, flock};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
@@ -145,7 +145,7 @@ impl NodeImage {
             );
             return Self::load(&image_dir, false, started);
         }
-        if !nix::unistd::geteuid().is_root() {
+        if !rustix::process::geteuid().is_root() {
             return Err(Error::Precondition(
                 "not root: building the node image needs root (debootstrap, chroot, device nodes)"
                     .to_owned(),
@@ -192,8 +192,18 @@ impl NodeImage {
     }
 }
 
+/// The cache's `image.lock`, held (`flock`) until dropped.
+#[derive(Debug)]
+pub(crate) struct CacheLock(File);
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        let _ = flock(&self.0, FlockOperation::Unlock);
+    }
+}
+
 /// Takes the cache's `image.lock` (exclusive to build, shared to boot from it).
-pub(crate) fn lock_cache(cache: &Path, exclusive: bool) -> Result<Flock<File>> {
+pub(crate) fn lock_cache(cache: &Path, exclusive: bool) -> Result<CacheLock> {
     let path = cache.join("image.lock");
     let file = File::options()
         .create(true)
@@ -201,16 +211,17 @@ pub(crate) fn lock_cache(cache: &Path, exclusive: bool) -> Result<Flock<File>> {
         .write(true)
         .open(&path)
         .at(&path, "open")?;
-    let arg = if exclusive {
-        FlockArg::LockExclusive
+    let operation = if exclusive {
+        FlockOperation::LockExclusive
     } else {
-        FlockArg::LockShared
+        FlockOperation::LockShared
     };
-    Flock::lock(file, arg).map_err(|(_, errno)| Error::Io {
+    flock(&file, operation).map_err(|errno| Error::Io {
         path,
         what: "lock",
-        source: std::io::Error::from_raw_os_error(errno as i32),
-    })
+        source: errno.into(),
+    })?;
+    Ok(CacheLock(file))
 }
 
 /// `apt-cache depends META` → the exact `linux-image-<abi>-amd64`, and its candidate version.

@@ -30,7 +30,8 @@
 //!
 //! Everything needs root; a test that cannot run here must fail with [`Error::Precondition`].
 
-#![forbid(unsafe_code)]
+// The one exception is vcpu.rs's ptrace call (rustix has no ptrace).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod agent;

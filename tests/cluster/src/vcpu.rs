@@ -9,20 +9,44 @@
 //! which lets that QEMU be reaped in turn.
 
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::fs;
+use std::io;
+use std::ptr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::ptrace;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use rustix::process::{Pid, WaitOptions, waitpid};
 
 /// How long a vCPU thread may take to reach its ptrace stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `__WALL`: wait for threads (clone children) too, not just processes.
+const WALL: WaitOptions = WaitOptions::from_bits_retain(libc::__WALL as u32);
+
+/// `ptrace(request, tid, NULL, data)` for the requests made here, none of which takes an address
+/// or returns a value: `PTRACE_SEIZE` (data: options), `PTRACE_INTERRUPT` (none) and
+/// `PTRACE_DETACH` (data: the signal to deliver). rustix has no ptrace.
+#[allow(unsafe_code)]
+fn ptrace(request: libc::c_uint, tid: i32, data: usize) -> io::Result<()> {
+    // SAFETY: the kernel dereferences neither argument for these requests: addr is NULL and data
+    // is an integer (passed, as ptrace(2) takes it, in the pointer-sized `data` slot).
+    let ret = unsafe {
+        libc::ptrace(
+            request,
+            tid,
+            ptr::null_mut::<c_void>(),
+            ptr::without_provenance_mut::<c_void>(data),
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 enum Request {
     Freeze(Vec<i32>, Sender<Result<(), String>>),
@@ -90,7 +114,7 @@ pub(crate) fn thaw(tids: &[i32]) -> Vec<String> {
 /// The tracer thread: every ptrace request of this process. `traced` maps each traced thread to
 /// the signal its stop withheld (re-delivered at detach).
 fn serve(requests: &Receiver<Request>) {
-    let mut traced: HashMap<i32, Option<Signal>> = HashMap::new();
+    let mut traced: HashMap<i32, Option<i32>> = HashMap::new();
     loop {
         match requests.recv_timeout(Duration::from_millis(200)) {
             Ok(Request::Freeze(tids, reply)) => {
@@ -105,9 +129,7 @@ fn serve(requests: &Receiver<Request>) {
             }
             Err(RecvTimeoutError::Timeout) => {
                 // Threads that exited while frozen (their QEMU is gone): reap them.
-                traced.retain(|tid, pending| {
-                    poll(*tid, pending, WaitPidFlag::WNOHANG) != Poll::Exited
-                });
+                traced.retain(|tid, pending| poll(*tid, pending) != Poll::Exited);
             }
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -121,39 +143,51 @@ enum Poll {
     Exited,
 }
 
-fn poll(tid: i32, pending: &mut Option<Signal>, flags: WaitPidFlag) -> Poll {
-    match waitpid(Pid::from_raw(tid), Some(flags | WaitPidFlag::__WALL)) {
-        Ok(WaitStatus::StillAlive) => Poll::Running,
-        // A signal-delivery stop: the signal is held back and delivered at detach.
-        Ok(WaitStatus::Stopped(_, signal)) => {
-            if signal != Signal::SIGTRAP && signal != Signal::SIGSTOP {
-                *pending = Some(signal);
+/// Polls traced thread `tid` (`waitpid(tid, WNOHANG | __WALL)`), noting the signal a
+/// signal-delivery stop withheld in `pending`.
+fn poll(tid: i32, pending: &mut Option<i32>) -> Poll {
+    let Some(pid) = Pid::from_raw(tid) else {
+        return Poll::Exited;
+    };
+    match waitpid(Some(pid), WaitOptions::NOHANG | WALL) {
+        Ok(None) => Poll::Running,
+        Ok(Some((_, status))) => match status.stopping_signal() {
+            Some(signal) => {
+                // A signal-delivery stop (no ptrace event in the high bits, not a syscall stop):
+                // the signal is held back and delivered at detach.
+                let event = status.as_raw() >> 16;
+                if event == 0
+                    && signal != (libc::SIGTRAP | 0x80)
+                    && signal != libc::SIGTRAP
+                    && signal != libc::SIGSTOP
+                {
+                    *pending = Some(signal);
+                }
+                Poll::Stopped
             }
-            Poll::Stopped
-        }
-        Ok(WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_)) => Poll::Stopped,
-        Ok(WaitStatus::Continued(_)) => Poll::Running,
-        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => Poll::Exited,
+            // Only an exit or a death by signal: WCONTINUED is not asked for.
+            None => Poll::Exited,
+        },
+        Err(_) => Poll::Exited,
     }
 }
 
-fn seize_all(tids: &[i32], traced: &mut HashMap<i32, Option<Signal>>) -> Result<(), String> {
+fn seize_all(tids: &[i32], traced: &mut HashMap<i32, Option<i32>>) -> Result<(), String> {
     for &tid in tids {
         if traced.contains_key(&tid) {
             continue;
         }
-        let pid = Pid::from_raw(tid);
-        ptrace::seize(pid, ptrace::Options::empty())
-            .map_err(|errno| format!("PTRACE_SEIZE of thread {tid}: {errno}"))?;
+        ptrace(libc::PTRACE_SEIZE, tid, 0)
+            .map_err(|err| format!("PTRACE_SEIZE of thread {tid}: {err}"))?;
         traced.insert(tid, None);
-        ptrace::interrupt(pid)
-            .map_err(|errno| format!("PTRACE_INTERRUPT of thread {tid}: {errno}"))?;
+        ptrace(libc::PTRACE_INTERRUPT, tid, 0)
+            .map_err(|err| format!("PTRACE_INTERRUPT of thread {tid}: {err}"))?;
     }
     for &tid in tids {
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             let pending = traced.entry(tid).or_insert(None);
-            match poll(tid, pending, WaitPidFlag::WNOHANG) {
+            match poll(tid, pending) {
                 Poll::Stopped => break,
                 Poll::Exited => {
                     traced.remove(&tid);
@@ -172,26 +206,24 @@ fn seize_all(tids: &[i32], traced: &mut HashMap<i32, Option<Signal>>) -> Result<
     Ok(())
 }
 
-fn detach_all(tids: &[i32], traced: &mut HashMap<i32, Option<Signal>>) -> Vec<String> {
+fn detach_all(tids: &[i32], traced: &mut HashMap<i32, Option<i32>>) -> Vec<String> {
     let mut problems = Vec::new();
     for &tid in tids {
         let Some(mut pending) = traced.remove(&tid) else {
             continue;
         };
-        let pid = Pid::from_raw(tid);
-        match ptrace::detach(pid, pending) {
+        let signal = pending.and_then(|signal| usize::try_from(signal).ok());
+        match ptrace(libc::PTRACE_DETACH, tid, signal.unwrap_or(0)) {
             Ok(()) => {}
             // Not in a ptrace stop any more: it was SIGKILLed (its QEMU exited) and must be
             // reaped, or it is gone already.
-            Err(Errno::ESRCH) => {
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while poll(tid, &mut pending, WaitPidFlag::WNOHANG) != Poll::Exited
-                    && Instant::now() < deadline
-                {
+                while poll(tid, &mut pending) != Poll::Exited && Instant::now() < deadline {
                     thread::sleep(Duration::from_millis(10));
                 }
             }
-            Err(errno) => problems.push(format!("PTRACE_DETACH of thread {tid}: {errno}")),
+            Err(err) => problems.push(format!("PTRACE_DETACH of thread {tid}: {err}")),
         }
     }
     problems

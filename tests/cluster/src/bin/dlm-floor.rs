@@ -256,10 +256,16 @@ fn parallel(disks: &Disks, iterations: usize) -> Result<(), String> {
 }
 
 fn pin(cpu: usize) -> Result<(), String> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .map_err(|e| format!("pinning to CPU {cpu}: {e}"))
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    if cpu >= CpuSet::MAX_CPU {
+        return Err(format!(
+            "CPU {cpu}: a CPU set holds CPUs 0 to {}",
+            CpuSet::MAX_CPU - 1
+        ));
+    }
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).map_err(|e| format!("pinning to CPU {cpu}: {e}"))
 }
 
 /// One cycle: EX | NOQUEUE | PERSISTENT on every name (as lockmgrd takes them), then unlock.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use rustix::process::Signal;
 
 use crate::error::{Error, Result};
 use crate::fence::FenceEvent;
@@ -29,7 +29,7 @@ impl Cluster {
         let pid = record
             .pid
             .ok_or_else(|| Error::Usage(format!("node{node} has no QEMU pid")))?;
-        if !host::signal_qemu(pid, &record.qemu_name, Signal::SIGKILL) {
+        if !host::signal_qemu(pid, &record.qemu_name, Signal::KILL) {
             return Err(Error::Usage(format!(
                 "node{node}: pid {pid} is not (or no longer) our QEMU {}; nothing was killed",
                 record.qemu_name
@@ -155,15 +155,15 @@ impl Cluster {
     /// (its DLM locks, its quorum). A frozen node can still be fenced: SIGKILL ends a stopped
     /// process. Calls to its agent block while it is frozen.
     pub fn freeze_node(&self, node: usize) -> Result<()> {
-        self.signal_node(node, Signal::SIGSTOP)
+        self.signal_node(node, Signal::STOP, "SIGSTOP")
     }
 
     /// Undoes [`Cluster::freeze_node`] (SIGCONT). An error if its QEMU is gone (fenced meanwhile).
     pub fn thaw_node(&self, node: usize) -> Result<()> {
-        self.signal_node(node, Signal::SIGCONT)
+        self.signal_node(node, Signal::CONT, "SIGCONT")
     }
 
-    fn signal_node(&self, node: usize, signal: Signal) -> Result<()> {
+    fn signal_node(&self, node: usize, signal: Signal, signal_name: &str) -> Result<()> {
         check_interrupted()?;
         self.check_node(node)?;
         let record = self.state().nodes[node - 1].clone();
@@ -175,7 +175,7 @@ impl Cluster {
             Ok(())
         } else {
             Err(Error::Usage(format!(
-                "node{node}: pid {pid} is not (or no longer) our QEMU {}; no {signal} sent",
+                "node{node}: pid {pid} is not (or no longer) our QEMU {}; no {signal_name} sent",
                 record.qemu_name
             )))
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
@@ -173,7 +173,7 @@ pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String>
         .collect();
     let signalled: Vec<u32> = ours
         .iter()
-        .filter(|(pid, name)| host::signal_qemu(*pid, name, Signal::SIGTERM))
+        .filter(|(pid, name)| host::signal_qemu(*pid, name, Signal::TERM))
         .map(|(pid, _)| *pid)
         .collect();
     let stubborn = host::wait_gone(&signalled, Duration::from_secs(5));
@@ -181,7 +181,7 @@ pub(crate) fn teardown(state: &ClusterState, keep_consoles: bool) -> Vec<String>
     ours.iter().for_each(|(pid, _)| host::reap(*pid));
     for pid in &stubborn {
         if let Some((_, name)) = ours.iter().find(|(candidate, _)| candidate == pid) {
-            host::signal_qemu(*pid, name, Signal::SIGKILL);
+            host::signal_qemu(*pid, name, Signal::KILL);
         }
     }
     for pid in host::wait_gone(&stubborn, Duration::from_secs(5)) {

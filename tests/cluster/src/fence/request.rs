@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use rustix::process::Signal;
 
 use super::event::{FenceEvent, FenceOutcome, now_ns, record};
 use super::locked;
@@ -195,7 +195,7 @@ pub(crate) fn handle_request(
     };
     event.qemu_pid = Some(pid);
     event.signalled_ns = Some(now_ns());
-    if !host::signal_qemu(pid, &qemu_name, Signal::SIGKILL) {
+    if !host::signal_qemu(pid, &qemu_name, Signal::KILL) {
         // It went away between the check and the signal.
         if host::alive(pid) && host::is_our_qemu(pid, &qemu_name) {
             return finish(
