@@ -123,6 +123,10 @@ struct WatchdogPlan {
 struct Claim {
     _instance: Instance,
     listener: UnixListener,
+    /// Where `listener` is bound.
+    socket_path: PathBuf,
+    /// The claimed state directory.
+    state_dir: PathBuf,
     /// The soft limit on open files, raised to the hard one.
     fd_limit: u64,
 }
@@ -137,6 +141,8 @@ fn claim(state_dir: &Path, socket_path: &Path) -> Result<Claim, String> {
     Ok(Claim {
         _instance: instance,
         listener,
+        socket_path: socket_path.to_owned(),
+        state_dir: state_dir.to_owned(),
         fd_limit,
     })
 }
@@ -164,18 +170,9 @@ fn run(cli: &Cli) -> Result<(), String> {
             if let Some(stall) = lockmgrd::stall::Stall::from_env()? {
                 let backend = lockmgrd::stall::Stalling::new(backend, stall)
                     .map_err(|e| format!("LOCKMGRD_STALL: {e}"))?;
-                let (socket, state) = (&settings.socket_path, &settings.state_dir);
-                return serve(cli, claim, backend, socket, state, &what, None);
+                return serve(cli, claim, backend, &what, None);
             }
-            serve(
-                cli,
-                claim,
-                backend,
-                &settings.socket_path,
-                &settings.state_dir,
-                &what,
-                None,
-            )
+            serve(cli, claim, backend, &what, None)
         }
         BackendKind::Dlm => run_dlm(cli),
     }
@@ -214,15 +211,7 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         settings.lockspace_name,
         backend.cluster()
     );
-    serve(
-        cli,
-        claim,
-        backend,
-        &settings.socket_path,
-        &settings.state_dir,
-        &what,
-        watchdog,
-    )
+    serve(cli, claim, backend, &what, watchdog)
 }
 
 /// Arms the watchdog and starts self-fencing.
@@ -302,12 +291,11 @@ fn serve<B: Backend>(
     cli: &Cli,
     claim: Claim,
     backend: B,
-    socket_path: &Path,
-    state_dir: &Path,
     what: &str,
     watchdog: Option<WatchdogPlan>,
 ) -> Result<(), String> {
-    let mut state = StateFile::in_claimed_dir(state_dir, backend.durable_state());
+    let socket_path = claim.socket_path.as_path();
+    let mut state = StateFile::in_claimed_dir(&claim.state_dir, backend.durable_state());
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
     // Armed once the table is known to be readable: a refusal before this leaves the watchdog as
     // it was (armed by a lockmgrd that stopped with locks held, or not at all).

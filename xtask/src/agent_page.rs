@@ -73,8 +73,12 @@ pub fn render(script: &str) -> Result<String, String> {
     }
     writeln!(
         out,
-        ".SH FILES\n.TP\n.I /var/log/fence_lockmgr_watchdog.log\nWhat the agent did.\n\
-         .SH SEE ALSO\n.BR lockmgrd (8),\n.BR dlm_controld (8),\n.BR dlm.conf (5)"
+        ".SH FILES\n.TP\n.I /var/log/fence_lockmgr_watchdog.log\nWhat the agent did."
+    )
+    .map_err(io)?;
+    roff::see_also(
+        &mut out,
+        &[("lockmgrd", 8), ("dlm_controld", 8), ("dlm.conf", 5)],
     )
     .map_err(io)?;
     String::from_utf8(out).map_err(|error| error.to_string())

@@ -16,19 +16,33 @@ pub struct ConfFile {
     /// The page's one-line summary.
     pub summary: &'static str,
     /// The other pages it names.
-    pub see_also: &'static str,
+    pub see_also: &'static [(&'static str, u8)],
 }
 
 pub const CONF_FILES: &[ConfFile] = &[
     ConfFile {
         file_name: "qemu-file.conf",
         summary: "settings of lockmgr's file lock plugin for libvirt (file.so) and its daemon",
-        see_also: ".BR lockmgrd (8),\n.BR lockmgr (8),\n.BR qemu-dlm.conf (5),\n.BR libvirtd (8),\n.BR lslocks (8)\n",
+        see_also: &[
+            ("lockmgrd", 8),
+            ("lockmgr", 8),
+            ("qemu-dlm.conf", 5),
+            ("libvirtd", 8),
+            ("lslocks", 8),
+        ],
     },
     ConfFile {
         file_name: "qemu-dlm.conf",
         summary: "settings of lockmgr's DLM lock plugin for libvirt (dlm.so) and its daemon",
-        see_also: ".BR lockmgrd (8),\n.BR lockmgr (8),\n.BR qemu-file.conf (5),\n.BR libvirtd (8),\n.BR dlm_controld (8),\n.BR dlm.conf (5),\n.BR corosync (8)\n",
+        see_also: &[
+            ("lockmgrd", 8),
+            ("lockmgr", 8),
+            ("qemu-file.conf", 5),
+            ("libvirtd", 8),
+            ("dlm_controld", 8),
+            ("dlm.conf", 5),
+            ("corosync", 8),
+        ],
     },
 ];
 
@@ -133,7 +147,7 @@ pub fn render(conf: &ConfFile, text: &str) -> Result<String, String> {
         conf.file_name.trim_start_matches("qemu-").trim_end_matches(".conf"),
     )
     .map_err(io)?;
-    write!(out, ".SH SEE ALSO\n{}", conf.see_also).map_err(io)?;
+    roff::see_also(&mut out, conf.see_also).map_err(io)?;
     String::from_utf8(out).map_err(|error| error.to_string())
 }
 

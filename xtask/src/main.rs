@@ -61,11 +61,11 @@ fn pages() -> Result<Vec<(String, String)>, String> {
     let mut pages = vec![
         (
             "lockmgrd.8".to_owned(),
-            command_page(lockmgrd_main::command(), LOCKMGRD_EXTRA)?,
+            command_page(lockmgrd_main::command(), LOCKMGRD_EXTRA, LOCKMGRD_SEE_ALSO)?,
         ),
         (
             "lockmgr.8".to_owned(),
-            command_page(lockmgr_main::command(), LOCKMGR_EXTRA)?,
+            command_page(lockmgr_main::command(), LOCKMGR_EXTRA, LOCKMGR_SEE_ALSO)?,
         ),
     ];
     let agent = workspace_dir().join(agent_page::AGENT);
@@ -88,8 +88,12 @@ fn pages() -> Result<Vec<(String, String)>, String> {
 }
 
 /// A command's page: clap_mangen's sections, each subcommand's options, then `extra` (raw roff:
-/// FILES, SEE ALSO, ...).
-fn command_page(command: clap::Command, extra: &str) -> Result<String, String> {
+/// FILES, ...) and `see_also`.
+fn command_page(
+    command: clap::Command,
+    extra: &str,
+    see_also: &[(&str, u8)],
+) -> Result<String, String> {
     let mut command = command.version(env!("CARGO_PKG_VERSION"));
     // Propagates the global options to the subcommands and settles every argument's arity.
     command.build();
@@ -120,6 +124,7 @@ fn command_page(command: clap::Command, extra: &str) -> Result<String, String> {
         roff::examples(&mut out, &after.to_string()).map_err(io)?;
     }
     out.extend_from_slice(extra.as_bytes());
+    roff::see_also(&mut out, see_also).map_err(io)?;
     man.render_version_section(&mut out).map_err(io)?;
     String::from_utf8(out).map_err(|error| error.to_string())
 }
@@ -157,15 +162,17 @@ Extra arguments for lockmgrd.service and lockmgrd-dlm.service (LOCKMGRD_ARGS).
 Read with
 .B \-\-backend dlm
 for its fence agents.
-.SH SEE ALSO
-.BR lockmgr (8),
-.BR qemu-file.conf (5),
-.BR qemu-dlm.conf (5),
-.BR libvirtd (8),
-.BR dlm_controld (8),
-.BR dlm.conf (5),
-.BR corosync (8)
 "#;
+
+const LOCKMGRD_SEE_ALSO: &[(&str, u8)] = &[
+    ("lockmgr", 8),
+    ("qemu-file.conf", 5),
+    ("qemu-dlm.conf", 5),
+    ("libvirtd", 8),
+    ("dlm_controld", 8),
+    ("dlm.conf", 5),
+    ("corosync", 8),
+];
 
 const LOCKMGR_EXTRA: &str = r#".SH EXIT STATUS
 .B status
@@ -182,14 +189,16 @@ Where the daemons' sockets are named (socket_path), see
 .BR qemu-dlm.conf (5)
 and
 .BR qemu-file.conf (5).
-.SH SEE ALSO
-.BR lockmgrd (8),
-.BR qemu-file.conf (5),
-.BR qemu-dlm.conf (5),
-.BR lslocks (8),
-.BR dlm_tool (8),
-.BR corosync\-quorumtool (8)
 "#;
+
+const LOCKMGR_SEE_ALSO: &[(&str, u8)] = &[
+    ("lockmgrd", 8),
+    ("qemu-file.conf", 5),
+    ("qemu-dlm.conf", 5),
+    ("lslocks", 8),
+    ("dlm_tool", 8),
+    ("corosync\\-quorumtool", 8),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -253,7 +262,7 @@ mod tests {
             (lockmgrd_main::command(), "lockmgrd.8"),
             (lockmgr_main::command(), "lockmgr.8"),
         ] {
-            let text = command_page(command.clone(), "").unwrap();
+            let text = command_page(command.clone(), "", &[]).unwrap();
             let mut commands = vec![command.clone()];
             commands.extend(command.get_subcommands().cloned());
             for command in commands {
@@ -270,7 +279,7 @@ mod tests {
 
     #[test]
     fn the_lockmgr_page_documents_each_command() {
-        let text = command_page(lockmgr_main::command(), "").unwrap();
+        let text = command_page(lockmgr_main::command(), "", &[]).unwrap();
         assert!(text.contains("lockmgr status"), "{text}");
         assert!(text.contains("lockmgr events"), "{text}");
         assert!(text.contains("\\-\\-follow"), "{text}");

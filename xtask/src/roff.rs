@@ -14,6 +14,20 @@ pub fn escape(text: &str) -> String {
     }
 }
 
+/// The SEE ALSO section: each page as `.BR name (section)`, `name` already roff; none without
+/// pages.
+pub fn see_also(out: &mut impl Write, pages: &[(&str, u8)]) -> io::Result<()> {
+    if pages.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, ".SH SEE ALSO")?;
+    let lines: Vec<String> = pages
+        .iter()
+        .map(|(name, section)| format!(".BR {name} ({section})"))
+        .collect();
+    writeln!(out, "{}", lines.join(",\n"))
+}
+
 /// Paragraphs (separated by blank lines) as roff: `.PP` between them, lines escaped.
 pub fn paragraphs(out: &mut impl Write, text: &str) -> io::Result<()> {
     paragraphs_with(out, text, ".PP")

@@ -33,6 +33,15 @@ fn pair(key: &str, value: Value) -> (String, Value) {
     (key.to_owned(), value)
 }
 
+/// The message for `found` (quoted as the parser quotes it) standing at `column` of line 1, after
+/// the value of `a`.
+fn not_the_end_of_the_line(column: u32, found: &str) -> String {
+    format!(
+        "t.conf:1:{column}: expected the end of the line, ';' or a '#' comment after the value of \
+         `a`, found {found}"
+    )
+}
+
 /// The error message of `text`, which must not parse.
 fn error(text: &str) -> String {
     match parse(text, "t.conf") {

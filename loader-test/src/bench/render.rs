@@ -4,6 +4,55 @@ use std::fmt::Write as _;
 
 use crate::bench::report::{BenchReport, Ratio};
 
+/// How a column's cells (its heading too) align, and in how many characters.
+#[derive(Clone, Copy)]
+enum Align {
+    Left(usize),
+    Right(usize),
+}
+
+/// The storm table: plugin, mode, then six timings.
+#[rustfmt::skip]
+const STORM_COLUMNS: [(&str, Align); 8] = {
+    use Align::{Left, Right};
+    [
+        ("plugin", Left(10)), ("mode", Left(10)), ("wall median", Right(12)), ("wall max", Right(12)),
+        ("domain p50", Right(12)), ("domain p99", Right(12)), ("release wall", Right(13)),
+        ("register", Right(12)),
+    ]
+};
+
+/// The scale table: locks held, when, five timings, the daemon's RSS.
+#[rustfmt::skip]
+const SCALE_COLUMNS: [(&str, Align); 8] = {
+    use Align::{Left, Right};
+    [
+        ("held", Right(8)), ("", Left(14)), ("acquire p50", Right(12)), ("acquire p99", Right(12)),
+        ("release p50", Right(12)), ("release p99", Right(12)), ("fill", Right(12)),
+        ("lockmgrd RSS", Right(13)),
+    ]
+};
+
+/// Writes one line of a table: each cell aligned in its column, one space between columns.
+fn table_line(out: &mut String, columns: &[(&str, Align)], cells: &[impl std::fmt::Display]) {
+    let line = columns
+        .iter()
+        .zip(cells)
+        .map(|((_, align), cell)| match *align {
+            Align::Left(width) => format!("{cell:<width$}"),
+            Align::Right(width) => format!("{cell:>width$}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(out, "{line}");
+}
+
+/// Writes a table's line of headings.
+fn table_head(out: &mut String, columns: &[(&str, Align)]) {
+    let headings: Vec<&str> = columns.iter().map(|(heading, _)| *heading).collect();
+    table_line(out, columns, &headings);
+}
+
 fn human(ns: u64) -> String {
     let us = ns as f64 / 1000.0;
     if us < 1000.0 {
@@ -45,18 +94,7 @@ fn render_storm(report: &BenchReport) -> String {
          storms per row, interleaved; per domain: from the storm's start to its Acquire's return",
         first.domains, first.disks, first.disks, first.storms
     );
-    let _ = writeln!(
-        out,
-        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>12} {:>13} {:>12}",
-        "plugin",
-        "mode",
-        "wall median",
-        "wall max",
-        "domain p50",
-        "domain p99",
-        "release wall",
-        "register"
-    );
+    table_head(&mut out, &STORM_COLUMNS);
     let order = |plugin: &str| match plugin {
         "nop" => 0,
         _ => 1,
@@ -66,18 +104,19 @@ fn render_storm(report: &BenchReport) -> String {
         (order(&a.plugin), &a.plugin, &a.mode).cmp(&(order(&b.plugin), &b.plugin, &b.mode))
     });
     for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<10} {:<10} {:>12} {:>12} {:>12} {:>12} {:>13} {:>12}",
-            r.plugin,
-            r.mode,
-            human(r.wall_median_ns),
-            human(r.wall_max_ns),
-            human(r.domain_p50_ns),
-            human(r.domain_p99_ns),
-            human(r.release_wall_median_ns),
-            human(r.register_ns)
+        let mut cells = vec![r.plugin.clone(), r.mode.clone()];
+        cells.extend(
+            [
+                r.wall_median_ns,
+                r.wall_max_ns,
+                r.domain_p50_ns,
+                r.domain_p99_ns,
+                r.release_wall_median_ns,
+                r.register_ns,
+            ]
+            .map(human),
         );
+        table_line(&mut out, &STORM_COLUMNS, &cells);
     }
     if !report.storm_ratios.is_empty() {
         let _ = writeln!(out, "\nstorm ratios: wall (per-domain p50, p99)");
@@ -108,35 +147,26 @@ fn render_scale(scale: &crate::bench::scale::ScaleResult) -> String {
          domain's Acquire and Release of 1 disk (New + AddResource + op + Free), {probes} each per row",
         scale.plugin, scale.mode, scale.locks, scale.owners
     );
-    let _ = writeln!(
-        out,
-        "{:>8} {:<14} {:>12} {:>12} {:>12} {:>12} {:>12} {:>13}",
-        "held",
-        "",
-        "acquire p50",
-        "acquire p99",
-        "release p50",
-        "release p99",
-        "fill",
-        "lockmgrd RSS"
-    );
+    table_head(&mut out, &SCALE_COLUMNS);
     for l in &scale.levels {
-        let _ = writeln!(
-            out,
-            "{:>8} {:<14} {:>12} {:>12} {:>12} {:>12} {:>12} {:>10} kB",
-            l.held,
-            l.when,
-            human(l.acquire_p50_ns),
-            human(l.acquire_p99_ns),
-            human(l.release_p50_ns),
-            human(l.release_p99_ns),
-            if l.fill_ns == 0 {
-                "-".to_owned()
-            } else {
-                human(l.fill_ns)
-            },
-            l.rss_kb
+        let mut cells = vec![l.held.to_string(), l.when.clone()];
+        cells.extend(
+            [
+                l.acquire_p50_ns,
+                l.acquire_p99_ns,
+                l.release_p50_ns,
+                l.release_p99_ns,
+            ]
+            .map(human),
         );
+        cells.push(if l.fill_ns == 0 {
+            "-".to_owned()
+        } else {
+            human(l.fill_ns)
+        });
+        // At least 13 wide: the column adds no padding.
+        cells.push(format!("{:>10} kB", l.rss_kb));
+        table_line(&mut out, &SCALE_COLUMNS, &cells);
     }
     let empty = scale
         .levels

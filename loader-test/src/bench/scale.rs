@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
 use crate::bench::report::percentile;
-use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
+use crate::bench::worker::{WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::{PluginEnv, Profile};
 use crate::sequences;
 
@@ -123,14 +123,12 @@ fn register_scale(
 
 impl ScaleSubject {
     pub(super) fn set_up(args: &WorkerArgs) -> Result<ScaleSubject, String> {
-        let Loaded {
-            plugin,
-            env,
-            profile,
-            disk_dir,
-        } = load_plugin(args)?;
-        if profile != Profile::File {
-            return Err(format!("scale measures file.so + lockmgrd, not {profile}"));
+        let loaded = load_plugin(args)?;
+        if loaded.profile != Profile::File {
+            return Err(format!(
+                "scale measures file.so + lockmgrd, not {}",
+                loaded.profile
+            ));
         }
         let locks = args.scale_locks.unwrap_or(0);
         let per_owner = args.scale_per_owner.clamp(1, lockmgr_proto::MAX_RESOURCES);
@@ -139,21 +137,24 @@ impl ScaleSubject {
         while made < locks {
             let i = owners.len();
             let count = per_owner.min(locks - made);
-            let disks = (0..count)
-                .map(|k| disk_image(&disk_dir, &format!("scale-{i:03}-{k:04}.img")))
-                .collect::<Result<Vec<_>, _>>()?;
-            owners.push(register_scale(&plugin, i, format!("scale-{i}"), disks)?);
+            let disks = loaded.disks(count, |k| format!("scale-{i:03}-{k:04}.img"))?;
+            owners.push(register_scale(
+                &loaded.plugin,
+                i,
+                format!("scale-{i}"),
+                disks,
+            )?);
             made += count;
         }
         let probe = register_scale(
-            &plugin,
+            &loaded.plugin,
             owners.len(),
             "scale-probe".into(),
-            vec![disk_image(&disk_dir, "scale-probe.img")?],
+            vec![disk_image(&loaded.disk_dir, "scale-probe.img")?],
         )?;
         Ok(ScaleSubject {
-            plugin: Some(plugin),
-            env,
+            plugin: Some(loaded.plugin),
+            env: loaded.env,
             owners,
             probe,
             probe_state: None,

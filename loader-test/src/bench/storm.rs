@@ -18,9 +18,9 @@ use lockmgr::host::Plugin;
 use lockmgr::{LockFailureAction, Uuid};
 use serde::{Deserialize, Serialize};
 
-use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
+use crate::bench::libvirtd::{Owner, numbered_uuid, register};
 use crate::bench::report::{StormRatio, percentile};
-use crate::bench::worker::{Loaded, WorkerArgs, elapsed_ns, load_plugin};
+use crate::bench::worker::{WorkerArgs, elapsed_ns, load_plugin};
 use crate::daemons::PluginEnv;
 use crate::daemons::{PluginSpec, Profile};
 use crate::sequences;
@@ -53,21 +53,14 @@ fn storm_uuid(i: usize) -> Uuid {
 
 impl StormSubject {
     pub(super) fn set_up(args: &WorkerArgs) -> Result<StormSubject, String> {
-        let Loaded {
-            plugin,
-            env,
-            disk_dir,
-            ..
-        } = load_plugin(args)?;
+        let loaded = load_plugin(args)?;
         let count = args.storm_domains.unwrap_or(0).max(1);
         let started = Instant::now();
         let mut domains = Vec::with_capacity(count);
         for i in 0..count {
-            let disks = (0..args.storm_disks)
-                .map(|k| disk_image(&disk_dir, &format!("storm-{i:04}-{k}.img")))
-                .collect::<Result<Vec<_>, _>>()?;
+            let disks = loaded.disks(args.storm_disks, |k| format!("storm-{i:04}-{k}.img"))?;
             domains.push(register(
-                &plugin,
+                &loaded.plugin,
                 storm_uuid(i),
                 i,
                 format!("storm-{i}"),
@@ -76,8 +69,8 @@ impl StormSubject {
             )?);
         }
         Ok(StormSubject {
-            plugin: Some(plugin),
-            env,
+            plugin: Some(loaded.plugin),
+            env: loaded.env,
             domains,
             threads: args.storm_threads,
             register_ns: elapsed_ns(started),

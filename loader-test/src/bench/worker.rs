@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockmgr::host::Plugin;
-use lockmgr::{LockFailureAction, Uuid};
+use lockmgr::{LockFailureAction, Resource, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::args::LockMode;
@@ -217,6 +217,19 @@ pub(super) struct Loaded {
     pub(super) disk_dir: PathBuf,
 }
 
+impl Loaded {
+    /// `count` fresh disk images in the disk directory, the `k`-th named `name(k)`.
+    pub(super) fn disks(
+        &self,
+        count: usize,
+        name: impl Fn(usize) -> String,
+    ) -> Result<Vec<Resource>, String> {
+        (0..count)
+            .map(|k| disk_image(&self.disk_dir, &name(k)))
+            .collect()
+    }
+}
+
 /// Sets up `args`' plugin in a fresh scratch layout: its daemon, drvInit.
 pub(super) fn load_plugin(args: &WorkerArgs) -> Result<Loaded, String> {
     let layout = Layout::create(&args.scratch)
@@ -270,20 +283,13 @@ impl Subject {
         if args.scale_locks.is_some() {
             return ScaleSubject::set_up(args).map(|s| Subject::Scale(Box::new(s)));
         }
-        let Loaded {
-            plugin,
-            env,
-            profile,
-            disk_dir,
-        } = load_plugin(args)?;
+        let loaded = load_plugin(args)?;
         let mut owners = BTreeMap::new();
         let mut refused = BTreeMap::new();
         for (i, &n) in args.disks.iter().enumerate() {
-            let disks = (0..n)
-                .map(|d| disk_image(&disk_dir, &format!("n{n}-{d:03}.img")))
-                .collect::<Result<Vec<_>, _>>()?;
+            let disks = loaded.disks(n, |d| format!("n{n}-{d:03}.img"))?;
             let owner = match register(
-                &plugin,
+                &loaded.plugin,
                 bench_uuid(n),
                 i,
                 format!("bench-{n}"),
@@ -296,7 +302,7 @@ impl Subject {
                 Err(RegisterError {
                     refused: Some(error),
                     ..
-                }) if profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES => {
+                }) if loaded.profile == Profile::Sanlock && n > SANLOCK_MAX_RESOURCES => {
                     refused.insert(n, error);
                     continue;
                 }
@@ -305,8 +311,8 @@ impl Subject {
             owners.insert(n, BenchOwner { owner, state: None });
         }
         Ok(Subject::Plugin(Box::new(PluginSubject {
-            plugin: Some(plugin),
-            env,
+            plugin: Some(loaded.plugin),
+            env: loaded.env,
             owners,
             refused,
             mode: args.mode,

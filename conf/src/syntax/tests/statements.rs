@@ -116,8 +116,7 @@ fn tabs_and_spaces_are_blanks_but_other_whitespace_is_not() {
     assert_eq!(entries("\ta\t=\t1\t\n"), [pair("a", Value::Integer(1))]);
     assert_eq!(
         error("a = 1\u{b}\n"),
-        "t.conf:1:6: expected the end of the line, ';' or a '#' comment after the value of `a`, \
-         found '\\u{b}'"
+        not_the_end_of_the_line(6, "'\\u{b}'")
     );
 }
 
@@ -135,11 +134,7 @@ fn a_comment_may_follow_a_value_with_or_without_blanks() {
 
 #[test]
 fn two_statements_on_a_line_need_a_semicolon() {
-    assert_eq!(
-        error("a = 1 b = 2\n"),
-        "t.conf:1:7: expected the end of the line, ';' or a '#' comment after the value of `a`, \
-         found 'b'"
-    );
+    assert_eq!(error("a = 1 b = 2\n"), not_the_end_of_the_line(7, "'b'"));
 }
 
 // ---- keys ----
