@@ -20,8 +20,9 @@ packages=(
     libvirt-daemon-lock libvirt-daemon-plugin-lockd libvirt-daemon-plugin-sanlock libvirt-dev
     # DLM: headers and libraries for the bindings; cluster daemons are only used inside the VMs
     libdlm3 libdlm-dev dlm-controld corosync sanlock libsanlock-dev
-    # votequorum (self-fencing: lockmgrd follows quorum), headers for the bindings
-    libvotequorum-dev
+    # votequorum (self-fencing: lockmgrd follows quorum) and cpg (lockmgr status --cluster),
+    # headers for the bindings
+    libvotequorum-dev libcpg-dev
     # build tools: bindgen needs libclang; binutils gives nm/readelf for the export checks
     clang libclang-dev pkg-config binutils
     # the cluster test bed builds its node image from Debian packages

@@ -1,2 +1,3 @@
 #include <corosync/corotypes.h>
 #include <corosync/votequorum.h>
+#include <corosync/cpg.h>

@@ -9,6 +9,8 @@
 
 pub mod backend;
 #[cfg(feature = "dlm")]
+pub mod cluster_status;
+#[cfg(feature = "dlm")]
 pub mod dlm_backend;
 #[cfg(feature = "dlm")]
 pub mod doctor;

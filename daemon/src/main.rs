@@ -211,6 +211,7 @@ fn run_dlm(cli: &Cli) -> Result<(), String> {
         settings.lockspace_name,
         backend.cluster()
     );
+    lockmgrd::cluster_status::spawn_responder(settings.socket_path.clone());
     serve(cli, claim, backend, &what, watchdog)
 }
 

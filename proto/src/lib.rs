@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod client;
+pub mod cluster;
 mod frame;
 mod limits;
 mod message;

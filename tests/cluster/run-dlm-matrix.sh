@@ -10,10 +10,8 @@
 #        DLMX_ITERATIONS_LOCAL (1000) and DLMX_ITERATIONS_REMOTE (100))
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here/../.."
 # shellcheck source=tests/cluster/common.sh
-. "$here/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 preflight
 
@@ -24,10 +22,6 @@ case "${1:-both}" in
     *) fail "usage: $0 [matrix|bench]" ;;
 esac
 
-start=$(date +%s)
-# Namespaces of the test bed present before this run (another run may be going on): only those
-# that appear during this run and stay are ours to complain about.
-namespaces_before=$(testbed_namespaces)
 cargo build --release -p lockmgrd -p lockmgr-loader-test -p lockmgr-plugin-dlm \
     -p lockmgr-plugin-file -p lockmgr-plugin-nop -p lockmgr-testbed
 cargo test --release -p lockmgr-testbed --test dlm_matrix --no-run
@@ -36,5 +30,5 @@ cargo test --release -p lockmgr-testbed --test dlm_matrix -- --ignored --nocaptu
 end=$(date +%s)
 echo "[run-dlm-matrix] total $((end - start)) s (build $((built - start)) s, cluster runs $((end - built)) s)"
 
-leftover=$(left_behind "$namespaces_before")
+leftover=$(left_behind)
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

@@ -9,22 +9,16 @@
 # Usage: tests/cluster/run-dlm.sh          (from anywhere; honours CARGO_TARGET_DIR)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here/../.."
 # shellcheck source=tests/cluster/common.sh
-. "$here/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 preflight
 
-start=$(date +%s)
-# Namespaces of the test bed present before this run (another run may be going on): only those
-# that appear during this run and stay are ours to complain about.
-namespaces_before=$(testbed_namespaces)
 cargo test -p lockmgr-testbed --test dlm --test dlm_daemon --no-run
 cargo test -p lockmgr-testbed --test dlm -- --ignored --nocapture --test-threads=1
 # lockmgrd --backend dlm crashed at every crash point, and abused, against the real DLM.
 cargo test -p lockmgr-testbed --test dlm_daemon -- --ignored --nocapture --test-threads=1
 echo "[run-dlm] total $(( $(date +%s) - start )) s"
 
-leftover=$(left_behind "$namespaces_before")
+leftover=$(left_behind)
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

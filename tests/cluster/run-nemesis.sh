@@ -19,10 +19,8 @@
 # Usage: tests/cluster/run-nemesis.sh [--watchdog | --soak [--duration SECS]]
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here/../.."
 # shellcheck source=tests/cluster/common.sh
-. "$here/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 soak=0
 watchdog_only=0
@@ -41,8 +39,6 @@ done
 case $duration in ''|*[!0-9]*) fail "--duration takes whole seconds, not '$duration'" ;; esac
 preflight
 
-start=$(date +%s)
-namespaces_before=$(testbed_namespaces)
 cargo test -p lockmgr-testbed --test nemesis --no-run
 run() { cargo test -p lockmgr-testbed --test nemesis -- --ignored --nocapture --test-threads=1 --exact "$1"; }
 if [ "$watchdog_only" = 1 ]; then
@@ -58,5 +54,5 @@ else
 fi
 echo "[run-nemesis] total $(( $(date +%s) - start )) s"
 
-leftover=$(left_behind "$namespaces_before")
+leftover=$(left_behind)
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

@@ -7,17 +7,11 @@
 # Usage: tests/cluster/run-proof.sh          (from anywhere; honours CARGO_TARGET_DIR)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here/../.."
 # shellcheck source=tests/cluster/common.sh
-. "$here/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 preflight
 
-start=$(date +%s)
-# Namespaces of the test bed present before this run (another run may be going on): only those
-# that appear during this run and stay are ours to complain about.
-namespaces_before=$(testbed_namespaces)
 echo "[run-proof] building dlm-proof and the proof test"
 cargo test -p lockmgr-testbed --test proof --no-run
 built=$(date +%s)
@@ -27,5 +21,5 @@ end=$(date +%s)
 echo "[run-proof] total $((end - start)) s (build $((built - start)) s, proof $((end - built)) s)"
 
 # The harness stops what it started; say so if anything of ours is still around.
-leftover=$(left_behind "$namespaces_before")
+leftover=$(left_behind)
 [ -z "$leftover" ] || echo "[run-proof] warning: namespaces still present: $leftover (lockmgr-testbed down removes leftovers)" >&2

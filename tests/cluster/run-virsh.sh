@@ -9,15 +9,11 @@
 # Usage: tests/cluster/run-virsh.sh          (from anywhere; honours CARGO_TARGET_DIR)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$here/../.."
 # shellcheck source=tests/cluster/common.sh
-. "$here/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 preflight
 
-start=$(date +%s)
-namespaces_before=$(testbed_namespaces)
 if ! ls target/debian/libvirt-daemon-plugin-lockmgr-dlm_*_amd64.deb >/dev/null 2>&1; then
     tests/package/run.sh --build-only
 fi
@@ -25,5 +21,5 @@ cargo test -p lockmgr-testbed --test virsh --no-run
 cargo test -p lockmgr-testbed --test virsh -- --ignored --nocapture --test-threads=1
 echo "[run-virsh] total $(( $(date +%s) - start )) s"
 
-leftover=$(left_behind "$namespaces_before")
+leftover=$(left_behind)
 [ -z "$leftover" ] || fail "network namespaces left behind: $leftover"

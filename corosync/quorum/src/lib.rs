@@ -1,5 +1,6 @@
 //! A small safe layer over corosync's votequorum client library: is this node part of a quorate
-//! cluster, and how is quorum configured (two_node, a quorum device)?
+//! cluster, and how is quorum configured (two_node, a quorum device)? And over its cpg library:
+//! one closed process group ([`ProcessGroup`]).
 //!
 //! ```no_run
 //! let mut quorum = lockmgr_quorum::Votequorum::connect()?;
@@ -19,8 +20,10 @@ use std::os::fd::RawFd;
 
 use corosync_sys as sys;
 
+mod cpg;
 mod nodelist;
 
+pub use cpg::{Delivered, Member, ProcessGroup};
 pub use nodelist::{COROSYNC_CONF, node_name, node_names};
 
 /// A votequorum call that failed, with corosync's `cs_error_t`.

@@ -78,7 +78,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The domains lockmgrd knows on this host and every lock it holds for them.
-    Status,
+    Status {
+        /// dlm: every node's lockmgrd, asked through corosync (the lockmgrd process group); nodes
+        /// that do not answer within 3 s are named.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// What lockmgrd did on its own: domains whose QEMU exited (and the locks freed), locks
     /// lost and the <on_lockfailure> applied. The daemon remembers the last 1024.
     Events {
@@ -267,6 +272,62 @@ fn status(cli: &Cli) -> Result<bool, String> {
     Ok(!(failed_explicit || none_running))
 }
 
+#[cfg(feature = "dlm")]
+fn cluster_status(cli: &Cli) -> Result<bool, String> {
+    if cli.backend == Some(Backend::File) || cli.socket.is_some() || cli.config.is_some() {
+        return Err("--cluster asks every node's dlm lockmgrd through corosync: it takes no --backend file, --socket or --config".into());
+    }
+    let report = lockmgrd::cluster_status::ask_cluster()?;
+    if cli.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", render_cluster(&report));
+    }
+    // Asking worked; nodes that did not answer are reported, not an error of this command.
+    Ok(report.nodes.iter().any(|node| node.status.is_some()))
+}
+
+#[cfg(feature = "dlm")]
+fn render_cluster(report: &lockmgrd::cluster_status::ClusterReport) -> String {
+    let answered = report.nodes.iter().filter(|n| n.answered).count();
+    let mut out = format!(
+        "lockmgrd on every node of the cluster, asked from node id {}{}: {answered} of {} node(s) answered\n",
+        report.asked_from,
+        match report.quorate {
+            Some(true) => " (quorate)",
+            Some(false) => " (NOT QUORATE: only this node's partition can answer)",
+            None => "",
+        },
+        report.nodes.len()
+    );
+    for node in &report.nodes {
+        out.push_str(&format!("\nnode '{}' (id {}): ", node.name, node.node_id));
+        match (&node.status, &node.error) {
+            (Some(status), _) => {
+                out.push_str(&format!(
+                    "{} domain(s), {} lock(s)\n",
+                    status.owners.len(),
+                    status.locks.len()
+                ));
+                out.push_str(&render_tables(
+                    &status.owners,
+                    &status.locks,
+                    status.truncated.as_deref(),
+                ));
+            }
+            (None, Some(error)) => out.push_str(&format!("{error}\n")),
+            (None, None) => out.push_str("no answer\n"),
+        }
+    }
+    out
+}
+
+#[cfg(not(feature = "dlm"))]
+fn cluster_status(_cli: &Cli) -> Result<bool, String> {
+    Err("--cluster needs the dlm backend, which this lockmgr was built without".into())
+}
+
 fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Exclusive => "exclusive",
@@ -304,22 +365,27 @@ fn render_status(report: &StatusReport<'_>) -> String {
     let Some(backend) = &report.lock_backend else {
         return format!("{}\n", report.error.as_deref().unwrap_or("no answer"));
     };
-    let mut out = format!(
-        "{} (backend {backend}): {} domain(s), {} lock(s)\n",
+    format!(
+        "{} (backend {backend}): {} domain(s), {} lock(s)\n{}",
         report.target.label(),
         report.domains.len(),
-        report.locks.len()
-    );
-    if !report.domains.is_empty() {
-        let rows: Vec<Vec<String>> = report
-            .domains
+        report.locks.len(),
+        render_tables(&report.domains, &report.locks, report.truncated.as_deref())
+    )
+}
+
+/// The DOMAIN and RESOURCE tables of one daemon's status.
+fn render_tables(
+    domains: &[DomainStatus],
+    locks: &[LockStatus],
+    truncated: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    if !domains.is_empty() {
+        let rows: Vec<Vec<String>> = domains
             .iter()
             .map(|d| {
-                let held = report
-                    .locks
-                    .iter()
-                    .filter(|l| l.owners.contains(&d.name))
-                    .count();
+                let held = locks.iter().filter(|l| l.owners.contains(&d.name)).count();
                 vec![
                     d.name.clone(),
                     d.uuid.clone(),
@@ -331,9 +397,8 @@ fn render_status(report: &StatusReport<'_>) -> String {
         out.push('\n');
         out.push_str(&table(&["DOMAIN", "UUID", "PID", "LOCKS"], &rows));
     }
-    if !report.locks.is_empty() {
-        let rows: Vec<Vec<String>> = report
-            .locks
+    if !locks.is_empty() {
+        let rows: Vec<Vec<String>> = locks
             .iter()
             .map(|l| {
                 vec![
@@ -351,7 +416,7 @@ fn render_status(report: &StatusReport<'_>) -> String {
             &rows,
         ));
     }
-    if let Some(truncated) = &report.truncated {
+    if let Some(truncated) = truncated {
         out.push_str(&format!("\n({truncated})\n"));
     }
     out
@@ -462,7 +527,8 @@ fn doctor(_cli: &Cli, _paths: ()) -> Result<bool, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Status => status(&cli),
+        Command::Status { cluster: false } => status(&cli),
+        Command::Status { cluster: true } => cluster_status(&cli),
         Command::Events { after, follow } => events(&cli, *after, *follow),
         #[cfg(feature = "dlm")]
         Command::Doctor {

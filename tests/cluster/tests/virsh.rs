@@ -4,7 +4,8 @@
 //! both nodes (`/dev/vda`), and domains with no OS under TCG inside the nodes. Through virsh:
 //! exclusion across nodes with the holder named, a lease, shareable and read-only disks, QEMU
 //! killed, suspend/resume, hotplug, libvirtd and lockmgrd restarts, live migration there and back,
-//! a migration that fails, and a node crash with power fencing. The control: the exclusion
+//! a migration that fails, one cancelled while it runs (probed during), and a node crash with
+//! power fencing. The control: the exclusion
 //! scenario with `lock_manager = "nop"` must report the double start.
 //!
 //! Times are printed, never asserted. Needs root, /dev/net/tun, QEMU and about 10 minutes: run by
@@ -77,12 +78,20 @@ const SCENARIOS: &[Scenario] = &[
         scenarios::daemon_crash_keeps_lock,
     ),
     (
+        "lockmgr status --cluster names every node's domains",
+        scenarios::cluster_wide_status,
+    ),
+    (
         "live migration node1 → node2 → node1",
         migration::live_migration_round_trip,
     ),
     (
         "failed migration leaves the lock with the source",
         migration::failed_migration_keeps_lock,
+    ),
+    (
+        "cancelled migration: refused during, lock stays with the source",
+        migration::cancelled_migration_keeps_lock,
     ),
 ];
 

@@ -210,3 +210,88 @@ pub(crate) fn node_crash_then_fenced_start(bed: &Bed, figures: &mut Figures) -> 
         (granted - killed).as_secs_f64()
     ))
 }
+
+/// A migration cancelled while it runs leaves the lock with the source. mig3 also has a 32 MiB
+/// disk of random bytes on node1 only, copied to node2 by the migration (`--copy-storage-all`) at
+/// 1 MiB/s: the migration runs for half a minute, long enough to probe and cancel it. While it
+/// runs, a third domain on node2 is refused, naming mig3 on node1; after `virsh domjobabort`,
+/// mig3 runs on node1 only and node2 is still refused.
+pub(crate) fn cancelled_migration_keeps_lock(bed: &Bed, _: &mut Figures) -> Check {
+    let mig = Domain::new("mig3", &[Disk::Lun, Disk::File("mig3-copied.img")]);
+    let third = Domain::new("third3", &[Disk::Lun]);
+    let images = crate::bed::IMAGES;
+    let result = (|| {
+        bed.must(
+            1,
+            &format!("head -c 32M /dev/urandom > {images}/mig3-copied.img"),
+        );
+        bed.must(2, &format!("truncate -s 32M {images}/mig3-copied.img"));
+        let first = bed.start(1, &mig);
+        if !first.ok {
+            return Err(format!("start mig3 on node1: {}", first.text));
+        }
+        bed.must(
+            1,
+            "(virsh -c qemu:///system migrate --live --p2p --copy-storage-all --migrate-disks vdb \
+             --bandwidth 1 mig3 qemu+tcp://node2/system >/tmp/mig3.out 2>&1; echo \"rc=$?\" >>/tmp/mig3.out) \
+             >/dev/null 2>&1 </dev/null &",
+        );
+        let migrating = || {
+            bed.virsh(1, "domjobinfo mig3")
+                .text
+                .contains("Outgoing migration")
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !migrating() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no outgoing migration of mig3 within 30 s: {}",
+                    bed.sh(1, "cat /tmp/mig3.out").1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        refused_for(bed, 2, &third, mig.name, 1)
+            .map_err(|e| format!("during the migration: {e}"))?;
+        if !migrating() {
+            return Err(
+                "the migration ended before the probe on node2 did: the probe proves nothing"
+                    .to_owned(),
+            );
+        }
+        let aborted = bed.virsh(1, "domjobabort mig3");
+        if !aborted.ok {
+            return Err(format!("domjobabort: {}", aborted.text));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let outcome = loop {
+            let out = bed.sh(1, "cat /tmp/mig3.out").1;
+            if out.contains("rc=") || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        if !outcome.contains("rc=1") {
+            return Err(format!("the cancelled migration did not fail: {outcome}"));
+        }
+        let state = bed.state(1, mig.name);
+        if state != "running" {
+            return Err(format!("after the cancel mig3 is '{state}' on node1"));
+        }
+        if bed.state(2, mig.name) == "running" {
+            return Err("after the cancel mig3 runs on node2".to_owned());
+        }
+        refused_for(bed, 2, &third, mig.name, 1).map_err(|e| format!("after the cancel: {e}"))?;
+        Ok(format!(
+            "refused on node2 during the migration; cancelled ({}); mig3 runs on node1 and holds the LUN",
+            outcome
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or("rc=1")
+        ))
+    })();
+    bed.destroy(1, mig.name);
+    bed.destroy(2, mig.name);
+    bed.destroy(2, third.name);
+    result
+}

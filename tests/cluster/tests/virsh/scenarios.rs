@@ -290,3 +290,77 @@ pub(crate) fn daemon_crash_keeps_lock(bed: &Bed, figures: &mut Figures) -> Check
         "orphan kept and adopted; status after the restart:\n{status}"
     ))
 }
+
+/// `lockmgr status --cluster` on node2 shows both nodes' domains and locks (asked through
+/// corosync's lockmgrd process group); with node1's lockmgrd down it names node1 as not
+/// answering, and sees it again once it is back.
+pub(crate) fn cluster_wide_status(bed: &Bed, _: &mut Figures) -> Check {
+    let vm1 = Domain::new("stat1", &[Disk::Lun]);
+    let vm2 = Domain::new("stat2", &[Disk::File("stat2.img")]);
+    let result = (|| {
+        started(1, &vm1, &bed.start(1, &vm1))?;
+        started(2, &vm2, &bed.start(2, &vm2))?;
+        let (ok, json) = bed.sh(2, "lockmgr status --cluster --json");
+        if !ok {
+            return Err(format!("lockmgr status --cluster failed on node2: {json}"));
+        }
+        let report: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| format!("not JSON ({e}): {json}"))?;
+        let holds = |node: u64, domain: &str, resource: &str| {
+            report["nodes"].as_array().is_some_and(|nodes| {
+                nodes.iter().any(|n| {
+                    n["node_id"] == node
+                        && n["answered"] == true
+                        && n["owners"]
+                            .as_array()
+                            .is_some_and(|o| o.iter().any(|d| d["name"] == domain))
+                        && n["locks"].as_array().is_some_and(|locks| {
+                            locks.iter().any(|l| {
+                                l["resource"]
+                                    .as_str()
+                                    .is_some_and(|r| r.ends_with(resource))
+                                    && l["owners"]
+                                        .as_array()
+                                        .is_some_and(|o| o.iter().any(|d| d == domain))
+                            })
+                        })
+                })
+            })
+        };
+        if !holds(1, vm1.name, crate::bed::LUN) || !holds(2, vm2.name, "stat2.img") {
+            return Err(format!(
+                "node2's cluster status does not show stat1 on node1 and stat2 on node2:\n{json}"
+            ));
+        }
+        let table = bed.must(2, "lockmgr status --cluster");
+        bed.crash_daemon(1);
+        let (_, without) = bed.sh(2, "lockmgr status --cluster");
+        bed.start_daemon(1);
+        if !without.contains("node 'node1' (id 1): no answer") {
+            return Err(format!(
+                "with node1's lockmgrd down, node2's cluster status does not say node1 did not answer:\n{without}"
+            ));
+        }
+        let (_, back) = bed.sh(2, "lockmgr status --cluster --json");
+        let back: serde_json::Value = serde_json::from_str(&back).unwrap_or_default();
+        let node1_back = back["nodes"].as_array().is_some_and(|nodes| {
+            nodes.iter().any(|n| {
+                n["node_id"] == 1
+                    && n["owners"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|d| d["name"] == vm1.name))
+            })
+        });
+        if !node1_back {
+            return Err(format!(
+                "node1's restarted lockmgrd is not in the cluster status:\n{back}"
+            ));
+        }
+        Ok(format!(
+            "lockmgr status --cluster on node2:\n{table}\nwith node1's lockmgrd down:\n{without}"
+        ))
+    })();
+    bed.destroy(1, vm1.name);
+    bed.destroy(2, vm2.name);
+    result
+}
