@@ -199,9 +199,9 @@ impl<B: Backend> Server<B> {
                         return false;
                     }
                 }
-                Handled::Wait(op) => {
+                Handled::Wait(op, handover) => {
                     client.waiting = true;
-                    self.wait_for(op, client, Instant::now());
+                    self.wait_for(op, client, Instant::now(), handover);
                 }
                 Handled::Park(request) => {
                     client.waiting = true;
@@ -210,7 +210,17 @@ impl<B: Backend> Server<B> {
                         client: client.id,
                         request,
                         since: Instant::now(),
+                        retry_at: None,
                     });
+                }
+                Handled::Retry(request, _) => {
+                    client.waiting = true;
+                    self.retry_later(
+                        client.stream.as_raw_fd(),
+                        client.id,
+                        request,
+                        Instant::now(),
+                    );
                 }
             }
         }

@@ -37,6 +37,13 @@ const STALL_AFTER: Duration = Duration::from_secs(3);
 /// How long a request may stay parked behind requests in flight.
 const PARKED_WITHIN: Duration = Duration::from_secs(8);
 
+/// How long an Acquire that carries a lock state (a resume, a migration's destination) is tried
+/// again while its disk is busy: the previous holder's Release may reach the lock manager a
+/// moment late (e.g. a migration's source whose unlock was answered at its deadline).
+const HANDOVER_GRACE: Duration = Duration::from_secs(3);
+/// How often such an Acquire is tried again.
+const HANDOVER_RETRY_EVERY: Duration = Duration::from_millis(100);
+
 /// A connected plugin.
 #[derive(Debug)]
 struct Client {
@@ -59,22 +66,35 @@ struct Waiter {
     fd: RawFd,
     client: u64,
     since: Instant,
+    /// An Acquire with a lock state, tried again if the disk is busy (see [`HANDOVER_GRACE`]).
+    handover: Option<Request>,
 }
 
-/// A request parked behind requests in flight.
+/// A request parked behind requests in flight, or an Acquire with a lock state waiting to be
+/// tried again.
 #[derive(Debug)]
 struct Parked {
     fd: RawFd,
     client: u64,
     request: Request,
     since: Instant,
+    /// When to try it again; `None`: when a request in flight finishes.
+    retry_at: Option<Instant>,
 }
 
 /// What handling a request gave.
 enum Handled {
     Reply(Reply),
-    Wait(OpId),
+    /// In flight; with the request when it is a handover, to be tried again if refused busy.
+    Wait(OpId, Option<Request>),
     Park(Request),
+    /// A handover refused busy: tried again until [`HANDOVER_GRACE`] after its arrival.
+    Retry(Request, Refusal),
+}
+
+/// An Acquire that carries a lock state: a resume, or a migration's destination.
+fn is_handover(request: &Request) -> bool {
+    matches!(request, Request::Acquire { state: Some(_), .. })
 }
 
 /// The daemon.
@@ -317,6 +337,7 @@ impl<B: Backend> Server<B> {
             }
             self.answer_finished();
             self.give_up_late();
+            self.retry_handovers();
         }
     }
 
@@ -387,8 +408,13 @@ impl<B: Backend> Server<B> {
         };
         match progress {
             Ok(Progress::Done(state)) => Handled::Reply(Reply::Ok { state }),
-            Ok(Progress::Waiting(op)) => Handled::Wait(op),
+            Ok(Progress::Waiting(op)) => {
+                Handled::Wait(op, is_handover(&request).then_some(request))
+            }
             Ok(Progress::Blocked(_)) => Handled::Park(request),
+            Err(refusal) if refusal.kind == ErrorKind::Busy && is_handover(&request) => {
+                Handled::Retry(request, refusal)
+            }
             Err(refusal) => Handled::Reply(refusal_reply(refusal)),
         }
     }

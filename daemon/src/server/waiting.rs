@@ -4,10 +4,13 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use lockmgr_proto::{ErrorKind, Reply};
+use lockmgr_proto::{ErrorKind, Reply, Request};
 
 use super::connection::queue_reply;
-use super::{Client, Handled, PARKED_WITHIN, Parked, Server, Waiter, refusal_reply};
+use super::{
+    Client, HANDOVER_GRACE, HANDOVER_RETRY_EVERY, Handled, PARKED_WITHIN, Parked, Server, Waiter,
+    refusal_reply,
+};
 use crate::backend::{ANSWER_WITHIN, Backend};
 use crate::table::OpId;
 
@@ -19,10 +22,11 @@ impl<B: Backend> Server<B> {
             .waiters
             .values()
             .map(|w| (w.since + ANSWER_WITHIN).saturating_duration_since(now));
-        let parked = self
-            .parked
-            .iter()
-            .map(|p| (p.since + PARKED_WITHIN).saturating_duration_since(now));
+        let parked = self.parked.iter().map(|p| {
+            p.retry_at
+                .unwrap_or(p.since + PARKED_WITHIN)
+                .saturating_duration_since(now)
+        });
         in_flight.chain(parked).min()
     }
 
@@ -36,13 +40,43 @@ impl<B: Backend> Server<B> {
             let Some(waiter) = self.waiters.remove(&op) else {
                 continue;
             };
-            let reply = match result {
-                Ok(state) => Reply::Ok { state },
-                Err(refusal) => refusal_reply(refusal),
+            let reply = match (result, waiter.handover) {
+                (Ok(state), _) => Reply::Ok { state },
+                (Err(refusal), Some(request))
+                    if refusal.kind == ErrorKind::Busy
+                        && waiter.since.elapsed() < HANDOVER_GRACE =>
+                {
+                    self.retry_later(waiter.fd, waiter.client, request, waiter.since);
+                    continue;
+                }
+                (Err(refusal), _) => refusal_reply(refusal),
             };
             self.reply_later(waiter.fd, waiter.client, reply);
         }
         self.unpark();
+    }
+
+    /// Parks a handover refused busy, to be tried again shortly (see [`HANDOVER_GRACE`]).
+    pub(super) fn retry_later(&mut self, fd: RawFd, client: u64, request: Request, since: Instant) {
+        self.parked.push_back(Parked {
+            fd,
+            client,
+            request,
+            since,
+            retry_at: Some(Instant::now() + HANDOVER_RETRY_EVERY),
+        });
+    }
+
+    /// Tries the handovers whose time has come again.
+    pub(super) fn retry_handovers(&mut self) {
+        let now = Instant::now();
+        if self
+            .parked
+            .iter()
+            .any(|p| p.retry_at.is_some_and(|at| at <= now))
+        {
+            self.unpark();
+        }
     }
 
     /// Gives up on requests in flight past their deadline, and refuses parked ones past theirs.
@@ -76,20 +110,38 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Handles the parked requests again, in order; those still blocked stay parked.
+    /// Handles the parked requests again, in order (handovers only once their retry is due);
+    /// those still blocked stay parked.
     pub(super) fn unpark(&mut self) {
+        let now = Instant::now();
         for parked in std::mem::take(&mut self.parked) {
+            if parked.retry_at.is_some_and(|at| at > now) {
+                self.parked.push_back(parked);
+                continue;
+            }
             let Some(mut client) = self.take_client(parked.fd, parked.client) else {
                 continue;
             };
             match self.handle(&mut client, parked.request) {
                 Handled::Park(request) => {
-                    self.parked.push_back(Parked { request, ..parked });
+                    self.parked.push_back(Parked {
+                        request,
+                        retry_at: None,
+                        ..parked
+                    });
                     self.clients.insert(parked.fd, client);
                 }
-                Handled::Wait(op) => {
-                    self.wait_for(op, &client, parked.since);
+                Handled::Wait(op, handover) => {
+                    self.wait_for(op, &client, parked.since, handover);
                     self.clients.insert(parked.fd, client);
+                }
+                Handled::Retry(request, _) if parked.since.elapsed() < HANDOVER_GRACE => {
+                    self.clients.insert(parked.fd, client);
+                    self.retry_later(parked.fd, parked.client, request, parked.since);
+                }
+                Handled::Retry(_, refusal) => {
+                    self.clients.insert(parked.fd, client);
+                    self.reply_later(parked.fd, parked.client, refusal_reply(refusal));
                 }
                 Handled::Reply(reply) => {
                     self.clients.insert(parked.fd, client);
@@ -99,13 +151,20 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    pub(super) fn wait_for(&mut self, op: OpId, client: &Client, since: Instant) {
+    pub(super) fn wait_for(
+        &mut self,
+        op: OpId,
+        client: &Client,
+        since: Instant,
+        handover: Option<Request>,
+    ) {
         self.waiters.insert(
             op,
             Waiter {
                 fd: client.stream.as_raw_fd(),
                 client: client.id,
                 since,
+                handover,
             },
         );
     }
