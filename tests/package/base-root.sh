@@ -2,7 +2,7 @@
 # Prints the path of a cached tarball of a clean Debian 12 root for the package test, building it
 # when missing: debootstrap --variant=minbase bookworm, bookworm-backports in its sources, and
 # the packages lockmgr's packages depend on already installed (libvirt-daemon 11.x from backports,
-# libdlm3, libvotequorum8), so that installing lockmgr's .debs in it needs no download.
+# libdlm3, libvotequorum8, libcpg4), so that installing lockmgr's .debs in it needs no download.
 #
 # The tarball lives outside the repository, in /var/cache/lockmgr/ (LOCKMGR_CACHE overrides), and
 # is rebuilt when missing or older than its recipe (this file). About 1 to 2 minutes to build.
@@ -10,7 +10,7 @@ set -euo pipefail
 
 cache=${LOCKMGR_CACHE:-/var/cache/lockmgr}
 # The recipe's version: bump it when the root's content changes.
-recipe=1
+recipe=2
 tarball=$cache/pkgtest-bookworm-r$recipe.tar.gz
 log() { printf '[base-root] %s\n' "$*" >&2; }
 
@@ -49,7 +49,7 @@ echo "deb $mirror bookworm-backports main" >"$root/etc/apt/sources.list.d/bookwo
 # No daemon may start inside the root (there is no init in it anyway).
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
-log "installing libvirt-daemon 11.x (backports), libdlm3, libvotequorum8 into the root"
+log "installing libvirt-daemon 11.x (backports), libdlm3, libvotequorum8, libcpg4 into the root"
 unshare --mount --propagation private -- sh -euc '
     root=$1
     mount -t proc proc "$root/proc"
@@ -57,7 +57,7 @@ unshare --mount --propagation private -- sh -euc '
     cp /etc/resolv.conf "$root/etc/resolv.conf"
     chroot "$root" apt-get update -q
     chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends -t bookworm-backports libvirt-daemon libdlm3 libvotequorum8
+        --no-install-recommends -t bookworm-backports libvirt-daemon libdlm3 libvotequorum8 libcpg4
     chroot "$root" apt-get clean
 ' sh "$root" >"$work/apt.log" 2>&1 || {
     tail -30 "$work/apt.log" >&2
