@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves dlm.so and lockmgrd --backend dlm on real DLM clusters with power fencing: a 2-node
-# cluster for libvirt's calls across nodes, the daemon's crash and orphan adoption, a race test, a
+# cluster for the holder named across nodes, the daemon's crash and orphan adoption, a race test, a
 # node crash and a split; a 3-node cluster for a partition and a node crash; and a 3-node control
 # cluster without fencing whose partition check must observe the overlap. Builds what it needs,
 # boots and stops the clusters itself, and leaves nothing behind. Needs root, /dev/net/tun and

@@ -29,9 +29,6 @@ impl Step {
     pub(crate) fn error(&self) -> String {
         self.json["error"].as_str().unwrap_or(&self.raw).to_owned()
     }
-    pub(crate) fn state(&self) -> Option<String> {
-        self.json["state"].as_str().map(str::to_owned)
-    }
     pub(crate) fn pid(&self) -> u32 {
         self.json["pid"]
             .as_u64()
@@ -174,20 +171,6 @@ impl<'c> Bed<'c> {
 
     pub(crate) fn acquire(&self, dom: &Dom, disks: &str) -> Step {
         self.step(dom.node, "acquire", &dom.name, dom.pid, disks)
-    }
-
-    pub(crate) fn resume(&self, dom: &Dom, disks: &str, state: &str) -> Step {
-        self.step(
-            dom.node,
-            "acquire",
-            &dom.name,
-            dom.pid,
-            &format!("{disks} --state '{state}'"),
-        )
-    }
-
-    pub(crate) fn pause(&self, dom: &Dom, disks: &str) -> Step {
-        self.step(dom.node, "pause", &dom.name, dom.pid, disks)
     }
 
     pub(crate) fn detach(&self, dom: &Dom, disks: &str) -> Step {

@@ -1,6 +1,6 @@
-//! The functional checks on a healthy cluster: exclusion and sharing across nodes, pause and
-//! resume with state, hotplug, the daemon's owner kill, crash and orphan adoption, and the race
-//! with its ledger.
+//! The checks on a healthy cluster that only a cluster has: the holder named across nodes (and
+//! shared holders not), the daemon's owner kill, crash and orphan adoption, and the race with its
+//! ledger. The scenario-shaped checks run as the cluster matrix (dlm_matrix.rs).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,72 +70,6 @@ pub(crate) fn shared_across_nodes(bed: &Bed) -> Check {
         bed.kill(dom);
     }
     Ok("PR + PR granted on both nodes; EX refused".into())
-}
-
-pub(crate) fn read_only_is_not_locked(bed: &Bed) -> Check {
-    let ro = "--disk /vm/ro.img,readonly";
-    let a = bed.register(1, "ro-a", ro);
-    let b = bed.register(2, "ro-b", ro);
-    granted(&bed.acquire(&a, ro), "A read-only")?;
-    granted(&bed.acquire(&b, ro), "B read-only")?;
-    bed.kill(&a);
-    bed.kill(&b);
-    Ok("read-only disks take no lock (as lockd and sanlock)".into())
-}
-
-pub(crate) fn lease_across_nodes(bed: &Bed) -> Check {
-    let lease = "--lease mylease,lockspace=pool";
-    let a = bed.register(1, "lease-a", lease);
-    let b = bed.register(2, "lease-b", lease);
-    granted(&bed.acquire(&a, lease), "A's lease")?;
-    let refusal = refused_across_nodes(&bed.acquire(&b, lease), "B's lease")?;
-    bed.kill(&a);
-    bed.kill(&b);
-    Ok(refusal)
-}
-
-pub(crate) fn pause_resume_with_state(bed: &Bed) -> Check {
-    let disk = "--disk /vm/pause.img";
-    let a = bed.register(1, "pause-a", disk);
-    let b = bed.register(2, "pause-b", disk);
-    granted(&bed.acquire(&a, disk), "A")?;
-    let paused = bed.pause(&a, disk);
-    let state = paused
-        .state()
-        .ok_or_else(|| format!("pause returned no state: {}", paused.raw))?;
-    granted(&bed.acquire(&b, disk), "B while A is paused")?;
-    refused_across_nodes(
-        &bed.resume(&a, disk, &state),
-        "A's resume while B holds the disk",
-    )?;
-    let corrupted = state.replacen('E', "S", 1);
-    let bad = bed.resume(&a, disk, &corrupted);
-    if bad.ok() || !bad.error().contains("checksum mismatch") {
-        return Err(format!(
-            "a corrupted state string was not refused clearly: {}",
-            bad.raw
-        ));
-    }
-    granted(&bed.detach(&b, disk), "B detaches")?;
-    granted(&bed.resume(&a, disk, &state), "A resumes with its state")?;
-    bed.kill(&a);
-    bed.kill(&b);
-    Ok(format!("state '{state}'; corrupted one: {}", bad.error()))
-}
-
-pub(crate) fn hotplug_of_one_disk(bed: &Bed) -> Check {
-    let (root, extra) = ("--disk /vm/hp-root.img", "--disk /vm/hp-extra.img");
-    let a = bed.register(1, "hp-a", root);
-    let b = bed.register(2, "hp-b", extra);
-    granted(&bed.acquire(&a, root), "A's root disk")?;
-    granted(&bed.acquire(&a, extra), "attach of the extra disk to A")?;
-    refused_across_nodes(&bed.acquire(&b, extra), "B wants A's hotplugged disk")?;
-    granted(&bed.detach(&a, extra), "detach from A")?;
-    granted(&bed.acquire(&b, extra), "B after the detach")?;
-    refused_across_nodes(&bed.acquire(&b, root), "A's root disk is still held")?;
-    bed.kill(&a);
-    bed.kill(&b);
-    Ok("attach locks one disk, detach frees it, the rest stays held".into())
 }
 
 /// How long `node`'s lockmgrd took to free the locks of `dom` once its QEMU exited, and how many
