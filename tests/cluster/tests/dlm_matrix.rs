@@ -9,7 +9,9 @@
 //! - `dlm_so_against_the_raw_libdlm_floor`: `lockmgr-loader-test bench` on node1 times libvirt's
 //!   resume/pause cycle through dlm.so for N = 1, 16, 64, interleaved with `dlm-floor` (one
 //!   process locking and unlocking the same N DLM resources), once with the resources mastered
-//!   on node1 and once on node2; prints medians, p99 and dlm.so ÷ floor. No timing is asserted.
+//!   on node1 and once on node2; prints medians, p99 and dlm.so ÷ floor, and beside it the
+//!   asynchronous floor (`dlm-floor parallel`) and the IPC-inclusive floor (`dlm-floor ipc`) with
+//!   their ratios and targets. No timing is asserted.
 //!
 //! Needs root, /dev/net/tun, QEMU and several minutes: run by `tests/cluster/run-dlm-matrix.sh`.
 //!
@@ -241,9 +243,9 @@ fn dlm_so_against_the_raw_libdlm_floor() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let (local, local_async) =
+    let (local, local_floors) =
         bench_mastered_on(&cluster, 1, "/tmp/bench-local", iterations_local, 20);
-    let (remote, remote_async) =
+    let (remote, remote_floors) =
         bench_mastered_on(&cluster, 2, "/tmp/bench-remote", iterations_remote, 5);
 
     println!(
@@ -301,8 +303,8 @@ fn dlm_so_against_the_raw_libdlm_floor() {
     }
     assert_eq!(rows, 6);
     print_against_the_async_floor(&[
-        ("node1", &local, &local_async),
-        ("node2", &remote, &remote_async),
+        ("node1", &local, &local_floors),
+        ("node2", &remote, &remote_floors),
     ]);
     boot_storm_on_both_nodes(&cluster);
     let left: Vec<String> = [1, 2]

@@ -13,6 +13,10 @@
 //!   lockspace handle per name, started together), then all N unlocks; prints one JSON line per
 //!   N with the median and p99. What lockmgrd could reach at best with every request of an
 //!   Acquire in flight together.
+//! - `ipc`: the IPC-inclusive floor: per cycle this process asks a second one (`ipc-holder`,
+//!   its child, over a Unix socket pair) to lock the N names, waits for the answer, asks it to
+//!   unlock them and waits again: the DLM work plus two socket round trips between two
+//!   processes, what a plugin and lockmgrd cost at the very least. One JSON line per N.
 //! - `hold-nl`: takes an NL lock on every name and holds them until killed, which makes this
 //!   node the resources' master (the DLM makes the first node to use a resource its master); run
 //!   on another node, it makes every cycle of node 1 pay round trips to that master.
@@ -69,6 +73,22 @@ enum Command {
         /// Cycles to time per N (after 3 untimed ones).
         #[arg(long, default_value_t = 100)]
         iterations: usize,
+    },
+    /// Time cycles of lock + unlock done by a second process, asked over a Unix socket pair
+    /// (one JSON line per N).
+    Ipc {
+        #[command(flatten)]
+        disks: Disks,
+        /// Cycles to time per N (after 3 untimed ones).
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+    },
+    /// `ipc`'s second process: on its stdin (a Unix socket), `lock N` locks the N names,
+    /// `unlock` drops them; each is answered `ok` or `error: …`.
+    #[command(hide = true)]
+    IpcHolder {
+        #[command(flatten)]
+        disks: Disks,
     },
     /// Hold an NL lock on every name until killed (makes this node their master).
     HoldNl {
@@ -158,6 +178,8 @@ fn run(command: Command) -> Result<(), String> {
         }
         Command::HoldNl { disks } => hold_nl(&disks),
         Command::Parallel { disks, iterations } => parallel(&disks, iterations),
+        Command::Ipc { disks, iterations } => ipc(&disks, iterations),
+        Command::IpcHolder { disks } => ipc_holder(&disks),
         Command::Worker { disks, cpu } => worker(&disks, cpu),
     }
 }
@@ -244,13 +266,140 @@ fn parallel(disks: &Disks, iterations: usize) -> Result<(), String> {
                 .join()
                 .map_err(|_| "a floor thread panicked".to_owned())??;
         }
-        ns.sort_unstable();
-        // Nearest rank: the sample below which `percent` % of the others lie.
-        let at = |percent: usize| ns[(ns.len() - 1) * percent / 100];
-        println!(
-            "{}",
-            serde_json::json!({"disks": n, "cycles": ns.len(), "median_ns": at(50), "p99_ns": at(99)})
-        );
+        print_figures(n, ns);
+    }
+    Ok(())
+}
+
+/// One JSON line: N, the number of cycles, their median and p99.
+fn print_figures(n: usize, mut ns: Vec<u64>) {
+    ns.sort_unstable();
+    // Nearest rank: the sample below which `percent` % of the others lie.
+    let at = |percent: usize| ns[(ns.len() - 1) * percent / 100];
+    println!(
+        "{}",
+        serde_json::json!({"disks": n, "cycles": ns.len(), "median_ns": at(50), "p99_ns": at(99)})
+    );
+}
+
+/// Per N: `iterations` cycles of `lock N` + `unlock` asked of [`ipc_holder`] (a child process)
+/// over a Unix socket pair, each timed from the first request to the second answer.
+fn ipc(disks: &Disks, iterations: usize) -> Result<(), String> {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command as Process, Stdio};
+
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let counts: Vec<String> = disks.disks.iter().map(ToString::to_string).collect();
+    let mut holder = Process::new(exe)
+        .arg("ipc-holder")
+        .args([
+            "--lockspace",
+            &disks.lockspace,
+            "--disks",
+            &counts.join(","),
+        ])
+        .arg("--disk-dir")
+        .arg(disks.dir()?)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the holder process: {e}"))?;
+    let result = ask_holder(disks, iterations, ours);
+    // The holder unlocks what it still holds and exits when its socket closes.
+    let _ = holder.wait();
+    result
+}
+
+fn ask_holder(
+    disks: &Disks,
+    iterations: usize,
+    socket: std::os::unix::net::UnixStream,
+) -> Result<(), String> {
+    use std::io::BufReader;
+    let mut answers = BufReader::new(socket.try_clone().map_err(|e| e.to_string())?);
+    let mut requests = socket;
+    let mut ask = |request: &str| -> Result<(), String> {
+        writeln!(requests, "{request}").map_err(|e| format!("to the holder: {e}"))?;
+        let mut answer = String::new();
+        answers
+            .read_line(&mut answer)
+            .map_err(|e| format!("from the holder: {e}"))?;
+        match answer.trim() {
+            "ok" => Ok(()),
+            "" => Err("the holder process exited".to_owned()),
+            other => Err(other.to_owned()),
+        }
+    };
+    for &n in &disks.disks {
+        let mut ns = Vec::with_capacity(iterations);
+        for cycle in 0..iterations + 3 {
+            let started = Instant::now();
+            ask(&format!("lock {n}"))?;
+            ask("unlock")?;
+            if cycle >= 3 {
+                ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+        }
+        print_figures(n, ns);
+    }
+    Ok(())
+}
+
+/// [`ipc`]'s second process: serves `lock N` / `unlock` on its stdin, a Unix socket.
+fn ipc_holder(disks: &Disks) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    let ls = Lockspace::create_or_open(&disks.lockspace, 0o600).map_err(|e| e.to_string())?;
+    let names = disks.names()?;
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let socket = UnixStream::from(stdin);
+    let mut answers = socket.try_clone().map_err(|e| e.to_string())?;
+    let mut taken = Vec::new();
+    // Until the asker goes (end of input, or an error reading or answering).
+    for line in std::io::BufReader::new(socket).lines() {
+        let Ok(line) = line else { break };
+        let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["lock", n] => match names.iter().find(|(count, _)| n == count.to_string()) {
+                Some((_, names)) => names
+                    .iter()
+                    .try_for_each(|(path, name)| {
+                        ls.lock(
+                            name.as_bytes(),
+                            Mode::Ex,
+                            LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+                        )
+                        .map(|id| taken.push(id))
+                        .map_err(|e| format!("{} ({name}): {e}", path.display()))
+                    })
+                    .map_or_else(|e| format!("error: {e}"), |()| "ok".to_owned()),
+                None => format!("error: no disk count {n}"),
+            },
+            ["unlock"] => {
+                let failed: Vec<String> = taken
+                    .drain(..)
+                    .filter_map(|id| ls.unlock(id).err().map(|e| e.to_string()))
+                    .collect();
+                if failed.is_empty() {
+                    "ok".to_owned()
+                } else {
+                    format!("error: {}", failed.join("; "))
+                }
+            }
+            _ => format!("error: bad request '{line}'"),
+        };
+        if writeln!(answers, "{answer}").is_err() {
+            break;
+        }
+    }
+    // The asker is gone: leave no lock behind (they are persistent: they would stay as orphans).
+    for id in taken {
+        let _ = ls.unlock(id);
     }
     Ok(())
 }
