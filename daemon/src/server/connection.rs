@@ -214,6 +214,7 @@ impl<B: Backend> Server<B> {
                     });
                 }
                 Handled::Retry(request, _) => {
+                    // Just arrived: well within its grace.
                     client.waiting = true;
                     self.retry_later(
                         client.stream.as_raw_fd(),

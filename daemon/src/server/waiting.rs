@@ -12,7 +12,7 @@ use super::{
     refusal_reply,
 };
 use crate::backend::{ANSWER_WITHIN, Backend};
-use crate::table::OpId;
+use crate::table::{OpId, Refusal};
 
 impl<B: Backend> Server<B> {
     /// How long until the first deadline of a request in flight or parked.
@@ -40,23 +40,39 @@ impl<B: Backend> Server<B> {
             let Some(waiter) = self.waiters.remove(&op) else {
                 continue;
             };
-            let reply = match (result, waiter.handover) {
-                (Ok(state), _) => Reply::Ok { state },
-                (Err(refusal), Some(request))
-                    if refusal.kind == ErrorKind::Busy
-                        && waiter.since.elapsed() < HANDOVER_GRACE =>
-                {
-                    self.retry_later(waiter.fd, waiter.client, request, waiter.since);
-                    continue;
+            match (result, waiter.handover) {
+                (Ok(state), _) => {
+                    self.reply_later(waiter.fd, waiter.client, Reply::Ok { state });
                 }
-                (Err(refusal), _) => refusal_reply(refusal),
-            };
-            self.reply_later(waiter.fd, waiter.client, reply);
+                (Err(refusal), Some(request)) if refusal.kind == ErrorKind::Busy => {
+                    self.retry_or_refuse(waiter.fd, waiter.client, request, waiter.since, refusal);
+                }
+                (Err(refusal), _) => {
+                    self.reply_later(waiter.fd, waiter.client, refusal_reply(refusal));
+                }
+            }
         }
         self.unpark();
     }
 
-    /// Parks a handover refused busy, to be tried again shortly (see [`HANDOVER_GRACE`]).
+    /// A handover refused busy: parked to be tried again shortly while it is within
+    /// [`HANDOVER_GRACE`] of its arrival (`since`), refused once past it.
+    pub(super) fn retry_or_refuse(
+        &mut self,
+        fd: RawFd,
+        client: u64,
+        request: Request,
+        since: Instant,
+        refusal: Refusal,
+    ) {
+        if since.elapsed() < HANDOVER_GRACE {
+            self.retry_later(fd, client, request, since);
+        } else {
+            self.reply_later(fd, client, refusal_reply(refusal));
+        }
+    }
+
+    /// Parks a handover to be tried again shortly (see [`HANDOVER_GRACE`]).
     pub(super) fn retry_later(&mut self, fd: RawFd, client: u64, request: Request, since: Instant) {
         self.parked.push_back(Parked {
             fd,
@@ -135,13 +151,9 @@ impl<B: Backend> Server<B> {
                     self.wait_for(op, &client, parked.since, handover);
                     self.clients.insert(parked.fd, client);
                 }
-                Handled::Retry(request, _) if parked.since.elapsed() < HANDOVER_GRACE => {
+                Handled::Retry(request, refusal) => {
                     self.clients.insert(parked.fd, client);
-                    self.retry_later(parked.fd, parked.client, request, parked.since);
-                }
-                Handled::Retry(_, refusal) => {
-                    self.clients.insert(parked.fd, client);
-                    self.reply_later(parked.fd, parked.client, refusal_reply(refusal));
+                    self.retry_or_refuse(parked.fd, parked.client, request, parked.since, refusal);
                 }
                 Handled::Reply(reply) => {
                     self.clients.insert(parked.fd, client);
