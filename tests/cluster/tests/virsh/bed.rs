@@ -139,26 +139,12 @@ pub(crate) fn names_holder(text: &str, node: usize, holder: &str, holder_node: u
     text.contains(&format!("domain '{holder}'")) && text.contains(&place)
 }
 
-/// A stable, valid uuid per domain name (lockd-style checks reject all-equal bytes).
+/// A stable uuid per domain name (the sha256 of the name, as `lockmgr-loader-test step` does).
 fn uuid_for(name: &str) -> String {
+    use sha2::{Digest, Sha256};
     let mut bytes = [0u8; 16];
-    for (index, byte) in name.bytes().enumerate() {
-        bytes[index % 16] = bytes[index % 16].wrapping_mul(31).wrapping_add(byte);
-    }
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte ^= 0x5a_u8.wrapping_add(u8::try_from(index).unwrap_or(0));
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    bytes.copy_from_slice(&Sha256::digest(name.as_bytes())[..16]);
+    lockmgr::Uuid::version4(bytes).to_string()
 }
 
 impl<'c> Bed<'c> {
