@@ -11,11 +11,12 @@
 //! recovered, seconds. So every DLM call runs on a worker thread with a lockspace handle of its
 //! own, and its answer comes back to the server's event loop ([`Backend::answers_fd`]): the
 //! server serves every other domain meanwhile, and gives up on a request at its deadline (the
-//! worker then drops whatever the DLM grants too late). The locks of one Acquire go out in
-//! batches of at most 8 to as many workers, so that they are in flight together (a lock whose
-//! master is another node costs a round trip; one mastered here costs less than a thread
-//! switch, hence batches rather than one worker per lock). Unlocks are done by the worker that holds
-//! the lock. Until a worker is done with them, such locks are *in doubt* ([`Backend::in_doubt`]):
+//! worker then drops whatever the DLM grants too late). A worker sends all the locks of its
+//! batch at once and reads their completions from its lockspace fd as they come
+//! ([`Lockspace::lock_all`]): they are in flight together, so locks mastered on other nodes cost
+//! about one round trip for the batch, not one each. The locks of one Acquire go to one worker
+//! (up to 64; a larger Acquire is split among as many), the Acquires of other domains to other
+//! workers. Unlocks are done the same way by the worker that holds the lock. Until a worker is done with them, such locks are *in doubt* ([`Backend::in_doubt`]):
 //! the table records them as unsettled, so a crash meanwhile leaks nothing.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,8 +45,8 @@ use crate::backend::{
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// The most lockspace handles (worker threads): the batches in flight at once.
 const MAX_WORKERS: usize = 64;
-/// The most lock requests of one Acquire a worker takes, one after the other.
-const LOCKS_PER_WORKER: usize = 8;
+/// The most lock requests of one Acquire a worker takes (all in flight together).
+const LOCKS_PER_WORKER: usize = 64;
 
 /// A lock held through one of the workers' handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,9 +332,8 @@ impl Backend for DlmBackend {
                 ));
             }
         }
-        // Batches of at most LOCKS_PER_WORKER on as many workers: a request whose master is
-        // another node waits one round trip per lock of its batch, a local one costs less than
-        // handing it to another thread.
+        // Batches of at most LOCKS_PER_WORKER on as many workers: a batch's requests are in
+        // flight together, and every batch costs one hand-off to another thread.
         let unsent = std::mem::take(&mut self.unsent);
         let batches = unsent.len().div_ceil(LOCKS_PER_WORKER).max(1);
         let per_batch = unsent.len().div_ceil(batches).max(1);

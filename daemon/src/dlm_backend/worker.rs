@@ -9,7 +9,10 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lockmgr_dlm::{Error as DlmError, LockFlags, LockId, Lockspace, Mode as DlmMode};
+use lockmgr_dlm::{
+    Error as DlmError, LockFlags, LockId, LockRequest as DlmRequest, Lockspace, Mode as DlmMode,
+    Unlock,
+};
 use lockmgr_proto::{Mode, ResourceSpec};
 
 use super::DlmLock;
@@ -162,20 +165,41 @@ impl Worker {
 fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
     match job {
         Job::Locks(requests) => {
-            for request in requests {
-                lock_one(index, lockspace, request, doubts, shared);
+            let asked: Vec<DlmRequest<'_>> = requests
+                .iter()
+                .map(|request| DlmRequest {
+                    resource: request.resource.as_bytes(),
+                    mode: request.mode,
+                    flags: LockFlags::NOQUEUE | LockFlags::PERSISTENT,
+                })
+                .collect();
+            let results = lockspace.lock_all(&asked);
+            for (request, result) in requests.into_iter().zip(results) {
+                answer_lock(index, lockspace, request, result, doubts, shared);
             }
             shared.wake();
         }
         Job::Unlocks(requests) => {
-            for UnlockRequest {
-                ticket,
-                lkid,
-                spec,
-                doubt,
-            } in requests
-            {
-                unlock_until_done(lockspace, lkid, &spec);
+            let asked: Vec<Unlock> = requests
+                .iter()
+                .map(|request| Unlock {
+                    lkid: request.lkid,
+                    // An exclusive holder's release clears the holder it named (see
+                    // [`HolderName`]).
+                    invalidate_value: lockspace.mode_of(request.lkid) == Some(DlmMode::Ex),
+                })
+                .collect();
+            let results = lockspace.unlock_all(&asked);
+            for (request, result) in requests.into_iter().zip(results) {
+                let UnlockRequest {
+                    ticket,
+                    lkid,
+                    spec,
+                    doubt,
+                } = request;
+                if let Err(err) = result {
+                    retry_unlock(lockspace, lkid, &spec, &err);
+                }
                 doubts.settle(doubt);
                 shared.queue(ticket, WorkerAnswer::Unlocked);
             }
@@ -207,25 +231,22 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
     }
 }
 
-/// One lock request of a batch: its answer is queued (the batch wakes the server once).
-fn lock_one(
+/// The DLM's answer to one lock request of a batch: queued for the server (the batch wakes it
+/// once).
+fn answer_lock(
     index: usize,
     lockspace: &Lockspace,
     request: LockRequest,
+    result: Result<LockId, DlmError>,
     doubts: &Doubts,
     shared: &Shared,
 ) {
     let LockRequest {
         ticket,
         resource,
-        mode,
         spec,
+        ..
     } = request;
-    let result = lockspace.lock(
-        resource.as_bytes(),
-        mode,
-        LockFlags::NOQUEUE | LockFlags::PERSISTENT,
-    );
     // Who holds it, for the refusal: information only, so any failure just leaves it out.
     let holder = match &result {
         Err(DlmError::Busy { .. }) => lockspace
@@ -266,26 +287,35 @@ fn lock_one(
 /// Unlocks, retrying every second while the DLM refuses (a stopped lockspace): the lock stays in
 /// doubt, recorded, until then.
 fn unlock_until_done(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec) {
-    let mut logged = false;
-    // An exclusive holder's release clears the holder it named (see [`HolderName`]).
-    let unlock = |lkid| match lockspace.mode_of(lkid) {
+    if let Err(err) = unlock(lockspace, lkid) {
+        retry_unlock(lockspace, lkid, spec, &err);
+    }
+}
+
+/// An exclusive holder's release clears the holder it named (see [`HolderName`]).
+fn unlock(lockspace: &Lockspace, lkid: LockId) -> Result<(), DlmError> {
+    match lockspace.mode_of(lkid) {
         Some(DlmMode::Ex) => lockspace.unlock_invalidating_value(lkid),
         _ => lockspace.unlock(lkid),
-    };
-    while let Err(err) = unlock(lkid) {
-        if matches!(err, DlmError::UnknownLock { .. }) {
-            return;
-        }
-        if !logged {
-            crate::log(&format!(
-                "cannot release {}: {err}; retrying every second",
-                spec.describe()
-            ));
-            logged = true;
-        }
+    }
+}
+
+/// After a failed unlock (`first`): tries again every second until the DLM releases the lock.
+fn retry_unlock(lockspace: &Lockspace, lkid: LockId, spec: &ResourceSpec, first: &DlmError) {
+    if matches!(first, DlmError::UnknownLock { .. }) {
+        return;
+    }
+    crate::log(&format!(
+        "cannot release {}: {first}; retrying every second",
+        spec.describe()
+    ));
+    loop {
         std::thread::sleep(Duration::from_secs(1));
+        match unlock(lockspace, lkid) {
+            Ok(()) => break,
+            Err(DlmError::UnknownLock { .. }) => return,
+            Err(_) => {}
+        }
     }
-    if logged {
-        crate::log(&format!("released {}", spec.describe()));
-    }
+    crate::log(&format!("released {}", spec.describe()));
 }

@@ -6,10 +6,13 @@
 //! process) as *orphans* that still block other nodes, and a later process on the same node takes
 //! them back with [`Lockspace::adopt_orphan`].
 //!
-//! Every call is synchronous: it returns when the DLM has granted or refused the request. One
-//! handle serialises its calls (libdlm_lt reads completions from the handle's fd inside each
-//! call), so a request that queues (no [`LockFlags::NOQUEUE`]) blocks the other users of the same
-//! handle until it is granted; open a second handle for concurrent waits.
+//! Every call returns when the DLM has answered. [`Lockspace::lock_all`] and
+//! [`Lockspace::unlock_all`] put many requests in flight at once (each written to the lockspace
+//! device, which returns at once; the completions are then read as they come), so requests to
+//! other nodes' masters cost about one round trip together. One handle serialises its calls
+//! (libdlm_lt reads completions from the handle's fd inside each call), so a request that queues
+//! (no [`LockFlags::NOQUEUE`]) blocks the other users of the same handle until it is granted;
+//! open a second handle for concurrent waits.
 //!
 //! ```no_run
 //! use lockmgr_dlm::{LockFlags, Lockspace, Mode};
@@ -81,6 +84,36 @@ impl Inner {
     }
 }
 
+/// One request of [`Lockspace::lock_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct LockRequest<'a> {
+    /// The resource (at most [`MAX_RESOURCE_NAME`] bytes).
+    pub resource: &'a [u8],
+    /// The mode asked for.
+    pub mode: Mode,
+    /// Its flags, as for [`Lockspace::lock`].
+    pub flags: LockFlags,
+}
+
+/// One release of [`Lockspace::unlock_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Unlock {
+    /// The lock.
+    pub lkid: LockId,
+    /// Mark the resource's value block not valid (`LKF_IVVALBLK`, an EX or PW holder's
+    /// release), as [`Lockspace::unlock_invalidating_value`].
+    pub invalidate_value: bool,
+}
+
+/// Reads completions until none of `lksbs` is in progress; the errno if the lockspace fd fails
+/// first.
+fn dispatch_until_done(handle: &mut sys::Handle, lksbs: &[&sys::Lksb]) -> Result<(), i32> {
+    while lksbs.iter().any(|lksb| lksb.in_progress()) {
+        handle.dispatch()?;
+    }
+    Ok(())
+}
+
 /// A lock granted through this handle, with the lksb the kernel reports into.
 #[derive(Debug)]
 struct HeldLock {
@@ -149,6 +182,111 @@ impl Lockspace {
                 error::request_error(LockOp::Lock, mode, resource, 0, &self.name, errno)
             })?;
         Ok(inner.keep(resource, mode, flags, lksb))
+    }
+
+    /// Requests all of `requests` at once and waits until the DLM has answered every one: the
+    /// requests are in flight together, so locks mastered on another node cost about one round
+    /// trip for all of them, not one each. Each answer (in the order given) is what
+    /// [`Lockspace::lock`] would have answered for that request alone.
+    pub fn lock_all(&self, requests: &[LockRequest<'_>]) -> Vec<Result<LockId>> {
+        let mut inner = self.inner();
+        let sent: Vec<Result<sys::Lksb>> = requests
+            .iter()
+            .map(|request| {
+                let LockRequest {
+                    resource,
+                    mode,
+                    flags,
+                } = *request;
+                validate_resource(LockOp::Lock, resource, &self.name)?;
+                self.validate_flags(LockOp::Lock, resource, mode, flags)?;
+                let mut lksb = sys::Lksb::new();
+                inner
+                    .handle
+                    .lock_async(mode.raw(), &mut lksb, flags.bits(), resource)
+                    .map_err(|errno| {
+                        error::request_error(LockOp::Lock, mode, resource, 0, &self.name, errno)
+                    })?;
+                Ok(lksb)
+            })
+            .collect();
+        let in_flight: Vec<&sys::Lksb> = sent.iter().filter_map(|s| s.as_ref().ok()).collect();
+        let dispatched = dispatch_until_done(&mut inner.handle, &in_flight);
+        requests
+            .iter()
+            .zip(sent)
+            .map(|(request, sent)| {
+                let lksb = sent?;
+                let failed = |errno| {
+                    let (op, mode, resource) = (LockOp::Lock, request.mode, request.resource);
+                    error::request_error(op, mode, resource, 0, &self.name, errno)
+                };
+                if lksb.in_progress() {
+                    // Its completion can no longer be read, but may still come: the kernel
+                    // keeps the lksb's address, so the memory must stay.
+                    lksb.leak();
+                    return Err(failed(dispatched.err().unwrap_or(libc::EIO)));
+                }
+                lksb.status().map_err(failed)?;
+                Ok(inner.keep(request.resource, request.mode, request.flags, lksb))
+            })
+            .collect()
+    }
+
+    /// Releases all of `unlocks` at once (each lock at most once) and waits until the DLM has
+    /// answered every one; each answer (in the order given) is what [`Lockspace::unlock`] or
+    /// [`Lockspace::unlock_invalidating_value`] would have answered. A lock whose unlock failed
+    /// stays held.
+    pub fn unlock_all(&self, unlocks: &[Unlock]) -> Vec<Result<()>> {
+        let mut inner = self.inner();
+        let Inner { handle, locks } = &mut *inner;
+        let mut asked = std::collections::HashSet::new();
+        let sent: Vec<Result<()>> = unlocks
+            .iter()
+            .map(|unlock| {
+                let lkid = unlock.lkid;
+                let held = match locks.get_mut(&lkid.0) {
+                    Some(held) if asked.insert(lkid.0) => held,
+                    _ => return Err(self.unknown(LockOp::Unlock, lkid)),
+                };
+                let flags = if unlock.invalidate_value {
+                    dlm_sys::LKF_IVVALBLK
+                } else {
+                    0
+                };
+                handle
+                    .unlock_async(lkid.0, flags, &mut held.lksb)
+                    .map_err(|errno| self.unlock_error(held, lkid, errno))
+            })
+            .collect();
+        let in_flight: Vec<&sys::Lksb> = unlocks
+            .iter()
+            .zip(&sent)
+            .filter(|(_, sent)| sent.is_ok())
+            .filter_map(|(unlock, _)| locks.get(&unlock.lkid.0).map(|held| &held.lksb))
+            .collect();
+        let dispatched = dispatch_until_done(handle, &in_flight);
+        unlocks
+            .iter()
+            .zip(sent)
+            .map(|(unlock, sent)| {
+                sent?;
+                let lkid = unlock.lkid;
+                let held = locks
+                    .get(&lkid.0)
+                    .ok_or_else(|| self.unknown(LockOp::Unlock, lkid))?;
+                // Still in progress: the lock (and its lksb) stays, known to this handle.
+                let status = if held.lksb.in_progress() {
+                    Err(dispatched.err().unwrap_or(libc::EIO))
+                } else {
+                    held.lksb.status()
+                };
+                status.map_err(|errno| self.unlock_error(held, lkid, errno))?;
+                // Only now may the lksb go: the unlock's completion has been read into it.
+                locks.remove(&lkid.0);
+                Ok(())
+            })
+            .collect()
     }
 
     /// Writes `value` into the resource's value block through a held EX or PW lock (a
@@ -264,19 +402,15 @@ impl Lockspace {
             .ok_or_else(|| self.unknown(LockOp::Unlock, lkid))?;
         handle
             .unlock_wait(lkid.0, flags, &mut held.lksb)
-            .map_err(|errno| {
-                error::request_error(
-                    LockOp::Unlock,
-                    held.mode,
-                    &held.resource,
-                    lkid.0,
-                    &self.name,
-                    errno,
-                )
-            })?;
+            .map_err(|errno| self.unlock_error(held, lkid, errno))?;
         // Only now may the lksb go: the unlock's completion has been read into it.
         locks.remove(&lkid.0);
         Ok(())
+    }
+
+    fn unlock_error(&self, held: &HeldLock, lkid: LockId, errno: i32) -> Error {
+        let (mode, resource) = (held.mode, &held.resource);
+        error::request_error(LockOp::Unlock, mode, resource, lkid.0, &self.name, errno)
     }
 
     /// Takes over this node's orphan lock on `resource` (left by a PERSISTENT lock whose holder

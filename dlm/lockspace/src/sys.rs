@@ -12,6 +12,10 @@
 //!   lock. A lock's [`Lksb`] therefore lives on the heap, owned by the caller's lock table, until
 //!   the lock is unlocked or the handle is closed; and a handle is never used by two threads at
 //!   once (`&mut self`), since one `_wait` call may read another's completion.
+//! - The async calls ([`Handle::lock_async`], [`Handle::unlock_async`]) return once the request
+//!   is written; [`Handle::dispatch`] reads the completions. Until a request's completion has
+//!   been read its lksb must stay alive; one whose completion can no longer be read is leaked
+//!   ([`Lksb::leak`]), never freed.
 
 #![allow(unsafe_code)]
 
@@ -115,9 +119,26 @@ impl Handle {
         flags: u32,
         name: &[u8],
     ) -> Result<(), i32> {
+        self.lock_async(mode, lksb, flags, name)?;
+        // libdlm set EINPROG before the write and no completion will ever overwrite it.
+        lksb.set_status(0);
+        Ok(())
+    }
+
+    /// The async `dlm_ls_lock`: writes the request and returns; its completion is read into
+    /// `lksb` by a later [`Handle::dispatch`] (until then `lksb` reports
+    /// [`Lksb::in_progress`] and must stay alive: the kernel holds its address).
+    pub(crate) fn lock_async(
+        &mut self,
+        mode: u32,
+        lksb: &mut Lksb,
+        flags: u32,
+        name: &[u8],
+    ) -> Result<(), i32> {
         let namelen = u32::try_from(name.len()).map_err(|_| libc::EINVAL)?;
         // SAFETY: as in `lock_wait`; the AST is a static no-op function (the kernel rejects a
-        // NULL one) and the AST argument is never dereferenced.
+        // NULL one; completions are read from `sb_status`), its argument is never dereferenced,
+        // and the caller keeps `lksb` alive until its completion was dispatched.
         let rv = unsafe {
             raw::dlm_ls_lock(
                 self.0.as_ptr(),
@@ -133,13 +154,56 @@ impl Handle {
                 std::ptr::null_mut(),
             )
         };
-        if rv == 0 {
-            // libdlm set EINPROG before the write and no completion will ever overwrite it.
-            lksb.0.sb.sb_status = 0;
-            Ok(())
-        } else {
-            Err(last_errno())
+        if rv == 0 { Ok(()) } else { Err(last_errno()) }
+    }
+
+    /// The async `dlm_ls_unlock` of a lock held through this handle; its completion is read
+    /// into the lock's own `lksb` by a later [`Handle::dispatch`].
+    pub(crate) fn unlock_async(
+        &mut self,
+        lkid: u32,
+        flags: u32,
+        lksb: &mut Lksb,
+    ) -> Result<(), i32> {
+        // SAFETY: the handle is valid and `lksb` is the lock's own live heap lksb, kept by the
+        // caller until the completion was dispatched.
+        let rv = unsafe {
+            raw::dlm_ls_unlock(
+                self.0.as_ptr(),
+                lkid,
+                flags,
+                lksb.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rv == 0 { Ok(()) } else { Err(last_errno()) }
+    }
+
+    /// Waits until the lockspace fd has completions, then reads all there are (`dlm_dispatch`),
+    /// each into the lksb its request named.
+    pub(crate) fn dispatch(&mut self) -> Result<(), i32> {
+        // SAFETY: the handle is valid; `dlm_ls_get_fd` only reads its fd field.
+        let fd = unsafe { raw::dlm_ls_get_fd(self.0.as_ptr()) };
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&raw mut pollfd, 1, -1) };
+        if ready < 0 {
+            let errno = last_errno();
+            return if errno == libc::EINTR {
+                Ok(())
+            } else {
+                Err(errno)
+            };
         }
+        // SAFETY: `fd` is this handle's lockspace fd; every completion it reads is copied into
+        // an lksb the kernel recorded for a request of this handle, all of which are alive (the
+        // callers keep them until their completion has been read).
+        let rv = unsafe { raw::dlm_dispatch(fd) };
+        if rv < 0 { Err(last_errno()) } else { Ok(()) }
     }
 
     /// `dlm_ls_unlock_wait` (`flags`: 0 or `LKF_IVVALBLK`); a successful unlock reports
@@ -181,30 +245,43 @@ fn completion(rv: i32, lksb: &Lksb) -> Result<(), i32> {
     if rv != 0 {
         return Err(last_errno());
     }
-    match lksb.0.sb.sb_status {
-        0 | raw::EUNLOCK => Ok(()),
-        status => Err(status),
-    }
+    lksb.status()
 }
 
 /// A lock status block and its value block, on the heap: their addresses are what the kernel
-/// records for the lock (`sb_lvbptr` points into the same allocation).
-#[derive(Debug)]
-pub(crate) struct Lksb(Box<Block>);
+/// records for the lock (`sb_lvbptr` points into the same allocation). Owned through a raw
+/// pointer, not a `Box`: libdlm writes completions into the block behind Rust's back (during
+/// any later dispatch on the handle), so nothing may assume unique access to it.
+pub(crate) struct Lksb(NonNull<Block>);
 
-#[derive(Debug)]
 struct Block {
     sb: raw::dlm_lksb,
     value: [u8; raw::DLM_LVB_LEN as usize],
 }
 
-// SAFETY: the lksb is plain data plus `sb_lvbptr`, which points into the same heap block and
-// moves with it; nothing is shared with another owner.
+// SAFETY: the block is plain data plus `sb_lvbptr`, which points into the same heap block; the
+// Lksb owns it alone, and it is only read or written by the thread using the handle.
 unsafe impl Send for Lksb {}
+
+impl std::fmt::Debug for Lksb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lksb")
+            .field("status", &self.block().sb.sb_status)
+            .field("lkid", &self.block().sb.sb_lkid)
+            .finish()
+    }
+}
+
+impl Drop for Lksb {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` in `new` and is freed only here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
 
 impl Lksb {
     pub(crate) fn new() -> Self {
-        let mut block = Box::new(Block {
+        let block = NonNull::from(Box::leak(Box::new(Block {
             sb: raw::dlm_lksb {
                 sb_status: 0,
                 sb_lkid: 0,
@@ -212,28 +289,66 @@ impl Lksb {
                 sb_lvbptr: std::ptr::null_mut(),
             },
             value: [0; raw::DLM_LVB_LEN as usize],
-        });
-        // The value block is read and written only for requests with LKF_VALBLK.
-        block.sb.sb_lvbptr = block.value.as_mut_ptr().cast();
+        })));
+        // SAFETY: the block was just allocated and nothing else refers to it yet. The value
+        // block is read and written only for requests with LKF_VALBLK.
+        unsafe {
+            let block = block.as_ptr();
+            (*block).sb.sb_lvbptr = (&raw mut (*block).value).cast();
+        }
         Self(block)
     }
 
+    fn set_status(&mut self, status: i32) {
+        // SAFETY: `&mut self`: no other borrow of the block.
+        unsafe { (*self.0.as_ptr()).sb.sb_status = status };
+    }
+
+    /// Gives up the block for good: the kernel may still write a completion into it (a request
+    /// whose completion can no longer be read), so it must never be freed.
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
+    }
+
+    fn block(&self) -> &Block {
+        // SAFETY: the block lives as long as `self`; libdlm writes into it only inside calls on
+        // the handle, which take `&mut Handle`, never while this shared borrow is in use.
+        unsafe { self.0.as_ref() }
+    }
+
     pub(crate) fn lkid(&self) -> u32 {
-        self.0.sb.sb_lkid
+        self.block().sb.sb_lkid
+    }
+
+    /// Whether the request's completion has not been read yet.
+    pub(crate) fn in_progress(&self) -> bool {
+        self.block().sb.sb_status == raw::EINPROG
+    }
+
+    /// The completion's status: granted (or unlocked), or the errno the DLM answered.
+    pub(crate) fn status(&self) -> Result<(), i32> {
+        match self.block().sb.sb_status {
+            0 | raw::EUNLOCK => Ok(()),
+            status => Err(status),
+        }
     }
 
     /// The value block as the last completion left it, unless the DLM marked it not valid.
     pub(crate) fn value(&self) -> Option<[u8; raw::DLM_LVB_LEN as usize]> {
         let invalid = i32::try_from(raw::DLM_SBF_VALNOTVALID).unwrap_or(i32::MAX);
-        (i32::from(self.0.sb.sb_flags) & invalid == 0).then_some(self.0.value)
+        let block = self.block();
+        (i32::from(block.sb.sb_flags) & invalid == 0).then_some(block.value)
     }
 
     /// Sets the value block a conversion with LKF_VALBLK writes.
     pub(crate) fn set_value(&mut self, value: &[u8; raw::DLM_LVB_LEN as usize]) {
-        self.0.value = *value;
+        // SAFETY: `&mut self`: no other borrow of the block; libdlm reads it only inside a
+        // later call on the handle.
+        unsafe { (*self.0.as_ptr()).value = *value };
     }
 
     fn as_mut_ptr(&mut self) -> *mut raw::dlm_lksb {
-        std::ptr::from_mut(&mut self.0.sb)
+        // SAFETY: a field address within the live block, no reference created.
+        unsafe { &raw mut (*self.0.as_ptr()).sb }
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! - `worker`: the bench worker protocol on stdin / stdout (a `{"ready":…}` line, then per
 //!   `run N COUNT` line one `{"samples":{"ns":[…]}}` line with one duration per cycle; `quit`).
-//! - `parallel`: the asynchronous floor: per cycle all N locks in flight at once (one thread and
-//!   lockspace handle per name, started together), then all N unlocks; prints one JSON line per
+//! - `parallel`: the asynchronous floor: per cycle all N locks in flight at once from one thread
+//!   and one lockspace handle (`Lockspace::lock_all`: every request written, then the
+//!   completions read as they come), then all N unlocks the same way; prints one JSON line per
 //!   N with the median and p99. What lockmgrd could reach at best with every request of an
 //!   Acquire in flight together.
 //! - `ipc`: the IPC-inclusive floor: per cycle this process asks a second one (`ipc-holder`,
@@ -28,7 +29,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use lockmgr_dlm::{LockFlags, LockId, Lockspace, Mode};
+use lockmgr_dlm::{LockFlags, LockId, LockRequest, Lockspace, Mode, Unlock};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -212,59 +213,38 @@ fn hold_nl(disks: &Disks) -> Result<(), String> {
 /// together, wait for each other, and unlock together; a cycle is timed from the start to the
 /// last unlock.
 fn parallel(disks: &Disks, iterations: usize) -> Result<(), String> {
-    use std::sync::{Arc, Barrier};
-    let ls_name = disks.lockspace.clone();
-    Lockspace::create_or_open(&ls_name, 0o600).map_err(|e| e.to_string())?;
+    let ls = Lockspace::create_or_open(&disks.lockspace, 0o600).map_err(|e| e.to_string())?;
+    let flags = LockFlags::NOQUEUE | LockFlags::PERSISTENT;
     for (n, names) in disks.names()? {
-        let cycles = iterations + 3;
-        // Start, all locked, all unlocked: every thread and the timer meet three times a cycle.
-        let barrier = Arc::new(Barrier::new(n + 1));
-        let mut threads = Vec::with_capacity(n);
-        for (_, name) in names {
-            let (barrier, ls_name) = (Arc::clone(&barrier), ls_name.clone());
-            threads.push(std::thread::spawn(move || -> Result<(), String> {
-                let ls = Lockspace::open(&ls_name).map_err(|e| e.to_string());
-                let flags = LockFlags::NOQUEUE | LockFlags::PERSISTENT;
-                let mut failure = None;
-                for _ in 0..cycles {
-                    barrier.wait();
-                    let taken = match &ls {
-                        Ok(ls) => ls
-                            .lock(name.as_bytes(), Mode::Ex, flags)
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.clone()),
-                    };
-                    barrier.wait();
-                    match (taken, &ls) {
-                        (Ok(id), Ok(ls)) => {
-                            if let Err(e) = ls.unlock(id) {
-                                failure.get_or_insert(e.to_string());
-                            }
-                        }
-                        (Err(e), _) => {
-                            failure.get_or_insert(e);
-                        }
-                        (Ok(_), Err(_)) => {}
-                    }
-                    barrier.wait();
-                }
-                failure.map_or(Ok(()), Err)
-            }));
-        }
+        let requests: Vec<LockRequest<'_>> = names
+            .iter()
+            .map(|(_, name)| LockRequest {
+                resource: name.as_bytes(),
+                mode: Mode::Ex,
+                flags,
+            })
+            .collect();
         let mut ns = Vec::with_capacity(iterations);
-        for cycle in 0..cycles {
+        for cycle in 0..iterations + 3 {
             let started = Instant::now();
-            barrier.wait();
-            barrier.wait();
-            barrier.wait();
+            let locks = ls
+                .lock_all(&requests)
+                .into_iter()
+                .collect::<Result<Vec<LockId>, _>>()
+                .map_err(|e| e.to_string())?;
+            let unlocks: Vec<Unlock> = locks
+                .into_iter()
+                .map(|lkid| Unlock {
+                    lkid,
+                    invalidate_value: false,
+                })
+                .collect();
+            for unlocked in ls.unlock_all(&unlocks) {
+                unlocked.map_err(|e| e.to_string())?;
+            }
             if cycle >= 3 {
                 ns.push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
-        }
-        for thread in threads {
-            thread
-                .join()
-                .map_err(|_| "a floor thread panicked".to_owned())??;
         }
         print_figures(n, ns);
     }

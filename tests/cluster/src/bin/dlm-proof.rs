@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
-use lockmgr_dlm::{Error, LockFlags, Lockspace, Mode};
+use clap::{Args, Parser, Subcommand};
+use lockmgr_dlm::{Error, LockFlags, LockRequest, Lockspace, Mode, Unlock};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,12 +43,8 @@ enum Command {
         resource: String,
         /// NL, CR, CW, PR, PW or EX.
         mode: Mode,
-        /// Refuse at once instead of queueing.
-        #[arg(long)]
-        noqueue: bool,
-        /// Leave an orphan when this process goes away.
-        #[arg(long)]
-        persistent: bool,
+        #[command(flatten)]
+        flags: RequestFlags,
         /// Then convert the granted lock to this mode (with NOQUEUE when --noqueue).
         #[arg(long)]
         convert: Option<Mode>,
@@ -64,6 +60,23 @@ enum Command {
         /// With --noqueue: retry every 50 ms while busy, for up to this many seconds.
         #[arg(long)]
         retry_for: Option<u64>,
+    },
+    /// Request locks on several resources at once (all in flight together), print which were
+    /// granted and which refused, then release the granted ones at once (or hold them until
+    /// killed).
+    LockAll {
+        /// Lockspace name (created if this node does not have it).
+        lockspace: String,
+        /// Resource names, comma-separated.
+        #[arg(value_delimiter = ',', num_args = 1, required = true)]
+        resources: Vec<String>,
+        /// NL, CR, CW, PR, PW or EX.
+        mode: Mode,
+        #[command(flatten)]
+        flags: RequestFlags,
+        /// Keep holding the granted locks until killed (prints `result=holding`).
+        #[arg(long)]
+        hold: bool,
     },
     /// Adopt this node's orphan lock on a resource; optionally unlock it right away.
     Adopt {
@@ -125,6 +138,39 @@ fn exit_code(err: &Error) -> u8 {
     }
 }
 
+/// The flags of a lock request.
+#[derive(Debug, Args)]
+struct RequestFlags {
+    /// Refuse at once instead of queueing.
+    #[arg(long)]
+    noqueue: bool,
+    /// Leave an orphan when this process goes away (so only a release frees it).
+    #[arg(long)]
+    persistent: bool,
+}
+
+impl RequestFlags {
+    fn bits(&self) -> LockFlags {
+        let mut flags = LockFlags::NONE;
+        if self.noqueue {
+            flags = flags | LockFlags::NOQUEUE;
+        }
+        if self.persistent {
+            flags = flags | LockFlags::PERSISTENT;
+        }
+        flags
+    }
+}
+
+/// A comma-separated list for a step line, `-` when empty.
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(",")
+    }
+}
+
 fn realtime_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -163,8 +209,7 @@ fn run(command: Command) -> Result<u8, Error> {
             lockspace,
             resource,
             mode,
-            noqueue,
-            persistent,
+            flags,
             convert,
             publish,
             unlock_invalidating,
@@ -172,13 +217,7 @@ fn run(command: Command) -> Result<u8, Error> {
             retry_for,
         } => {
             let ls = open(&lockspace)?;
-            let mut flags = LockFlags::NONE;
-            if noqueue {
-                flags = flags | LockFlags::NOQUEUE;
-            }
-            if persistent {
-                flags = flags | LockFlags::PERSISTENT;
-            }
+            let flags = flags.bits();
             let started = Instant::now();
             let deadline = retry_for.map(|secs| started + Duration::from_secs(secs));
             let mut attempts = 0u32;
@@ -244,6 +283,63 @@ fn run(command: Command) -> Result<u8, Error> {
                 }
             }
             Ok(code)
+        }
+        Command::LockAll {
+            lockspace,
+            resources,
+            mode,
+            flags,
+            hold,
+        } => {
+            let ls = open(&lockspace)?;
+            let flags = flags.bits();
+            let requests: Vec<LockRequest<'_>> = resources
+                .iter()
+                .map(|resource| LockRequest {
+                    resource: resource.as_bytes(),
+                    mode,
+                    flags,
+                })
+                .collect();
+            let (mut granted, mut busy, mut locks) = (Vec::new(), Vec::new(), Vec::new());
+            for (resource, answer) in resources.iter().zip(ls.lock_all(&requests)) {
+                match answer {
+                    Ok(lkid) => {
+                        granted.push(resource.as_str());
+                        locks.push((resource.as_str(), lkid));
+                    }
+                    Err(Error::Busy { .. }) => busy.push(resource.as_str()),
+                    Err(err) => return Err(err),
+                }
+            }
+            println!(
+                "step=lock-all mode={mode} flags={flags} granted={} busy={} result=answered pid={pid}",
+                list(&granted),
+                list(&busy)
+            );
+            if hold {
+                println!("step=hold-all result=holding pid={pid}");
+                loop {
+                    thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            let unlocks: Vec<Unlock> = locks
+                .iter()
+                .map(|(_, lkid)| Unlock {
+                    lkid: *lkid,
+                    invalidate_value: false,
+                })
+                .collect();
+            let mut unlocked = Vec::new();
+            for ((resource, _), answer) in locks.iter().zip(ls.unlock_all(&unlocks)) {
+                answer?;
+                unlocked.push(*resource);
+            }
+            println!(
+                "step=unlock-all unlocked={} result=unlocked",
+                list(&unlocked)
+            );
+            Ok(0)
         }
         Command::Adopt {
             lockspace,
@@ -352,5 +448,26 @@ fn run(command: Command) -> Result<u8, Error> {
             );
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lock_all_takes_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["dlm-proof", "lock-all", "ls", "a,b", "EX", "--noqueue"])
+            .expect("parses");
+        let Command::LockAll { resources, .. } = cli.command else {
+            panic!("not lock-all: {:?}", cli.command);
+        };
+        assert_eq!(resources, ["a", "b"]);
     }
 }

@@ -49,6 +49,55 @@ pub(crate) fn run_checks(proof: &mut Proof) {
     );
 
     proof.check(
+        "requests in flight together (lock_all) are answered one by one, and really held",
+        "node2 holds res-b2: node1 gets res-b1 res-b3, res-b2 busy; node2 refused res-b1 while \
+         node1 holds; after node1's unlock_all of PERSISTENT locks node2 gets res-b1 and res-b3",
+        |proof| {
+            let resources = "res-b1,res-b2,res-b3";
+            let other = proof.hold(2, &format!("{LS} res-b2 EX"))?;
+            let (batch, log) = proof.spawn(1, &format!("lock-all {LS} {resources} EX --noqueue --hold"))?;
+            let held = parse_lines(&proof.wait_for(1, &log, "result=holding", 60)?);
+            let answered = |steps: &[crate::bed::Fields], key: &str| {
+                steps
+                    .iter()
+                    .find(|fields| fields.get("step").is_some_and(|s| s == "lock-all"))
+                    .and_then(|fields| fields.get(key).cloned())
+                    .unwrap_or_default()
+            };
+            let refused = proof.run(2, &format!("lock {LS} res-b1 EX --noqueue"))?;
+            proof.kill(1, batch)?;
+            // PERSISTENT: were the release not done, orphans would stay and refuse node2 below.
+            let again = proof.run(
+                1,
+                &format!("lock-all {LS} {resources} EX --noqueue --persistent"),
+            )?;
+            proof.release(&other)?;
+            let b1 = proof.run(2, &format!("lock {LS} res-b1 EX --noqueue"))?;
+            let b3 = proof.run(2, &format!("lock {LS} res-b3 EX --noqueue"))?;
+            let pass = answered(&held, "granted") == "res-b1,res-b3"
+                && answered(&held, "busy") == "res-b2"
+                && refused.code == Some(EAGAIN)
+                && again.field("lock-all", "granted") == "res-b1,res-b3"
+                && again.field("lock-all", "busy") == "res-b2"
+                && again.field("unlock-all", "unlocked") == "res-b1,res-b3"
+                && b1.code == Some(0)
+                && b3.code == Some(0);
+            Ok((
+                format!(
+                    "holding: granted={} busy={} / node2 res-b1 while held: {} / again: {} / after: {} {}",
+                    answered(&held, "granted"),
+                    answered(&held, "busy"),
+                    refused.summary(),
+                    again.summary(),
+                    b1.summary(),
+                    b3.summary()
+                ),
+                pass,
+            ))
+        },
+    );
+
+    proof.check(
         "an EX holder's value block is read from the other node, without waiting; an invalidating release clears it",
         "node2 reads vm1@node1 while node1 holds EX (and its EX stays refused); none after the release",
         |proof| {
