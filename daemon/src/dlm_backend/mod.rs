@@ -35,7 +35,9 @@ mod holder;
 mod worker;
 
 use holder::HolderName;
-use worker::{Doubts, Job, LockRequest, Shared, UnlockRequest, Worker, WorkerAnswer};
+use worker::{
+    Doubts, Job, LockRequest, PublishRequest, Shared, UnlockRequest, Worker, WorkerAnswer,
+};
 
 use crate::backend::{
     ANSWER_WITHIN, Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed,
@@ -76,6 +78,8 @@ pub struct DlmBackend {
     unsent: Vec<LockRequest>,
     /// Unlocks started and not yet handed to the worker holding each lock.
     unsent_unlocks: BTreeMap<usize, Vec<UnlockRequest>>,
+    /// Holder names to write, per worker holding the lock, not yet handed to it.
+    unsent_publishes: BTreeMap<usize, Vec<PublishRequest>>,
     /// Lock requests no worker could take, answered with the next answers.
     unsendable: Vec<(Ticket, BackendError)>,
     next_ticket: Ticket,
@@ -134,6 +138,7 @@ impl DlmBackend {
             asked: HashMap::new(),
             unsent: Vec::new(),
             unsent_unlocks: BTreeMap::new(),
+            unsent_publishes: BTreeMap::new(),
             unsendable: Vec::new(),
             next_ticket: 1,
         })
@@ -321,6 +326,16 @@ impl Backend for DlmBackend {
     }
 
     fn submit(&mut self) {
+        // Holder names: one job per worker holding the locks (before their unlocks, if any).
+        for (worker, publishes) in std::mem::take(&mut self.unsent_publishes) {
+            let specs: Vec<String> = publishes.iter().map(|p| p.spec.describe()).collect();
+            if let Err(err) = self.send(worker, Job::Publish(publishes)) {
+                crate::log(&format!(
+                    "cannot record the holder of {}: {err}",
+                    specs.join(", ")
+                ));
+            }
+        }
         // Unlocks: one job per worker holding some of them.
         for (worker, unlocks) in std::mem::take(&mut self.unsent_unlocks) {
             let specs: Vec<String> = unlocks.iter().map(|u| u.spec.describe()).collect();
@@ -383,17 +398,15 @@ impl Backend for DlmBackend {
         if spec.mode != Mode::Exclusive {
             return;
         }
-        let job = Job::Publish {
-            lkid: handle.lkid,
-            spec: spec.clone(),
-            holder: HolderName::new(self.node, holder),
-        };
-        if let Err(err) = self.send(handle.worker, job) {
-            crate::log(&format!(
-                "cannot record the holder of {}: {err}",
-                spec.describe()
-            ));
-        }
+        // Sent with the next submit, with the others of the same worker: all in flight together.
+        self.unsent_publishes
+            .entry(handle.worker)
+            .or_default()
+            .push(PublishRequest {
+                lkid: handle.lkid,
+                spec: spec.clone(),
+                holder: HolderName::new(self.node, holder),
+            });
     }
 
     fn abandon(&mut self, ticket: Ticket) -> bool {

@@ -1,5 +1,6 @@
-//! The worker threads: each owns a lockspace handle and makes one DLM call at a time; answers go
-//! back to the server through a channel and a socket it polls.
+//! The worker threads: each owns a lockspace handle and sends the requests of one job at once
+//! (then reads their completions); answers go back to the server through a channel and a socket
+//! it polls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -91,17 +92,12 @@ pub(super) enum WorkerAnswer {
 
 #[derive(Debug)]
 pub(super) enum Job {
-    /// Lock requests, one after the other (one hand-off for all: a thread switch costs more
-    /// than a lock mastered on this node).
+    /// Lock requests, all in flight together (one hand-off to this thread for all of them).
     Locks(Vec<LockRequest>),
-    /// Unlocks of locks this worker holds, one after the other.
+    /// Unlocks of locks this worker holds, all in flight together.
     Unlocks(Vec<UnlockRequest>),
-    /// Writes who holds an exclusive lock into its resource's value block.
-    Publish {
-        lkid: LockId,
-        spec: ResourceSpec,
-        holder: HolderName,
-    },
+    /// Writes who holds each exclusive lock into its resource's value block, all at once.
+    Publish(Vec<PublishRequest>),
     Adopt {
         ticket: Ticket,
         resource: String,
@@ -119,6 +115,14 @@ pub(super) struct LockRequest {
     pub(super) spec: ResourceSpec,
 }
 
+/// One holder name to write.
+#[derive(Debug)]
+pub(super) struct PublishRequest {
+    pub(super) lkid: LockId,
+    pub(super) spec: ResourceSpec,
+    pub(super) holder: HolderName,
+}
+
 /// One unlock, in doubt (recorded) until it is done.
 #[derive(Debug)]
 pub(super) struct UnlockRequest {
@@ -128,7 +132,7 @@ pub(super) struct UnlockRequest {
     pub(super) doubt: u64,
 }
 
-/// A thread with its own lockspace handle, doing one DLM call at a time.
+/// A thread with its own lockspace handle, doing one job at a time.
 #[derive(Debug)]
 pub(super) struct Worker {
     pub(super) jobs: Sender<Job>,
@@ -205,12 +209,18 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
             }
             shared.wake();
         }
-        Job::Publish { lkid, spec, holder } => {
-            if let Err(err) = lockspace.publish_value(lkid, &holder.encode()) {
-                crate::log(&format!(
-                    "cannot record the holder of {} in its DLM value block: {err}",
-                    spec.describe()
-                ));
+        Job::Publish(requests) => {
+            let values: Vec<_> = requests
+                .iter()
+                .map(|request| (request.lkid, request.holder.encode()))
+                .collect();
+            for (request, result) in requests.iter().zip(lockspace.publish_all(&values)) {
+                if let Err(err) = result {
+                    crate::log(&format!(
+                        "cannot record the holder of {} in its DLM value block: {err}",
+                        request.spec.describe()
+                    ));
+                }
             }
         }
         Job::Adopt {

@@ -105,6 +105,16 @@ pub struct Unlock {
     pub invalidate_value: bool,
 }
 
+/// A request's answer once its dispatch is over: its completion's status, or, still in progress
+/// (the lockspace fd failed first), the dispatch's errno.
+fn answer(lksb: &sys::Lksb, dispatched: Result<(), i32>) -> Result<(), i32> {
+    if lksb.in_progress() {
+        Err(dispatched.err().unwrap_or(libc::EIO))
+    } else {
+        lksb.status()
+    }
+}
+
 /// Reads completions until none of `lksbs` is in progress; the errno if the lockspace fd fails
 /// first.
 fn dispatch_until_done(handle: &mut sys::Handle, lksbs: &[&sys::Lksb]) -> Result<(), i32> {
@@ -221,13 +231,14 @@ impl Lockspace {
                     let (op, mode, resource) = (LockOp::Lock, request.mode, request.resource);
                     error::request_error(op, mode, resource, 0, &self.name, errno)
                 };
+                let answered = answer(&lksb, dispatched).map_err(failed);
                 if lksb.in_progress() {
                     // Its completion can no longer be read, but may still come: the kernel
                     // keeps the lksb's address, so the memory must stay.
                     lksb.leak();
-                    return Err(failed(dispatched.err().unwrap_or(libc::EIO)));
+                    return answered.and(Err(failed(libc::EIO)));
                 }
-                lksb.status().map_err(failed)?;
+                answered?;
                 Ok(inner.keep(request.resource, request.mode, request.flags, lksb))
             })
             .collect()
@@ -276,11 +287,7 @@ impl Lockspace {
                     .get(&lkid.0)
                     .ok_or_else(|| self.unknown(LockOp::Unlock, lkid))?;
                 // Still in progress: the lock (and its lksb) stays, known to this handle.
-                let status = if held.lksb.in_progress() {
-                    Err(dispatched.err().unwrap_or(libc::EIO))
-                } else {
-                    held.lksb.status()
-                };
+                let status = answer(&held.lksb, dispatched);
                 status.map_err(|errno| self.unlock_error(held, lkid, errno))?;
                 // Only now may the lksb go: the unlock's completion has been read into it.
                 locks.remove(&lkid.0);
@@ -294,35 +301,60 @@ impl Lockspace {
     /// reads it with [`Lockspace::read_value`], until the next holder writes another or
     /// releases with [`Lockspace::unlock_invalidating_value`].
     pub fn publish_value(&self, lkid: LockId, value: &[u8; VALUE_LEN]) -> Result<()> {
+        let mut answers = self.publish_all(&[(lkid, *value)]);
+        answers.pop().unwrap_or(Ok(()))
+    }
+
+    /// [`Lockspace::publish_value`] for many locks at once: every conversion in flight
+    /// together, then their completions read as they come. Answers in the order given.
+    pub fn publish_all(&self, values: &[(LockId, [u8; VALUE_LEN])]) -> Vec<Result<()>> {
         let mut inner = self.inner();
         let Inner { handle, locks } = &mut *inner;
-        let held = locks
-            .get_mut(&lkid.0)
-            .ok_or_else(|| self.unknown(LockOp::Convert, lkid))?;
-        if !matches!(held.mode, Mode::Ex | Mode::Pw) {
-            return Err(Error::InvalidFlags {
-                op: LockOp::Convert,
-                mode: held.mode,
-                resource: ResourceName::from(held.resource.as_slice()),
-                lockspace: self.name.clone(),
-                flags: "VALBLK".into(),
-                reason: "only an EX or PW holder writes the value block",
-            });
-        }
-        held.lksb.set_value(value);
-        let flags = held.flags.bits() | dlm_sys::LKF_VALBLK | dlm_sys::LKF_CONVERT;
-        handle
-            .lock_wait(held.mode.raw(), &mut held.lksb, flags, &held.resource)
-            .map_err(|errno| {
-                error::request_error(
-                    LockOp::Convert,
-                    held.mode,
-                    &held.resource,
-                    lkid.0,
-                    &self.name,
-                    errno,
-                )
+        let mut asked = std::collections::HashSet::new();
+        let sent: Vec<Result<()>> = values
+            .iter()
+            .map(|(lkid, value)| {
+                let held = match locks.get_mut(&lkid.0) {
+                    Some(held) if asked.insert(lkid.0) => held,
+                    _ => return Err(self.unknown(LockOp::Convert, *lkid)),
+                };
+                if !matches!(held.mode, Mode::Ex | Mode::Pw) {
+                    return Err(Error::InvalidFlags {
+                        op: LockOp::Convert,
+                        mode: held.mode,
+                        resource: ResourceName::from(held.resource.as_slice()),
+                        lockspace: self.name.clone(),
+                        flags: "VALBLK".into(),
+                        reason: "only an EX or PW holder writes the value block",
+                    });
+                }
+                held.lksb.set_value(value);
+                let flags = held.flags.bits() | dlm_sys::LKF_VALBLK | dlm_sys::LKF_CONVERT;
+                handle
+                    .lock_async(held.mode.raw(), &mut held.lksb, flags, &held.resource)
+                    .map_err(|errno| self.convert_error(held, *lkid, errno))
             })
+            .collect();
+        let in_flight: Vec<&sys::Lksb> = values
+            .iter()
+            .zip(&sent)
+            .filter(|(_, sent)| sent.is_ok())
+            .filter_map(|((lkid, _), _)| locks.get(&lkid.0).map(|held| &held.lksb))
+            .collect();
+        let dispatched = dispatch_until_done(handle, &in_flight);
+        values
+            .iter()
+            .zip(sent)
+            .map(|((lkid, _), sent)| {
+                sent?;
+                let held = locks
+                    .get(&lkid.0)
+                    .ok_or_else(|| self.unknown(LockOp::Convert, *lkid))?;
+                // Still in progress: the lock (and its lksb) stays, known to this handle.
+                let status = answer(&held.lksb, dispatched);
+                status.map_err(|errno| self.convert_error(held, *lkid, errno))
+            })
+            .collect()
     }
 
     /// Reads `resource`'s value block with a NL lock (compatible with every holder, so it never
@@ -406,6 +438,11 @@ impl Lockspace {
         // Only now may the lksb go: the unlock's completion has been read into it.
         locks.remove(&lkid.0);
         Ok(())
+    }
+
+    fn convert_error(&self, held: &HeldLock, lkid: LockId, errno: i32) -> Error {
+        let (mode, resource) = (held.mode, &held.resource);
+        error::request_error(LockOp::Convert, mode, resource, lkid.0, &self.name, errno)
     }
 
     fn unlock_error(&self, held: &HeldLock, lkid: LockId, errno: i32) -> Error {

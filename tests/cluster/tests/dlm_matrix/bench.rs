@@ -185,9 +185,9 @@ fn floor_series(lines: &[serde_json::Value], disks: u64) -> Option<Figures> {
 /// that every figure is there.
 pub(crate) fn print_against_the_async_floor(runs: &[(&str, &serde_json::Value, &Floors)]) {
     println!(
-        "\ndlm.so against the asynchronous floor (one process, one thread and lockspace handle \
-         per resource, all N locks in flight at once, then all N unlocks) and against one \
-         lock + unlock of the same node (the floor at N = 1)\n"
+        "\ndlm.so against the asynchronous floor (one process, one thread and lockspace handle, \
+         all N locks in flight at once, then all N unlocks) and against one lock + unlock of \
+         the same node (the floor at N = 1)\n"
     );
     println!(
         "{:<9} {:>5}   {:>15} {:>11}   {:>16}   {:>22}",
