@@ -2,7 +2,10 @@
 //! (write, rename), and `<state_dir>/locks.journal`, one line per change since: a request appends a
 //! few hundred bytes however large the table (10,000 locks are ~2 MB), and the whole table is
 //! written again only when the journal has grown as large. Both are synced when the backend's
-//! locks outlive the daemon.
+//! locks outlive the daemon: the whole table when it is written, the journal by
+//! [`StateFile::sync`], once for every record appended since (group commit: the server syncs once
+//! per turn, for all the requests of that turn, before any of their replies or lock requests
+//! leave).
 //!
 //! The journal's first line names the snapshot it continues (`{"journal":N}`, the snapshot's
 //! `journal` field): the whole table is written with the next number before a new journal is
@@ -14,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use lockmgr_proto::Recorded;
 
 use crate::sys;
 use crate::table::{JournalRecord, SNAPSHOT_FORMAT, Snapshot, SnapshotView};
@@ -35,6 +40,10 @@ pub struct StateFile {
     journal: Option<File>,
     journal_bytes: u64,
     table_bytes: u64,
+    /// Records appended and not yet synced.
+    unsynced: bool,
+    /// What was written since the daemon started.
+    counts: Recorded,
 }
 
 /// A journal's first line.
@@ -82,7 +91,20 @@ impl StateFile {
             journal: None,
             journal_bytes: 0,
             table_bytes: 0,
+            unsynced: false,
+            counts: Recorded::default(),
         }
+    }
+
+    /// What was written since the daemon started.
+    pub fn counts(&self) -> Recorded {
+        self.counts
+    }
+
+    /// Whether records were appended that are not durable yet: nothing that depends on them
+    /// (a reply, a lock request) may leave before [`StateFile::sync`].
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
     /// The file's path.
@@ -219,8 +241,8 @@ impl StateFile {
         self.journal.is_none() || self.journal_bytes > self.table_bytes.max(JOURNAL_MIN_LIMIT)
     }
 
-    /// Appends `record` to the journal (synced when durable). On failure the journal is
-    /// abandoned: the next save writes the whole table.
+    /// Appends `record` to the journal, not synced: [`StateFile::sync`] makes it durable. On
+    /// failure the journal is abandoned: the next save writes the whole table.
     pub fn append(&mut self, record: &JournalRecord) -> Result<(), StateError> {
         let shown = self.journal_path.display().to_string();
         let io = |source| StateError::Io {
@@ -232,18 +254,36 @@ impl StateFile {
         };
         let mut line = serde_json::to_vec(record).map_err(|e| io(std::io::Error::other(e)))?;
         line.push(b'\n');
-        let written = journal.write_all(&line).and_then(|()| {
-            if self.durable {
-                journal.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(err) = written {
+        if let Err(err) = journal.write_all(&line) {
             self.journal = None;
             return Err(io(err));
         }
         self.journal_bytes += line.len() as u64;
+        self.counts.records += 1;
+        self.unsynced = self.durable;
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable, with one sync. On failure the journal is
+    /// abandoned (what it holds after a failed sync cannot be trusted to be on disk): the caller
+    /// writes the whole table instead.
+    pub fn sync(&mut self) -> Result<(), StateError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let synced = match self.journal.as_ref() {
+            Some(journal) => journal.sync_data(),
+            None => Err(std::io::Error::other("no journal open")),
+        };
+        if let Err(source) = synced {
+            self.journal = None;
+            return Err(StateError::Io {
+                path: self.journal_path.display().to_string(),
+                source,
+            });
+        }
+        self.unsynced = false;
+        self.counts.syncs += 1;
         Ok(())
     }
 
@@ -283,8 +323,11 @@ impl StateFile {
                 source,
             })?;
         }
+        // The whole table, on disk now, holds every record of the journal it replaces.
+        self.unsynced = false;
         self.journal_number = number;
         self.table_bytes = body.len() as u64;
+        self.counts.whole_tables += 1;
         self.start_journal()
     }
 

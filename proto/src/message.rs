@@ -269,6 +269,19 @@ pub struct LockStatus {
     pub since_ms: Option<u64>,
 }
 
+/// How a daemon wrote its lock table since it started, for [`Reply::Status`]: with group commit
+/// one sync makes the records of every request of a batch durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    /// Journal records appended.
+    pub records: u64,
+    /// Syncs of the journal.
+    pub syncs: u64,
+    /// Whole tables written.
+    pub whole_tables: u64,
+}
+
 /// A reply, daemon → plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -289,6 +302,9 @@ pub enum Reply {
         /// Set when owners or locks were left out so that the reply fits in a frame: how many.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         truncated: Option<String>,
+        /// How the table was written to disk since the daemon started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded: Option<Recorded>,
     },
     /// Events, oldest first.
     Events {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lockmgr_conf::{DlmPluginSettings, FilePluginSettings};
-use lockmgr_proto::{Client, DomainStatus, Event, EventKind, LockStatus, Mode, Reply, Request};
+use lockmgr_proto::{
+    Client, DomainStatus, Event, EventKind, LockStatus, Mode, Recorded, Reply, Request,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -223,6 +225,8 @@ struct StatusReport<'a> {
     locks: Vec<LockStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     truncated: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded: Option<Recorded>,
 }
 
 fn status(cli: &Cli) -> Result<bool, String> {
@@ -237,6 +241,7 @@ fn status(cli: &Cli) -> Result<bool, String> {
             domains: Vec::new(),
             locks: Vec::new(),
             truncated: None,
+            recorded: None,
         };
         match ask(target, &Request::Status)? {
             Ok(Reply::Status {
@@ -244,12 +249,14 @@ fn status(cli: &Cli) -> Result<bool, String> {
                 owners,
                 locks,
                 truncated,
+                recorded,
             }) => {
                 report.running = true;
                 report.lock_backend = Some(backend);
                 report.domains = owners;
                 report.locks = locks;
                 report.truncated = truncated;
+                report.recorded = recorded;
             }
             Ok(other) => return Err(format!("{}: unexpected reply {other:?}", target.label())),
             Err(why) => report.error = Some(why),
@@ -365,8 +372,14 @@ fn render_status(report: &StatusReport<'_>) -> String {
     let Some(backend) = &report.lock_backend else {
         return format!("{}\n", report.error.as_deref().unwrap_or("no answer"));
     };
+    let recorded = report.recorded.map_or_else(String::new, |r| {
+        format!(
+            "table written since start: {} journal record(s) in {} sync(s), {} whole table(s)\n",
+            r.records, r.syncs, r.whole_tables
+        )
+    });
     format!(
-        "{} (backend {backend}): {} domain(s), {} lock(s)\n{}",
+        "{} (backend {backend}): {} domain(s), {} lock(s)\n{recorded}{}",
         report.target.label(),
         report.domains.len(),
         report.locks.len(),

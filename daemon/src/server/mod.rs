@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lockmgr_proto::{
-    self as proto, DomainStatus, ErrorKind, Event, EventKind, LockStatus, Reply, Request,
+    self as proto, DomainStatus, ErrorKind, Event, EventKind, LockStatus, Recorded, Reply, Request,
 };
 
 mod connection;
@@ -273,7 +273,9 @@ impl<B: Backend> Server<B> {
         loop {
             self.check_health();
             self.publish_exposure();
-            self.table.submit();
+            // Group commit: one sync for every record of the last turn, then the lock requests
+            // and (when the poll below finds the clients writable) the replies that wait for it.
+            self.table.submit()?;
             // Unlocks never block this thread: an owner's death is handled even while the
             // cluster side is stuck (its locks stay recorded until the backend is done).
             let watched = self.table.watched();
@@ -393,7 +395,13 @@ impl<B: Backend> Server<B> {
             }
             Request::Status => {
                 let (owners, locks) = self.table.status();
-                return Handled::Reply(fit_status(self.table.backend_name(), owners, locks));
+                let recorded = self.table.record_counts();
+                return Handled::Reply(fit_status(
+                    self.table.backend_name(),
+                    owners,
+                    locks,
+                    recorded,
+                ));
             }
             Request::Events { after } => {
                 return Handled::Reply(Reply::Events {
@@ -421,7 +429,12 @@ impl<B: Backend> Server<B> {
 }
 
 /// The status reply, with owners and locks left out (and said so) until it fits in a frame.
-fn fit_status(backend: &str, mut owners: Vec<DomainStatus>, mut locks: Vec<LockStatus>) -> Reply {
+fn fit_status(
+    backend: &str,
+    mut owners: Vec<DomainStatus>,
+    mut locks: Vec<LockStatus>,
+    recorded: Recorded,
+) -> Reply {
     let (all_owners, all_locks) = (owners.len(), locks.len());
     let mut truncated = None;
     loop {
@@ -430,6 +443,7 @@ fn fit_status(backend: &str, mut owners: Vec<DomainStatus>, mut locks: Vec<LockS
             owners,
             locks,
             truncated,
+            recorded: Some(recorded),
         };
         let size = serde_json::to_vec(&reply).map_or(usize::MAX, |body| body.len());
         // Room for the frame's version wrapper.

@@ -193,7 +193,6 @@ impl<B: Backend> LockTable<B> {
                 }
             }
         }
-        self.backend.submit();
         if waiting.is_empty() {
             return self
                 .finish_acquire(op, acquire)
@@ -298,7 +297,6 @@ impl<B: Backend> LockTable<B> {
         for held in locks {
             self.unlock_one(held.target, held.spec, held.mode, held.handle);
         }
-        self.backend.submit();
     }
 
     /// Starts an unlock; its ticket if the backend answers later.
@@ -355,7 +353,6 @@ impl<B: Backend> LockTable<B> {
                 }),
             }
         }
-        self.backend.submit();
     }
 
     /// Starts dropping `resources` held by `info` (idempotent); answers the state string of
@@ -428,7 +425,6 @@ impl<B: Backend> LockTable<B> {
             }
             failpoint::hit("release:unlocked-some");
         }
-        self.backend.submit();
         if waiting.is_empty() {
             self.finish_release(op);
             return Ok(Progress::Done(state));

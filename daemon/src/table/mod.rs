@@ -227,10 +227,49 @@ impl<B: Backend> LockTable<B> {
         &self.store
     }
 
-    /// Hands the backend whatever requests it gathered (each change does; the server calls this
-    /// every turn as well, so that none can wait).
-    pub fn submit(&mut self) {
+    /// Makes the records appended so far durable (one sync for all), then hands the backend
+    /// the requests it gathered: the one place requests leave, so none reaches the lock manager
+    /// before the record that announces it is on disk. The server calls this every turn.
+    /// `Err` when the table cannot be made durable; nothing was handed on.
+    pub fn submit(&mut self) -> Result<(), String> {
+        self.sync()?;
         self.backend.submit();
+        Ok(())
+    }
+
+    /// Makes the records appended so far durable. A journal that cannot be synced is replaced
+    /// by the whole table; `Err` when that fails too: what was appended may not be on disk, so
+    /// no reply and no request that depends on it may leave.
+    pub fn sync(&mut self) -> Result<(), String> {
+        let Err(err) = self.store.sync() else {
+            return Ok(());
+        };
+        crate::log(&format!(
+            "cannot sync the lock table's journal: {err}; writing the whole table instead"
+        ));
+        self.store
+            .encode(self.snapshot())
+            .and_then(|body| self.store.save(&body))
+            .map_err(|again| {
+                format!(
+                    "the lock table cannot be made durable ({err}; then {again}): stopping, so \
+                     that no reply and no lock request leaves before its record is on disk"
+                )
+            })?;
+        self.owners.take_changes();
+        self.held.take_changes();
+        self.saved_unsettled = None;
+        Ok(())
+    }
+
+    /// Whether records wait for [`LockTable::sync`]: replies are held back until then.
+    pub fn unsynced(&self) -> bool {
+        self.store.unsynced()
+    }
+
+    /// What was written of the table since the daemon started.
+    pub fn record_counts(&self) -> proto::Recorded {
+        self.store.counts()
     }
 
     /// Polls readable when the backend has answers ([`LockTable::take_finished`]).
@@ -259,7 +298,11 @@ impl<B: Backend> LockTable<B> {
             // A failed append makes the store write the whole table next time: nothing is lost
             // with the changes taken here.
             let record = self.journal_record();
-            let written = self.store.append(&record);
+            let mut written = self.store.append(&record);
+            if written.is_ok() && !self.backend.sends_at_submit() {
+                // The backend acts as soon as it is asked: no batch to wait for.
+                written = self.store.sync();
+            }
             self.saved_unsettled = written.is_ok().then_some(record.unsettled);
             written
         };

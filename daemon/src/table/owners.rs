@@ -157,8 +157,9 @@ impl<B: Backend> LockTable<B> {
         )
     }
 
-    /// The owner's process exited: free everything it held, at once, then record it (a crash
-    /// in between is harmless: a restart drops the locks of domains that are gone).
+    /// The owner's process exited: free everything it held, then record it (a crash in between
+    /// is harmless: a restart drops the locks of domains that are gone). The unlocks leave with
+    /// the server's next [`LockTable::submit`], at the end of this turn.
     pub fn owner_died(&mut self, uuid: &str) -> usize {
         let mut freed = 0;
         let ids: Vec<String> = self
@@ -178,7 +179,6 @@ impl<B: Backend> LockTable<B> {
                 failpoint::hit("owner-death:unlocked-some");
             }
         }
-        self.backend.submit();
         failpoint::hit("owner-death:unlocked");
         self.owners.remove(uuid);
         self.generation += 1;
