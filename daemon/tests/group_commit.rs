@@ -5,9 +5,10 @@
 //! The backend is a model kept in memory (the table's bookkeeping only); the cluster test bed
 //! runs the same path against the real DLM.
 
-use std::process::{Child, Command};
+mod common;
 
-use lockmgr_proto::{FailureAction, Mode, OwnerInfo, Recorded, ResourceKind, ResourceSpec};
+use common::{Owner, disk};
+use lockmgr_proto::{FailureAction, Mode, Recorded, ResourceSpec};
 use lockmgrd::backend::{Answer, Backend, BackendError, Outcome, Target, Ticket, UnlockFailed};
 use lockmgrd::persist::StateFile;
 use lockmgrd::table::{LockTable, Progress};
@@ -26,31 +27,6 @@ struct Model {
 
 impl Backend for Model {
     type Handle = u64;
-
-    fn name(&self) -> &'static str {
-        "model"
-    }
-
-    fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
-        Ok(Target {
-            id: spec.name.clone(),
-        })
-    }
-
-    fn lock(&mut self, _: &Target, _: &ResourceSpec, _: Mode) -> Result<u64, BackendError> {
-        self.sent += 1;
-        Ok(1)
-    }
-
-    fn unlock(
-        &mut self,
-        _: &Target,
-        _: &ResourceSpec,
-        _: Mode,
-        _: u64,
-    ) -> Result<(), UnlockFailed<u64>> {
-        Ok(())
-    }
 
     fn start_lock(
         &mut self,
@@ -82,40 +58,33 @@ impl Backend for Model {
             .collect()
     }
 
+    fn name(&self) -> &'static str {
+        "model"
+    }
+
+    fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
+        Ok(Target {
+            id: spec.name.clone(),
+        })
+    }
+
+    fn lock(&mut self, _: &Target, _: &ResourceSpec, _: Mode) -> Result<u64, BackendError> {
+        self.sent += 1;
+        Ok(1)
+    }
+
+    fn unlock(
+        &mut self,
+        _: &Target,
+        _: &ResourceSpec,
+        _: Mode,
+        _: u64,
+    ) -> Result<(), UnlockFailed<u64>> {
+        Ok(())
+    }
+
     fn durable_state(&self) -> bool {
         true
-    }
-}
-
-/// Domains whose processes run (the table checks their pids).
-struct Domains(Vec<(Child, OwnerInfo)>);
-
-impl Domains {
-    fn start(count: u8) -> Domains {
-        Domains(
-            (1..=count)
-                .map(|n| {
-                    let child = Command::new("sleep").arg("60").spawn().unwrap();
-                    let info = OwnerInfo {
-                        uuid: format!("0000{n:04x}-0000-4000-8000-000000000000"),
-                        name: format!("vm-{n}"),
-                        id: u32::from(n),
-                        pid: child.id(),
-                        uri: None,
-                    };
-                    (child, info)
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Domains {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -127,18 +96,25 @@ fn table(dir: &tempfile::TempDir, backend: Model) -> LockTable<Model> {
     table
 }
 
-/// Every domain starts an Acquire of its own disk, as in one server turn.
-fn acquire_each(table: &mut LockTable<Model>, domains: &Domains) -> Vec<bool> {
+/// `count` domains whose processes run (the table checks their pids).
+fn domains(count: u8) -> Vec<Owner> {
+    (1..=count)
+        .map(|n| Owner::new(&format!("vm-{n}"), n))
+        .collect()
+}
+
+/// Every domain starts an Acquire of its own disk, as in one server turn; whether each is
+/// waiting for the backend.
+fn acquire_each(table: &mut LockTable<Model>, domains: &[Owner]) -> Vec<bool> {
     domains
-        .0
         .iter()
-        .map(|(_, info)| {
-            let disk = [ResourceSpec {
-                kind: ResourceKind::Disk,
-                name: format!("/disks/{}", info.name),
-                mode: Mode::Exclusive,
-            }];
-            let progress = table.start_acquire(info, &disk, FailureAction::Default, None);
+        .map(|owner| {
+            let own_disk = [disk(
+                &format!("/disks/{}", owner.info.name),
+                Mode::Exclusive,
+            )];
+            let progress =
+                table.start_acquire(&owner.info, &own_disk, FailureAction::Default, None);
             matches!(progress, Ok(Progress::Waiting(_)))
         })
         .collect()
@@ -147,7 +123,7 @@ fn acquire_each(table: &mut LockTable<Model>, domains: &Domains) -> Vec<bool> {
 #[test]
 fn one_sync_makes_a_batch_durable_before_its_requests_leave() {
     let dir = tempfile::tempdir().unwrap();
-    let domains = Domains::start(8);
+    let domains = domains(8);
     let mut table = table(
         &dir,
         Model {
@@ -196,7 +172,7 @@ fn the_control_a_backend_that_acts_at_once_syncs_every_record() {
     // Taken at once, a lock must have its intent on disk first: one sync per record, which is
     // what the counts above would show if the batch were not grouped.
     let dir = tempfile::tempdir().unwrap();
-    let domains = Domains::start(8);
+    let domains = domains(8);
     let mut table = table(&dir, Model::default());
     let start = table.record_counts();
     acquire_each(&mut table, &domains);
