@@ -116,14 +116,6 @@ pub trait Backend {
     /// gather them, to send the locks of one Acquire together). The default has none waiting.
     fn submit(&mut self) {}
 
-    /// Whether the requests started with [`Backend::start_lock`] and [`Backend::start_unlock`]
-    /// reach the lock manager only at [`Backend::submit`]. The table then syncs its records
-    /// once for all the requests gathered before submitting them (group commit); otherwise it
-    /// syncs each record before starting the request it announces.
-    fn sends_at_submit(&self) -> bool {
-        false
-    }
-
     /// Starts an unlock; the default unlocks at once through [`Backend::unlock`]. An unlock
     /// answered later is in doubt ([`Backend::in_doubt`]) until it is done.
     fn start_unlock(
@@ -211,7 +203,7 @@ pub trait Backend {
         None
     }
 
-    /// Whether the lock table must be on stable storage before a reply (locks that outlive
-    /// the daemon, as DLM persistent locks do); file locks die with the daemon.
+    /// Whether the backend's locks outlive the daemon (DLM persistent locks do, as orphans), so
+    /// that the table records an Acquire's intent before asking; file locks die with the daemon.
     fn durable_state(&self) -> bool;
 }

@@ -296,7 +296,7 @@ fn serve<B: Backend>(
     watchdog: Option<WatchdogPlan>,
 ) -> Result<(), String> {
     let socket_path = claim.socket_path.as_path();
-    let mut state = StateFile::in_claimed_dir(&claim.state_dir, backend.durable_state());
+    let mut state = StateFile::in_claimed_dir(&claim.state_dir);
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
     // Armed once the table is known to be readable: a refusal before this leaves the watchdog as
     // it was (armed by a lockmgrd that stopped with locks held, or not at all).

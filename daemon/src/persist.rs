@@ -1,17 +1,22 @@
 //! The lock table on disk: `<state_dir>/locks.json`, the whole table, replaced atomically
 //! (write, rename), and `<state_dir>/locks.journal`, one line per change since: a request appends a
 //! few hundred bytes however large the table (10,000 locks are ~2 MB), and the whole table is
-//! written again only when the journal has grown as large. Both are synced when the backend's
-//! locks outlive the daemon: the whole table when it is written, the journal by
-//! [`StateFile::sync`], once for every record appended since (group commit: the server syncs once
-//! per turn, for all the requests of that turn, before any of their replies or lock requests
-//! leave).
+//! written again only when the journal has grown as large.
+//!
+//! A record is written before anything that depends on it (the reply, the DLM request) and is
+//! never synced: what the table records lives no longer than this boot of the host. A daemon
+//! crash leaves the page cache, so the next daemon reads every record written; a host crash
+//! takes the domains (their QEMUs) and the DLM locks (a rebooted node's locks are purged by the
+//! other nodes' recovery) with it, so a table written before the host's last boot describes
+//! nothing that still exists. The daemon keeps the boot it writes for in `<state_dir>/boot_id`
+//! (synced, once per start) and sets aside a table from an earlier boot, whatever a power cut
+//! left of it. No request ever waits for the disk to sync, so a stalled disk cannot delay one.
 //!
 //! The journal's first line names the snapshot it continues (`{"journal":N}`, the snapshot's
 //! `journal` field): the whole table is written with the next number before a new journal is
 //! started, so a crash in between leaves an older journal, which is ignored (the snapshot has
-//! all of it). A last line cut short by a crash is ignored too: it was never synced, so its
-//! request was never answered and no DLM call followed it.
+//! all of it). A last line cut short by a crash is ignored too: its request was never answered
+//! and no DLM call followed it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,21 +32,32 @@ use crate::table::{JournalRecord, SNAPSHOT_FORMAT, Snapshot, SnapshotView};
 /// table is written whole again.
 const JOURNAL_MIN_LIMIT: u64 = 256 * 1024;
 
+/// The boot of the host the table in the directory was written for.
+const BOOT_ID_FILE: &str = "boot_id";
+
+/// This boot of the host (a random UUID the kernel draws at boot).
+fn current_boot_id() -> Result<String, StateError> {
+    let path = "/proc/sys/kernel/random/boot_id";
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|source| StateError::Io {
+            path: path.into(),
+            source,
+        })
+}
+
 /// Where the table lives.
 #[derive(Debug)]
 pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
     journal_path: PathBuf,
-    durable: bool,
     /// The number of the current journal (that of the last whole table written).
     journal_number: u64,
     /// The journal being appended to; `None` until the whole table is written.
     journal: Option<File>,
     journal_bytes: u64,
     table_bytes: u64,
-    /// Records appended and not yet synced.
-    unsynced: bool,
     /// What was written since the daemon started.
     counts: Recorded,
 }
@@ -81,17 +97,15 @@ pub enum StateError {
 impl StateFile {
     /// The state file in `dir`, which [`crate::instance::Instance::claim`] has created (0700)
     /// and locked: the one place that makes the state directory.
-    pub fn in_claimed_dir(dir: &Path, durable: bool) -> Self {
+    pub fn in_claimed_dir(dir: &Path) -> Self {
         StateFile {
             dir: dir.to_owned(),
             path: dir.join("locks.json"),
             journal_path: dir.join("locks.journal"),
-            durable,
             journal_number: 0,
             journal: None,
             journal_bytes: 0,
             table_bytes: 0,
-            unsynced: false,
             counts: Recorded::default(),
         }
     }
@@ -101,19 +115,15 @@ impl StateFile {
         self.counts
     }
 
-    /// Whether records were appended that are not durable yet: nothing that depends on them
-    /// (a reply, a lock request) may leave before [`StateFile::sync`].
-    pub fn unsynced(&self) -> bool {
-        self.unsynced
-    }
-
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Reads the table a previous daemon left, if any; refuses anything it cannot trust.
+    /// Reads the table a previous daemon left, if any; refuses anything it cannot trust. A table
+    /// written before the host's last boot is set aside first (see the module's documentation).
     pub fn load(&mut self, backend: &str) -> Result<Option<Snapshot>, StateError> {
+        self.claim_boot(&current_boot_id()?)?;
         let shown = self.path.display().to_string();
         let text = match std::fs::read(&self.path) {
             Ok(text) => text,
@@ -157,6 +167,60 @@ impl StateFile {
             why: format!("inconsistent lock table: {why}"),
         })?;
         Ok(Some(snapshot))
+    }
+
+    /// Sets aside the table of an earlier boot of this host (renamed `*.earlier-boot`), then
+    /// records `boot` as the boot this table is written for. A state directory without a
+    /// `boot_id` (an older lockmgrd's) is trusted: it was written in this boot or holds only
+    /// domains that are gone.
+    fn claim_boot(&self, boot: &str) -> Result<(), StateError> {
+        let path = self.dir.join(BOOT_ID_FILE);
+        let io = |source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let recorded = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(io(err)),
+        };
+        if recorded.as_deref() == Some(boot) {
+            return Ok(());
+        }
+        if let Some(earlier) = &recorded {
+            for file in [&self.path, &self.journal_path] {
+                let aside = file.with_extension(format!(
+                    "{}.earlier-boot",
+                    file.extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or_default()
+                ));
+                match std::fs::rename(file, &aside) {
+                    Ok(()) => crate::log(&format!(
+                        "{} was written before this host's last boot (boot {earlier}, now {boot}): \
+                         its domains and DLM locks ended with that boot; moved to {}",
+                        file.display(),
+                        aside.display()
+                    )),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(StateError::Io {
+                            path: file.display().to_string(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        // Synced before any record of this boot: a power cut must not leave a table of this
+        // boot with the boot id of an earlier one.
+        let tmp = self.dir.join(format!("{BOOT_ID_FILE}.tmp"));
+        let mut file = File::create(&tmp).map_err(io)?;
+        file.write_all(format!("{boot}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        sys::fsync_dir(&self.dir).map_err(io)
     }
 
     /// Applies the journal that continues `snapshot`, if there is one.
@@ -212,7 +276,7 @@ impl StateFile {
         for (index, line) in lines.iter().enumerate().skip(1) {
             let record: JournalRecord = match serde_json::from_slice(line) {
                 Ok(record) => record,
-                // The last line cut short by a crash: never synced, never answered.
+                // The last line cut short by a crash: never answered, no DLM call followed it.
                 Err(_) if index == lines.len() - 1 && !complete => break,
                 Err(e) => return Err(corrupt(index + 1, e.to_string())),
             };
@@ -241,8 +305,8 @@ impl StateFile {
         self.journal.is_none() || self.journal_bytes > self.table_bytes.max(JOURNAL_MIN_LIMIT)
     }
 
-    /// Appends `record` to the journal, not synced: [`StateFile::sync`] makes it durable. On
-    /// failure the journal is abandoned: the next save writes the whole table.
+    /// Appends `record` to the journal. On failure the journal is abandoned: the next save
+    /// writes the whole table.
     pub fn append(&mut self, record: &JournalRecord) -> Result<(), StateError> {
         let shown = self.journal_path.display().to_string();
         let io = |source| StateError::Io {
@@ -260,30 +324,6 @@ impl StateFile {
         }
         self.journal_bytes += line.len() as u64;
         self.counts.records += 1;
-        self.unsynced = self.durable;
-        Ok(())
-    }
-
-    /// Makes every record appended so far durable, with one sync. On failure the journal is
-    /// abandoned (what it holds after a failed sync cannot be trusted to be on disk): the caller
-    /// writes the whole table instead.
-    pub fn sync(&mut self) -> Result<(), StateError> {
-        if !self.unsynced {
-            return Ok(());
-        }
-        let synced = match self.journal.as_ref() {
-            Some(journal) => journal.sync_data(),
-            None => Err(std::io::Error::other("no journal open")),
-        };
-        if let Err(source) = synced {
-            self.journal = None;
-            return Err(StateError::Io {
-                path: self.journal_path.display().to_string(),
-                source,
-            });
-        }
-        self.unsynced = false;
-        self.counts.syncs += 1;
         Ok(())
     }
 
@@ -307,24 +347,11 @@ impl StateFile {
             path: tmp.display().to_string(),
             source,
         };
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(body).map_err(io)?;
-        if self.durable {
-            file.sync_all().map_err(io)?;
-        }
-        drop(file);
+        std::fs::write(&tmp, body).map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(|source| StateError::Io {
             path: self.path.display().to_string(),
             source,
         })?;
-        if self.durable {
-            sys::fsync_dir(&self.dir).map_err(|source| StateError::Io {
-                path: self.dir.display().to_string(),
-                source,
-            })?;
-        }
-        // The whole table, on disk now, holds every record of the journal it replaces.
-        self.unsynced = false;
         self.journal_number = number;
         self.table_bytes = body.len() as u64;
         self.counts.whole_tables += 1;
@@ -344,10 +371,6 @@ impl StateFile {
         header.push(b'\n');
         let mut journal = File::create(&self.journal_path).map_err(io)?;
         journal.write_all(&header).map_err(io)?;
-        if self.durable {
-            journal.sync_all().map_err(io)?;
-            sys::fsync_dir(&self.dir).map_err(io)?;
-        }
         self.journal_bytes = header.len() as u64;
         self.journal = Some(journal);
         Ok(())
@@ -424,7 +447,7 @@ mod tests {
             format!("{{\"journal\":{number}}}\n{journal}"),
         )
         .unwrap();
-        let store = StateFile::in_claimed_dir(dir.path(), false);
+        let store = StateFile::in_claimed_dir(dir.path());
         (dir, store)
     }
 
@@ -466,6 +489,45 @@ mod tests {
         let journal = format!("{}\n", record(&[], vec![("t:/a".into(), None)]));
         let (_dir, mut store) = state(0, &journal);
         assert_eq!(held(&store.load("file").unwrap().unwrap()), ["/a"]);
+    }
+
+    #[test]
+    fn a_table_of_an_earlier_boot_is_set_aside_whatever_is_left_of_it() {
+        // A power cut mid-write: torn files, from a boot that has ended.
+        let (dir, mut store) = state(1, "{\"owners\":{\"00");
+        std::fs::write(dir.path().join("locks.json"), b"{\"format\":2,\"ba\0\0\0").unwrap();
+        std::fs::write(
+            dir.path().join(BOOT_ID_FILE),
+            "00000000-0000-4000-8000-000000000000\n",
+        )
+        .unwrap();
+        assert!(store.load("file").unwrap().is_none());
+        let now = current_boot_id().unwrap();
+        let recorded = std::fs::read_to_string(dir.path().join(BOOT_ID_FILE)).unwrap();
+        assert_eq!(recorded.trim(), now);
+        for aside in ["locks.json.earlier-boot", "locks.journal.earlier-boot"] {
+            assert!(dir.path().join(aside).exists(), "{aside}");
+        }
+        assert!(!dir.path().join("locks.json").exists());
+
+        // The same files in this boot are refused, naming the file.
+        std::fs::rename(
+            dir.path().join("locks.json.earlier-boot"),
+            dir.path().join("locks.json"),
+        )
+        .unwrap();
+        let err = store.load("file").unwrap_err().to_string();
+        assert!(err.contains("locks.json"), "{err}");
+    }
+
+    #[test]
+    fn a_table_of_this_boot_or_of_an_older_daemon_is_read() {
+        let journal = format!("{}\n", record(&[2], vec![lock("/b", 2)]));
+        let (_dir, mut store) = state(1, &journal);
+        // No boot_id: an older lockmgrd's directory.
+        assert_eq!(held(&store.load("file").unwrap().unwrap()), ["/a", "/b"]);
+        // Now recorded as this boot's.
+        assert_eq!(held(&store.load("file").unwrap().unwrap()), ["/a", "/b"]);
     }
 
     #[test]

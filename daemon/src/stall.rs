@@ -159,10 +159,6 @@ impl<B: Backend> Backend for Stalling<B> {
         self.inner.submit();
     }
 
-    fn sends_at_submit(&self) -> bool {
-        self.inner.sends_at_submit()
-    }
-
     fn abandon(&mut self, ticket: Ticket) -> bool {
         // Nothing is taken before it is due: giving up drops the request.
         let before = self.held.len();

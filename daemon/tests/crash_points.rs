@@ -166,7 +166,7 @@ struct Bed {
 
 impl Bed {
     fn daemon(&self) -> LockTable<PersistentLocks> {
-        self.daemon_over(StateFile::in_claimed_dir(self.dir.path(), true))
+        self.daemon_over(StateFile::in_claimed_dir(self.dir.path()))
     }
 
     fn daemon_over(&self, store: StateFile) -> LockTable<PersistentLocks> {
@@ -179,7 +179,7 @@ impl Bed {
     /// A daemon started after a crash: loads the table and its journal, restores and records,
     /// as `lockmgrd` does.
     fn restarted(&self) -> LockTable<PersistentLocks> {
-        let mut store = StateFile::in_claimed_dir(self.dir.path(), true);
+        let mut store = StateFile::in_claimed_dir(self.dir.path());
         let snapshot = store.load("model").unwrap();
         let mut table = self.daemon_over(store);
         if let Some(snapshot) = snapshot {

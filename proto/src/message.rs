@@ -269,15 +269,12 @@ pub struct LockStatus {
     pub since_ms: Option<u64>,
 }
 
-/// How a daemon wrote its lock table since it started, for [`Reply::Status`]: with group commit
-/// one sync makes the records of every request of a batch durable.
+/// How a daemon wrote its lock table since it started, for [`Reply::Status`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recorded {
     /// Journal records appended.
     pub records: u64,
-    /// Syncs of the journal.
-    pub syncs: u64,
     /// Whole tables written.
     pub whole_tables: u64,
 }

@@ -374,8 +374,8 @@ fn render_status(report: &StatusReport<'_>) -> String {
     };
     let recorded = report.recorded.map_or_else(String::new, |r| {
         format!(
-            "table written since start: {} journal record(s) in {} sync(s), {} whole table(s)\n",
-            r.records, r.syncs, r.whole_tables
+            "table written since start: {} journal record(s), {} whole table(s)\n",
+            r.records, r.whole_tables
         )
     });
     format!(

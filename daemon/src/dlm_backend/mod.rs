@@ -550,11 +550,6 @@ impl Backend for DlmBackend {
         true
     }
 
-    fn sends_at_submit(&self) -> bool {
-        // Requests wait in `unsent*` until `submit` hands them to the workers.
-        true
-    }
-
     fn in_doubt(&self) -> Vec<(ResourceSpec, Mode)> {
         self.doubts.entries().values().cloned().collect()
     }

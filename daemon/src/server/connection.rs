@@ -268,12 +268,12 @@ pub(super) fn send(stream: &mut UnixStream, reply: Reply) {
     let _ = stream.write(&encode_reply(reply));
 }
 
-/// Queues `reply` for `client` and, if `now`, writes what the socket takes; the rest is written
-/// when the client reads (the server polls for it), so a client that does not read holds up no
-/// one. False when the connection is broken.
-pub(super) fn queue_reply(client: &mut Client, reply: Reply, now: bool) -> bool {
+/// Queues `reply` for `client` and writes what the socket takes now; the rest is written when
+/// the client reads (the server polls for it), so a client that does not read holds up no one.
+/// False when the connection is broken.
+pub(super) fn queue_reply(client: &mut Client, reply: Reply) -> bool {
     client.outbox.extend_from_slice(&encode_reply(reply));
-    !now || flush(client)
+    flush(client)
 }
 
 /// Writes what the socket takes of the client's unread replies; false when it is broken.

@@ -273,9 +273,7 @@ impl<B: Backend> Server<B> {
         loop {
             self.check_health();
             self.publish_exposure();
-            // Group commit: one sync for every record of the last turn, then the lock requests
-            // and (when the poll below finds the clients writable) the replies that wait for it.
-            self.table.submit()?;
+            self.table.submit();
             // Unlocks never block this thread: an owner's death is handled even while the
             // cluster side is stuck (its locks stay recorded until the backend is done).
             let watched = self.table.watched();

@@ -205,12 +205,11 @@ impl<B: Backend> Server<B> {
         }
     }
 
-    /// Sends a reply (queued if the client does not read it yet, or while the table has records
-    /// not yet synced: the turn's sync comes first); false if the connection is broken and the
-    /// client is to be dropped.
+    /// Sends a reply (queued if the client does not read it yet); false if the connection is
+    /// broken and the client is to be dropped.
     pub(super) fn send_reply(&self, client: &mut Client, reply: Reply) -> bool {
         // Before the reply: a domain granted a lock counts as at risk before it can write.
         self.publish_exposure();
-        queue_reply(client, reply, !self.table.unsynced())
+        queue_reply(client, reply)
     }
 }

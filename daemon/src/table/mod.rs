@@ -217,7 +217,7 @@ impl<B: Backend> LockTable<B> {
         &self.backend
     }
 
-    /// Whether changes must be synced before replying.
+    /// Whether the backend's locks outlive the daemon, so that intents are recorded first.
     pub fn durable(&self) -> bool {
         self.backend.durable_state()
     }
@@ -227,44 +227,10 @@ impl<B: Backend> LockTable<B> {
         &self.store
     }
 
-    /// Makes the records appended so far durable (one sync for all), then hands the backend
-    /// the requests it gathered: the one place requests leave, so none reaches the lock manager
-    /// before the record that announces it is on disk. The server calls this every turn.
-    /// `Err` when the table cannot be made durable; nothing was handed on.
-    pub fn submit(&mut self) -> Result<(), String> {
-        self.sync()?;
+    /// Hands the backend the requests it gathered: the one place requests leave, once per turn
+    /// of the server, after the records that announce them are written.
+    pub fn submit(&mut self) {
         self.backend.submit();
-        Ok(())
-    }
-
-    /// Makes the records appended so far durable. A journal that cannot be synced is replaced
-    /// by the whole table; `Err` when that fails too: what was appended may not be on disk, so
-    /// no reply and no request that depends on it may leave.
-    pub fn sync(&mut self) -> Result<(), String> {
-        let Err(err) = self.store.sync() else {
-            return Ok(());
-        };
-        crate::log(&format!(
-            "cannot sync the lock table's journal: {err}; writing the whole table instead"
-        ));
-        self.store
-            .encode(self.snapshot())
-            .and_then(|body| self.store.save(&body))
-            .map_err(|again| {
-                format!(
-                    "the lock table cannot be made durable ({err}; then {again}): stopping, so \
-                     that no reply and no lock request leaves before its record is on disk"
-                )
-            })?;
-        self.owners.take_changes();
-        self.held.take_changes();
-        self.saved_unsettled = None;
-        Ok(())
-    }
-
-    /// Whether records wait for [`LockTable::sync`]: replies are held back until then.
-    pub fn unsynced(&self) -> bool {
-        self.store.unsynced()
     }
 
     /// What was written of the table since the daemon started.
@@ -298,11 +264,7 @@ impl<B: Backend> LockTable<B> {
             // A failed append makes the store write the whole table next time: nothing is lost
             // with the changes taken here.
             let record = self.journal_record();
-            let mut written = self.store.append(&record);
-            if written.is_ok() && !self.backend.sends_at_submit() {
-                // The backend acts as soon as it is asked: no batch to wait for.
-                written = self.store.sync();
-            }
+            let written = self.store.append(&record);
             self.saved_unsettled = written.is_ok().then_some(record.unsettled);
             written
         };

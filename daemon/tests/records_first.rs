@@ -1,6 +1,7 @@
-//! Group commit: the records of a batch of requests are made durable by one sync, and no lock
-//! request reaches a backend that sends at submit (the DLM backend) before the sync of the
-//! record that announces it.
+//! Every request's record is written before the request reaches the lock manager: the intents of
+//! the Acquires of one server turn are in the journal before `submit` hands their locks to the
+//! backend (as the DLM backend's are handed to its workers), and each grant is recorded before
+//! its reply.
 //!
 //! The backend is a model kept in memory (the table's bookkeeping only); the cluster test bed
 //! runs the same path against the real DLM.
@@ -13,11 +14,10 @@ use lockmgrd::backend::{Answer, Backend, BackendError, Outcome, Target, Ticket, 
 use lockmgrd::persist::StateFile;
 use lockmgrd::table::{LockTable, Progress};
 
-/// A lock manager that grants everything it is sent. With `at_submit`, a request waits until
-/// `submit` and is answered later, as the DLM backend's are; without, it is taken at once.
+/// A lock manager that grants everything it is sent; a request waits until `submit` and is
+/// answered later, as the DLM backend's are.
 #[derive(Debug, Default)]
 struct Model {
-    at_submit: bool,
     next_ticket: Ticket,
     unsent: Vec<Ticket>,
     /// How many requests `submit` has handed on.
@@ -30,13 +30,10 @@ impl Backend for Model {
 
     fn start_lock(
         &mut self,
-        target: &Target,
-        spec: &ResourceSpec,
-        mode: Mode,
+        _: &Target,
+        _: &ResourceSpec,
+        _: Mode,
     ) -> Answer<Result<u64, BackendError>> {
-        if !self.at_submit {
-            return Answer::Now(self.lock(target, spec, mode));
-        }
         self.next_ticket += 1;
         self.unsent.push(self.next_ticket);
         Answer::Later(self.next_ticket)
@@ -45,10 +42,6 @@ impl Backend for Model {
     fn submit(&mut self) {
         self.sent += self.unsent.len();
         self.answers.append(&mut self.unsent);
-    }
-
-    fn sends_at_submit(&self) -> bool {
-        self.at_submit
     }
 
     fn take_answers(&mut self) -> Vec<(Ticket, Outcome<u64>)> {
@@ -69,8 +62,7 @@ impl Backend for Model {
     }
 
     fn lock(&mut self, _: &Target, _: &ResourceSpec, _: Mode) -> Result<u64, BackendError> {
-        self.sent += 1;
-        Ok(1)
+        unreachable!("the table starts every lock with start_lock")
     }
 
     fn unlock(
@@ -91,7 +83,7 @@ impl Backend for Model {
 /// A table over `backend` whose whole table is already written (the daemon writes it at start):
 /// from here on every change is a journal record.
 fn table(dir: &tempfile::TempDir, backend: Model) -> LockTable<Model> {
-    let mut table = LockTable::new(backend, StateFile::in_claimed_dir(dir.path(), true));
+    let mut table = LockTable::new(backend, StateFile::in_claimed_dir(dir.path()));
     table.save().unwrap();
     table
 }
@@ -120,34 +112,37 @@ fn acquire_each(table: &mut LockTable<Model>, domains: &[Owner]) -> Vec<bool> {
         .collect()
 }
 
+/// The journal's lines on disk.
+fn journal_lines(dir: &tempfile::TempDir) -> usize {
+    std::fs::read_to_string(dir.path().join("locks.journal"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
 #[test]
-fn one_sync_makes_a_batch_durable_before_its_requests_leave() {
+fn the_intents_of_a_turn_are_written_before_its_requests_leave() {
     let dir = tempfile::tempdir().unwrap();
     let domains = domains(8);
-    let mut table = table(
-        &dir,
-        Model {
-            at_submit: true,
-            ..Model::default()
-        },
-    );
+    let mut table = table(&dir, Model::default());
     let start = table.record_counts();
+    let lines = journal_lines(&dir);
 
     let waiting = acquire_each(&mut table, &domains);
     assert!(waiting.iter().all(|w| *w), "{waiting:?}");
-    let intents = table.record_counts();
-    assert_eq!(intents.records - start.records, 8, "one intent per Acquire");
-    assert_eq!(intents.syncs, start.syncs, "nothing synced yet");
-    assert!(table.unsynced());
+    assert_eq!(table.record_counts().records - start.records, 8);
+    assert_eq!(
+        journal_lines(&dir) - lines,
+        8,
+        "one intent per Acquire, on disk"
+    );
     assert_eq!(
         table.backend().sent,
         0,
-        "no request before its intent is durable"
+        "no request before the turn's submit"
     );
 
-    table.submit().unwrap();
-    assert_eq!(table.record_counts().syncs, start.syncs + 1);
-    assert!(!table.unsynced());
+    table.submit();
     assert_eq!(table.backend().sent, 8);
 
     let finished = table.take_finished();
@@ -156,30 +151,11 @@ fn one_sync_makes_a_batch_durable_before_its_requests_leave() {
         finished.iter().all(|(_, result)| result.is_ok()),
         "{finished:?}"
     );
-    // The grants are recorded; their replies wait for the next sync.
-    assert!(table.unsynced());
-    table.sync().unwrap();
-    let end = table.record_counts();
+    let Recorded { records, .. } = table.record_counts();
+    assert_eq!(records - start.records, 16, "8 intents, 8 grants");
     assert_eq!(
-        (end.records - start.records, end.syncs - start.syncs),
-        (16, 2),
-        "8 intents and 8 grants in 2 syncs: {end:?}"
+        journal_lines(&dir) - lines,
+        16,
+        "every grant recorded before its reply"
     );
-}
-
-#[test]
-fn the_control_a_backend_that_acts_at_once_syncs_every_record() {
-    // Taken at once, a lock must have its intent on disk first: one sync per record, which is
-    // what the counts above would show if the batch were not grouped.
-    let dir = tempfile::tempdir().unwrap();
-    let domains = domains(8);
-    let mut table = table(&dir, Model::default());
-    let start = table.record_counts();
-    acquire_each(&mut table, &domains);
-    let end = table.record_counts();
-    assert!(!table.unsynced());
-    assert_eq!(table.backend().sent, 8);
-    let Recorded { records, syncs, .. } = end;
-    assert_eq!(records - start.records, 16, "{end:?}");
-    assert_eq!(syncs - start.syncs, 16, "{end:?}");
 }
