@@ -162,6 +162,15 @@ pub trait Backend {
         Vec::new()
     }
 
+    /// Where [`Backend::reclaim`] should take this lock back among the others after a restart
+    /// (ascending), when the order matters: the DLM finds an orphan by scanning the node's
+    /// list of orphans, so adopting 10,000 of them in another order than the kernel listed
+    /// them costs a scan of thousands each. Persisted with the lock. The default: any order.
+    fn reclaim_order(&self, handle: &Self::Handle) -> Option<(u32, u64)> {
+        let _ = handle;
+        None
+    }
+
     /// After a restart: takes back a lock the previous daemon held for a domain that still
     /// runs. File locks died with the old daemon and are simply taken again; DLM persistent
     /// locks survived as orphans and are adopted.
@@ -172,6 +181,18 @@ pub trait Backend {
         mode: Mode,
     ) -> Result<Self::Handle, BackendError> {
         self.lock(target, spec, mode)
+    }
+
+    /// [`Backend::reclaim`] of many locks, in this order, with one result each; the default
+    /// takes them one by one.
+    fn reclaim_all(
+        &mut self,
+        locks: &[(Target, ResourceSpec, Mode)],
+    ) -> Vec<Result<Self::Handle, BackendError>> {
+        locks
+            .iter()
+            .map(|(target, spec, mode)| self.reclaim(target, spec, *mode))
+            .collect()
     }
 
     /// After a restart: drops whatever the previous daemon left of a lock whose domain stopped

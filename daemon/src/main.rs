@@ -297,7 +297,9 @@ fn serve<B: Backend>(
 ) -> Result<(), String> {
     let socket_path = claim.socket_path.as_path();
     let mut state = StateFile::in_claimed_dir(&claim.state_dir);
+    let reading = std::time::Instant::now();
     let snapshot = state.load(backend.name()).map_err(|e| e.to_string())?;
+    let read_ms = reading.elapsed().as_millis();
     // Armed once the table is known to be readable: a refusal before this leaves the watchdog as
     // it was (armed by a lockmgrd that stopped with locks held, or not at all).
     let self_fencing = watchdog.map(|plan| arm(&plan)).transpose()?;
@@ -309,14 +311,17 @@ fn serve<B: Backend>(
     let mut table = LockTable::new(backend, state);
     let mut lost_locks = Vec::new();
     if let Some(snapshot) = snapshot {
+        let restoring = std::time::Instant::now();
         let lost = table.restore(&snapshot);
         let (owners, locks) = table.status();
         log(&format!(
-            "restored {} of {} lock(s) for {} running domain(s) from {}",
+            "restored {} of {} lock(s) for {} running domain(s) from {} (read in {read_ms} ms, \
+             taken back in {} ms)",
             locks.len(),
             snapshot.locks.len(),
             owners.len(),
-            table.store().path().display()
+            table.store().path().display(),
+            restoring.elapsed().as_millis()
         ));
         for lost in lost {
             log(&format!(

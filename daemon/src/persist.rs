@@ -409,6 +409,7 @@ mod tests {
             spec,
             mode: Mode::Exclusive,
             holders: vec![owner(holder).info.uuid],
+            reclaim_order: None,
         };
         (format!("t:{name}"), Some(lock))
     }

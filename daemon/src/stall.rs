@@ -186,6 +186,10 @@ impl<B: Backend> Backend for Stalling<B> {
         answers
     }
 
+    fn reclaim_order(&self, handle: &B::Handle) -> Option<(u32, u64)> {
+        self.inner.reclaim_order(handle)
+    }
+
     fn reclaim(
         &mut self,
         target: &Target,
@@ -193,6 +197,13 @@ impl<B: Backend> Backend for Stalling<B> {
         mode: Mode,
     ) -> Result<B::Handle, BackendError> {
         self.inner.reclaim(target, spec, mode)
+    }
+
+    fn reclaim_all(
+        &mut self,
+        locks: &[(Target, ResourceSpec, Mode)],
+    ) -> Vec<Result<B::Handle, BackendError>> {
+        self.inner.reclaim_all(locks)
     }
 
     fn discard(

@@ -1,6 +1,9 @@
 //! Human-readable tables.
 
 use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
 
 use crate::validate::{PluginReport, Status};
 
@@ -86,4 +89,26 @@ pub fn render_summary(reports: &[PluginReport]) -> String {
         );
     }
     out
+}
+
+/// Prints a command's report: as JSON with `json`, else as `render` makes it; and also as JSON
+/// into `json_file`. The error says what could not be written.
+pub fn emit_report<R: Serialize>(
+    report: &R,
+    json: bool,
+    json_file: Option<&Path>,
+    render: impl FnOnce(&R) -> String,
+) -> Result<(), String> {
+    let text =
+        serde_json::to_string_pretty(report).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    if let Some(path) = json_file {
+        std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if json {
+        println!("{text}");
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
 }

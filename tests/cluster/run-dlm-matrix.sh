@@ -2,9 +2,10 @@
 # The conformance matrix and the benchmark on a real 2-node DLM cluster: `lockmgr-loader-test
 # matrix` prints nop, file and dlm side by side (dlm's owners on both nodes, through the agent on
 # node2), and `lockmgr-loader-test bench` times dlm.so against the raw libdlm floor (dlm-floor),
-# with the resources mastered on node1 and on node2. Release build (the benchmark's figures mean
-# nothing in a debug build). Builds what it needs, boots and stops the clusters itself, and
-# leaves nothing behind. Needs root, /dev/net/tun and qemu-system-x86.
+# with the resources mastered on node1 and on node2, then the boot storm on both nodes and the
+# scale suite on node1 (10,000 DLM locks; lockmgrd's restart adopting 10,000 orphans). Release
+# build (the benchmark's figures mean nothing in a debug build). Builds what it needs, boots and
+# stops the clusters itself, and leaves nothing behind. Needs root, /dev/net/tun and qemu-system-x86.
 #
 # Usage: tests/cluster/run-dlm-matrix.sh [matrix|bench]   (default both; honours CARGO_TARGET_DIR,
 #        DLMX_ITERATIONS_LOCAL (1000) and DLMX_ITERATIONS_REMOTE (100))

@@ -87,7 +87,8 @@ pub(super) enum WorkerAnswer {
     /// With a refusal, the holder named in the resource's value block, if any.
     Locked(Result<DlmLock, DlmError>, Option<HolderName>),
     Unlocked,
-    Adopted(Result<DlmLock, DlmError>),
+    /// One result per orphan of the job, in its order.
+    Adopted(Vec<Result<DlmLock, DlmError>>),
 }
 
 #[derive(Debug)]
@@ -98,12 +99,23 @@ pub(super) enum Job {
     Unlocks(Vec<UnlockRequest>),
     /// Writes who holds each exclusive lock into its resource's value block, all at once.
     Publish(Vec<PublishRequest>),
+    /// Adoptions, one after the other in this order (the kernel's own order of orphans makes
+    /// each one as cheap as the first), answered together.
     Adopt {
         ticket: Ticket,
-        resource: String,
-        mode: DlmMode,
-        persistent: bool,
+        orphans: Vec<Orphan>,
     },
+}
+
+/// One orphan to adopt.
+#[derive(Debug)]
+pub(super) struct Orphan {
+    /// Its place among this worker's locks (see [`DlmLock`]).
+    pub(super) ticket: Ticket,
+    pub(super) resource: String,
+    pub(super) mode: DlmMode,
+    /// Whether the adopted lock stays PERSISTENT (else it is only adopted to be released).
+    pub(super) persistent: bool,
 }
 
 /// One lock request.
@@ -223,20 +235,21 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
                 }
             }
         }
-        Job::Adopt {
-            ticket,
-            resource,
-            mode,
-            persistent,
-        } => {
-            let result = lockspace.adopt_orphan(resource.as_bytes(), mode, persistent);
-            shared.answer(
-                ticket,
-                WorkerAnswer::Adopted(result.map(|lkid| DlmLock {
-                    worker: index,
-                    lkid,
-                })),
-            );
+        Job::Adopt { ticket, orphans } => {
+            let fd = lockspace.fd();
+            let results = orphans
+                .into_iter()
+                .map(|orphan| {
+                    lockspace
+                        .adopt_orphan(orphan.resource.as_bytes(), orphan.mode, orphan.persistent)
+                        .map(|lkid| DlmLock {
+                            worker: index,
+                            lkid,
+                            orphan_position: (fd, orphan.ticket),
+                        })
+                })
+                .collect();
+            shared.answer(ticket, WorkerAnswer::Adopted(results));
         }
     }
 }
@@ -287,6 +300,7 @@ fn answer_lock(
                 result.map(|lkid| DlmLock {
                     worker: index,
                     lkid,
+                    orphan_position: (lockspace.fd(), ticket),
                 }),
                 holder,
             ),

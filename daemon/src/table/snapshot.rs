@@ -50,6 +50,10 @@ pub struct SnapshotLock {
     pub mode: Mode,
     /// UUIDs of the holding domains.
     pub holders: Vec<String>,
+    /// Where a restart takes it back among the others ([`Backend::reclaim_order`]). Absent
+    /// when any order will do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim_order: Option<(u32, u64)>,
 }
 
 /// An unsettled lock in a [`Snapshot`].
@@ -145,6 +149,8 @@ struct SnapshotLockView<'a> {
     spec: &'a ResourceSpec,
     mode: Mode,
     holders: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reclaim_order: Option<(u32, u64)>,
 }
 
 /// The current snapshot format (format 1, without `unsettled`, and 2, without a journal, are
@@ -174,6 +180,7 @@ impl<B: Backend> LockTable<B> {
                     spec: &h.spec,
                     mode: h.mode,
                     holders: h.holders.iter().map(String::as_str).collect(),
+                    reclaim_order: self.backend.reclaim_order(&h.handle),
                 })
                 .collect(),
             unsettled: self.unsettled(),
@@ -219,6 +226,7 @@ impl<B: Backend> LockTable<B> {
                     spec: h.spec.clone(),
                     mode: h.mode,
                     holders: h.holders.iter().cloned().collect(),
+                    reclaim_order: self.backend.reclaim_order(&h.handle),
                 });
                 (id, lock)
             })
@@ -262,26 +270,36 @@ impl<B: Backend> LockTable<B> {
         for unsettled in &snapshot.unsettled {
             self.discard(&unsettled.spec, unsettled.mode);
         }
-        for saved in &snapshot.locks {
-            let holders: Vec<&String> = saved
-                .holders
-                .iter()
-                .filter(|u| self.owners.contains_key(*u))
-                .collect();
-            if holders.is_empty() {
-                self.discard(&saved.spec, saved.mode);
-                continue;
+        // In the backend's order (the DLM's list of orphans), those without one last; the
+        // locks of running domains all at once, then what is left of the others.
+        let mut in_order: Vec<&SnapshotLock> = snapshot.locks.iter().collect();
+        in_order.sort_by_key(|saved| (saved.reclaim_order.is_none(), saved.reclaim_order));
+        let (kept, dropped): (Vec<&SnapshotLock>, Vec<&SnapshotLock>) = in_order
+            .into_iter()
+            .partition(|saved| saved.holders.iter().any(|u| self.owners.contains_key(u)));
+        let mut wanted = Vec::with_capacity(kept.len());
+        for saved in kept {
+            match self.backend.resolve(&saved.spec) {
+                Ok(target) => wanted.push((saved, target)),
+                Err(err) => lost.extend(self.lose(saved, &err)),
             }
-            let taken = self.backend.resolve(&saved.spec).and_then(|t| {
-                let handle = self.backend.reclaim(&t, &saved.spec, saved.mode)?;
-                Ok((t, handle))
-            });
-            match taken {
-                Ok((target, handle)) => {
-                    let id = target.id.clone();
-                    let holders = holders.into_iter().cloned().collect();
+        }
+        let asked: Vec<(Target, ResourceSpec, Mode)> = wanted
+            .iter()
+            .map(|(saved, target)| (target.clone(), saved.spec.clone(), saved.mode))
+            .collect();
+        let reclaimed = self.backend.reclaim_all(&asked);
+        for ((saved, target), result) in wanted.into_iter().zip(reclaimed) {
+            match result {
+                Ok(handle) => {
+                    let holders = saved
+                        .holders
+                        .iter()
+                        .filter(|u| self.owners.contains_key(*u))
+                        .cloned()
+                        .collect();
                     self.held.insert(
-                        id,
+                        target.id.clone(),
                         Held {
                             target,
                             spec: saved.spec.clone(),
@@ -293,23 +311,34 @@ impl<B: Backend> LockTable<B> {
                     );
                     failpoint::hit("restore:reclaimed-some");
                 }
-                Err(err) => {
-                    for uuid in holders {
-                        let owner = &self.owners[uuid];
-                        let outcome =
-                            process::apply_failure_action(&owner.pidfd, &owner.info, owner.action);
-                        lost.push(LostLock {
-                            owner: owner.info.name.clone(),
-                            resource: saved.spec.describe(),
-                            outcome: format!("{err}; {outcome}"),
-                        });
-                    }
-                }
+                Err(err) => lost.extend(self.lose(saved, &err)),
             }
+        }
+        for saved in dropped {
+            self.discard(&saved.spec, saved.mode);
         }
         failpoint::hit("restore:reclaimed");
         self.generation += 1;
         lost
+    }
+
+    /// A lock of running domains that could not be taken back: its owners'
+    /// `<on_lockfailure>` actions applied, for the caller to report.
+    fn lose(&self, saved: &SnapshotLock, err: &BackendError) -> Vec<LostLock> {
+        saved
+            .holders
+            .iter()
+            .filter_map(|uuid| self.owners.get(uuid))
+            .map(|owner| {
+                let outcome =
+                    process::apply_failure_action(&owner.pidfd, &owner.info, owner.action);
+                LostLock {
+                    owner: owner.info.name.clone(),
+                    resource: saved.spec.describe(),
+                    outcome: format!("{err}; {outcome}"),
+                }
+            })
+            .collect()
     }
 
     /// Drops what the previous daemon may have left of a lock no running domain holds.

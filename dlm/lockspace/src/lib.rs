@@ -455,6 +455,10 @@ impl Lockspace {
     /// [`Error::OrphanModeMismatch`]; with no orphan, [`Error::NoOrphan`]. The lock keeps its
     /// original id. `persistent` sets the adopted lock's flags anew: without it the lock is
     /// simply released when this holder goes away. Orphans of other nodes cannot be adopted.
+    ///
+    /// The kernel looks for the orphan from the head of the node's list of orphans: adopting
+    /// them in the order they were orphaned costs the same for each; in another order, each
+    /// adoption scans the ones left before it.
     pub fn adopt_orphan(&self, resource: &[u8], mode: Mode, persistent: bool) -> Result<LockId> {
         validate_resource(LockOp::Adopt, resource, &self.name)?;
         let mut flags = dlm_sys::LKF_ORPHAN;
@@ -477,6 +481,14 @@ impl Lockspace {
             LockFlags::NONE
         };
         Ok(inner.keep(resource, mode, flags, lksb))
+    }
+
+    /// This handle's file descriptor on the lockspace device. When the process ends, the kernel
+    /// turns the PERSISTENT locks of each closed handle into orphans in the order they were
+    /// requested through it, one handle after the other: the order in which adopting them finds
+    /// each first (see [`Lockspace::adopt_orphan`]).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.inner().handle.fd()
     }
 
     /// Removes orphan locks of `nodeid` (this node's: [`local_node_id`]); `pid` 0 removes all of

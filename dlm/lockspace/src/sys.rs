@@ -179,11 +179,16 @@ impl Handle {
         if rv == 0 { Ok(()) } else { Err(last_errno()) }
     }
 
+    /// The lockspace device's fd of this handle.
+    pub(crate) fn fd(&self) -> i32 {
+        // SAFETY: the handle is valid; `dlm_ls_get_fd` only reads its fd field.
+        unsafe { raw::dlm_ls_get_fd(self.0.as_ptr()) }
+    }
+
     /// Waits until the lockspace fd has completions, then reads all there are (`dlm_dispatch`),
     /// each into the lksb its request named.
     pub(crate) fn dispatch(&mut self) -> Result<(), i32> {
-        // SAFETY: the handle is valid; `dlm_ls_get_fd` only reads its fd field.
-        let fd = unsafe { raw::dlm_ls_get_fd(self.0.as_ptr()) };
+        let fd = self.fd();
         let mut pollfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

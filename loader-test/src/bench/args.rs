@@ -26,8 +26,8 @@ pub const LONG_ABOUT: &str = "Times libvirt's resume/pause cycle against each pl
     (the IPC-inclusive floor in the same rounds: framed request/reply like lockmgrd's + N OFD \
     locks; file ÷ ipc-floor, target <= 2 at N=64), storm (--storm-domains × --storm-disks \
     acquiring at once per plugin: wall, per-domain p50/p99, lockd ÷ file, target >= 10), scale \
-    (file.so + lockmgrd holding --scale-locks locks: latency as the table grows, RSS, restart \
-    time, target < 2 s), all.";
+    (file.so or dlm.so + lockmgrd holding --scale-locks locks: latency as the table grows, RSS, \
+    restart time — for dlm.so the adoption of every orphan — target < 2 s), all.";
 
 /// `bench --help`, examples.
 pub const AFTER_HELP: &str = "Examples:\n  \
@@ -52,8 +52,9 @@ pub enum Suite {
     /// A boot storm on one host: `--storm-domains` domains × `--storm-disks` disks acquiring at
     /// once, per plugin (nop, file, lockd): wall time, per-domain p50/p99, lockd ÷ file.
     Storm,
-    /// file.so + lockmgrd holding `--scale-locks` locks: acquire/release latency as the table
-    /// grows, lockmgrd's RSS, its restart time with every lock held by live owners.
+    /// file.so or dlm.so + lockmgrd holding `--scale-locks` locks: acquire/release latency as
+    /// the table grows, lockmgrd's RSS, its restart time with every lock held by live owners
+    /// (for dlm.so: the adoption of every orphan).
     Scale,
     /// Every suite.
     All,
@@ -140,6 +141,9 @@ pub struct BenchArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report to this file (with the table or --json on stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
     /// Seconds one batch may take before its worker is given up.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
@@ -159,7 +163,7 @@ pub struct BenchArgs {
     /// Boot storm: storms per plugin and mode, interleaved (each: acquire all, then release all).
     #[arg(long, default_value_t = 10)]
     pub storm_rounds: usize,
-    /// Scale: locks held through file.so + lockmgrd at the end.
+    /// Scale: locks held through file.so or dlm.so + lockmgrd at the end.
     #[arg(long, default_value_t = 10_000)]
     pub scale_locks: usize,
     /// Scale: disks per owner (domain); one Acquire carries at most 1024.

@@ -16,7 +16,7 @@
 //!
 //! `--suite` adds the figures against the real limits (issue 11): the IPC-inclusive floor and its
 //! parts as more floor workers in the same rounds (`floor`), a boot storm of many domains
-//! acquiring at once per plugin (`storm`), and file.so + lockmgrd holding many locks (`scale`).
+//! acquiring at once per plugin (`storm`), and file.so or dlm.so + lockmgrd holding many locks (`scale`).
 
 mod args;
 mod floor;

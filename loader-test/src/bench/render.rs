@@ -141,11 +141,15 @@ fn render_storm(report: &BenchReport) -> String {
 fn render_scale(scale: &crate::bench::scale::ScaleResult) -> String {
     let mut out = String::new();
     let probes = scale.levels.first().map_or(0, |l| l.probes);
+    let mode = match scale.mode.as_str() {
+        "-" => String::new(),
+        mode => format!(" ({mode} mode)"),
+    };
     let _ = writeln!(
         out,
-        "\nscale: {} ({} mode) + lockmgrd, up to {} locks held by {} live domains; probe: one more \
+        "\nscale: {}{mode} + lockmgrd, up to {} locks held by {} live domains; probe: one more \
          domain's Acquire and Release of 1 disk (New + AddResource + op + Free), {probes} each per row",
-        scale.plugin, scale.mode, scale.locks, scale.owners
+        scale.plugin, scale.locks, scale.owners
     );
     table_head(&mut out, &SCALE_COLUMNS);
     for l in &scale.levels {

@@ -21,16 +21,11 @@ pub(super) const SANLOCK_MAX_RESOURCES: usize = 8;
 pub fn command(args: &BenchArgs) -> u8 {
     match run_bench(args) {
         Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(err) => {
-                        eprintln!("lockmgr-loader-test bench: cannot encode JSON: {err}");
-                        return crate::EXIT_FAIL;
-                    }
-                }
-            } else {
-                print!("{}", render(&report));
+            let printed =
+                crate::output::emit_report(&report, args.json, args.json_file.as_deref(), render);
+            if let Err(err) = printed {
+                eprintln!("lockmgr-loader-test bench: {err}");
+                return crate::EXIT_FAIL;
             }
             if report.series.is_empty() && report.storm.is_empty() && report.scale.is_empty() {
                 crate::EXIT_FAIL
@@ -217,25 +212,12 @@ impl BenchRun<'_> {
     fn storms(&mut self) {
         let (args, plugins) = (self.launch.args, self.plugins);
         let report = &mut self.report;
-        let mut specs = Vec::new();
-        for plugin in plugins.iter().filter(|p| {
-            matches!(
-                p.profile,
-                Profile::Nop | Profile::File | Profile::Lockd | Profile::Dlm
-            )
-        }) {
-            let modes: Vec<Option<LockMode>> = if plugin.profile.has_lockspace_mode() {
-                args.modes.iter().copied().map(Some).collect()
-            } else {
-                vec![None]
-            };
-            for mode in modes {
-                specs.push(WorkerSpec {
-                    job: Job::Storm,
-                    ..WorkerSpec::cycle(Some(plugin.clone()), mode, false)
-                });
-            }
-        }
+        let specs = unpinned_specs(
+            plugins,
+            &[Profile::Nop, Profile::File, Profile::Lockd, Profile::Dlm],
+            &args.modes,
+            Job::Storm,
+        );
         if specs.is_empty() {
             report
                 .errors
@@ -281,30 +263,33 @@ impl BenchRun<'_> {
         report.storm_ratios = storm::ratios(&report.storm, plugins);
     }
 
-    /// Scale: file.so's workers (one per mode), one after the other.
+    /// Scale: one worker per lockmgrd-based plugin (file.so per mode, dlm.so), one after the
+    /// other.
     fn scale(&mut self) {
         let args = self.launch.args;
         let report = &mut self.report;
-        let Some(file) = self.plugins.iter().find(|p| p.profile == Profile::File) else {
+        let specs = unpinned_specs(
+            self.plugins,
+            &[Profile::File, Profile::Dlm],
+            &args.modes,
+            Job::Scale,
+        );
+        if specs.is_empty() {
             report
                 .errors
-                .push("scale: no file.so among the plugins".into());
+                .push("scale: no file.so or dlm.so among the plugins".into());
             return;
-        };
+        }
         let scale_timeout = self.timeout.max(Duration::from_secs(1800));
-        for &mode in &args.modes {
+        for spec in specs {
             if harness_sys::terminating() {
                 return;
             }
             eprintln!(
-                "bench: scale, file.so {} mode, up to {} locks",
-                mode.as_str(),
+                "bench: scale, {}, up to {} locks",
+                spec.describe(),
                 args.scale_locks
             );
-            let spec = WorkerSpec {
-                job: Job::Scale,
-                ..WorkerSpec::cycle(Some(file.clone()), Some(mode), false)
-            };
             let mut workers = start_workers(&self.launch, vec![spec], &[], scale_timeout, report);
             if let Some(worker) = workers.first_mut() {
                 match worker.ask("scale", scale_timeout) {
@@ -322,6 +307,31 @@ impl BenchRun<'_> {
             stop_workers(workers, &mut report.errors);
         }
     }
+}
+
+/// One unpinned `job` worker per plugin of `profiles`, and per mode of `modes` for a plugin
+/// that has a lockspace mode.
+fn unpinned_specs(
+    plugins: &[PluginSpec],
+    profiles: &[Profile],
+    modes: &[LockMode],
+    job: Job,
+) -> Vec<WorkerSpec> {
+    let mut specs = Vec::new();
+    for plugin in plugins.iter().filter(|p| profiles.contains(&p.profile)) {
+        let modes: Vec<Option<LockMode>> = if plugin.profile.has_lockspace_mode() {
+            modes.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for mode in modes {
+            specs.push(WorkerSpec {
+                job,
+                ..WorkerSpec::cycle(Some(plugin.clone()), mode, false)
+            });
+        }
+    }
+    specs
 }
 
 type SeriesKey = (String, String, bool, usize);

@@ -1,4 +1,4 @@
-//! Scale: file.so + lockmgrd holding many locks on one host.
+//! Scale: file.so or dlm.so + lockmgrd holding many locks on one host.
 //!
 //! The worker registers `ceil(L / per_owner)` domains (real forked owners: lockmgrd checks
 //! their pids and pidfds), each with up to `per_owner` disks, and one probe domain with one
@@ -7,8 +7,10 @@
 //! the probe domain's Acquire (New + AddResource + Acquire(state) + Free) and Release
 //! (New + AddResource + Release(&state) + Free) separately, and reads lockmgrd's VmRSS. With
 //! all L held by live owners it SIGKILLs lockmgrd, starts it again and times the restart: until
-//! the new instance answers a request (it serves only once it has restored its table and
-//! re-taken every OFD lock from its state file), with the count it restored from its log.
+//! the new instance answers a request (it serves only once it has restored its table and taken
+//! every lock back: file.so's OFD locks afresh, dlm.so's by adopting the orphans the SIGKILL
+//! left in the kernel), with the count it restored from its log. At the end every domain
+//! releases its locks before lockmgrd stops, so that no orphan outlives the run.
 
 use std::time::{Duration, Instant};
 
@@ -124,9 +126,9 @@ fn register_scale(
 impl ScaleSubject {
     pub(super) fn set_up(args: &WorkerArgs) -> Result<ScaleSubject, String> {
         let loaded = load_plugin(args)?;
-        if loaded.profile != Profile::File {
+        if !matches!(loaded.profile, Profile::File | Profile::Dlm) {
             return Err(format!(
-                "scale measures file.so + lockmgrd, not {}",
+                "scale measures a plugin with lockmgrd (file.so, dlm.so), not {}",
                 loaded.profile
             ));
         }
@@ -254,7 +256,7 @@ impl ScaleSubject {
             .env
             .daemon
             .as_mut()
-            .ok_or("file.so's profile has no daemon")?;
+            .ok_or("this plugin's profile has no daemon")?;
         daemon.crash()?;
         let started = Instant::now();
         daemon.start()?;
@@ -299,11 +301,20 @@ impl ScaleSubject {
             .lines()
             .rev()
             .find(|l| l.contains("restored ") && l.contains(" lock(s)"))
-            .map_or("(lockmgrd logged no restore)", |l| {
-                let from = l.find("restored ").unwrap_or(0);
-                let to = l.find(" from ").unwrap_or(l.len()).max(from);
-                &l[from..to]
-            })
+            .map_or_else(
+                || "(lockmgrd logged no restore)".to_owned(),
+                |l| {
+                    // `restored X of Y lock(s) for Z running domain(s) from PATH (times)`,
+                    // without the path.
+                    let from = l.find("restored ").unwrap_or(0);
+                    let to = l.find(" from ").unwrap_or(l.len()).max(from);
+                    let times = l
+                        .rfind(" (")
+                        .filter(|&at| at > to)
+                        .map_or("", |at| &l[at..]);
+                    format!("{}{times}", &l[from..to])
+                },
+            )
             .trim()
             .to_owned();
         let restored_locks = restored
@@ -326,9 +337,25 @@ impl ScaleSubject {
         })
     }
 
+    /// Releases every domain's locks, then stops the owners and lockmgrd. Released first: a
+    /// lockmgrd stopped with locks held leaves them behind as it must (DLM orphans keep
+    /// protecting the disks), and the next run on this node would find its disks taken.
     pub(super) fn finish(mut self) -> Result<(), String> {
+        let mut first_error = None;
+        if let Some(plugin) = &self.plugin {
+            for owner in self.owners.iter().chain([&self.probe]) {
+                let mut detached = owner.domain.clone();
+                detached.uri = None;
+                if let Err(err) = sequences::detach(plugin, &detached, &owner.disks) {
+                    first_error.get_or_insert_with(|| {
+                        err.worded("", |e| format!("releasing {}: {e}", owner.domain.name))
+                    });
+                }
+            }
+        }
         self.owners.clear();
-        self.env.unload(self.plugin.take(), "")
+        self.env.unload(self.plugin.take(), "")?;
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -172,26 +172,12 @@ pub fn command(args: &MatrixArgs) -> u8 {
             return if harness_sys::terminating() { 130 } else { 2 };
         }
     };
-    let json = match serde_json::to_string_pretty(&report) {
-        Ok(text) => text,
-        Err(err) => {
-            eprintln!("lockmgr-loader-test matrix: cannot encode JSON: {err}");
-            return crate::EXIT_FAIL;
-        }
-    };
-    if let Some(path) = &args.json_file {
-        if let Err(err) = std::fs::write(path, format!("{json}\n")) {
-            eprintln!(
-                "lockmgr-loader-test matrix: cannot write {}: {err}",
-                path.display()
-            );
-            return crate::EXIT_FAIL;
-        }
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print!("{}", render_table(&report, args.verbose));
+    let printed = crate::output::emit_report(&report, args.json, args.json_file.as_deref(), |r| {
+        render_table(r, args.verbose)
+    });
+    if let Err(err) = printed {
+        eprintln!("lockmgr-loader-test matrix: {err}");
+        return crate::EXIT_FAIL;
     }
     exit_code(&report)
 }

@@ -11,13 +11,15 @@
 //!   process locking and unlocking the same N DLM resources), once with the resources mastered
 //!   on node1 and once on node2; prints medians, p99 and dlm.so ÷ floor, and beside it the
 //!   asynchronous floor (`dlm-floor parallel`) and the IPC-inclusive floor (`dlm-floor ipc`) with
-//!   their ratios and targets. No timing is asserted.
+//!   their ratios and targets; then the boot storm on both nodes and the scale suite on node1
+//!   (10,000 DLM locks held, lockmgrd's restart adopting every orphan). No timing is asserted.
 //!
 //! Needs root, /dev/net/tun, QEMU and several minutes: run by `tests/cluster/run-dlm-matrix.sh`.
 //!
 //! This file holds the tests; `dlm_matrix/bed.rs` the helpers that boot the cluster and run
 //! commands in its nodes, `dlm_matrix/bench.rs` the benchmark against the libdlm floor and its
-//! figures, `dlm_matrix/storm.rs` the boot storm on both nodes.
+//! figures, `dlm_matrix/storm.rs` the boot storm on both nodes, `dlm_matrix/scale.rs` the scale
+//! suite on node1.
 
 #[path = "dlm_matrix/bed.rs"]
 mod bed;
@@ -28,6 +30,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../scenarios/expected.rs"]
 mod expected;
+#[path = "dlm_matrix/scale.rs"]
+mod scale;
 #[path = "dlm_matrix/storm.rs"]
 mod storm;
 
@@ -39,6 +43,7 @@ use lockmgr_testbed::node_address;
 
 use bed::{boot, leftovers, sh, wait_for};
 use bench::{bench_mastered_on, human, print_against_the_async_floor, series};
+use scale::scale_on_one_node;
 use storm::boot_storm_on_both_nodes;
 
 const SHARE: &str = "/mnt/host";
@@ -307,6 +312,7 @@ fn dlm_so_against_the_raw_libdlm_floor() {
         ("node2", &remote, &remote_floors),
     ]);
     boot_storm_on_both_nodes(&cluster);
+    scale_on_one_node(&cluster);
     let left: Vec<String> = [1, 2]
         .into_iter()
         .flat_map(|node| leftovers(&cluster, node))
