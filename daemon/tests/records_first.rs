@@ -56,9 +56,7 @@ impl Backend for Model {
     }
 
     fn resolve(&self, spec: &ResourceSpec) -> Result<Target, BackendError> {
-        Ok(Target {
-            id: spec.name.clone(),
-        })
+        common::model_target(spec)
     }
 
     fn lock(&mut self, _: &Target, _: &ResourceSpec, _: Mode) -> Result<u64, BackendError> {

@@ -178,6 +178,15 @@ impl Drop for Owner {
     }
 }
 
+/// The target of `spec` in the model backends of the table tests: named after the resource.
+pub fn model_target(
+    spec: &ResourceSpec,
+) -> Result<lockmgrd::backend::Target, lockmgrd::backend::BackendError> {
+    Ok(lockmgrd::backend::Target {
+        id: spec.name.clone(),
+    })
+}
+
 pub fn disk(path: &str, mode: Mode) -> ResourceSpec {
     ResourceSpec {
         kind: ResourceKind::Disk,
