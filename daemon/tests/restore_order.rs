@@ -26,6 +26,8 @@ struct Orphans {
     reclaimed: Vec<String>,
     /// Calls of `reclaim_all`.
     batches: usize,
+    /// Locks released: a restore of running domains releases none.
+    unlocked: Vec<u64>,
 }
 
 impl Backend for Orphans {
@@ -49,8 +51,9 @@ impl Backend for Orphans {
         _: &Target,
         _: &ResourceSpec,
         _: Mode,
-        _: u64,
+        handle: u64,
     ) -> Result<(), UnlockFailed<u64>> {
+        self.unlocked.push(handle);
         Ok(())
     }
 
@@ -97,6 +100,11 @@ fn restart(dir: &tempfile::TempDir) -> LockTable<Orphans> {
     let mut table = LockTable::new(Orphans::default(), state);
     let lost = table.restore(&snapshot);
     assert!(lost.is_empty(), "{lost:?}");
+    assert_eq!(
+        table.backend().unlocked,
+        Vec::<u64>::new(),
+        "nothing released"
+    );
     table
 }
 
