@@ -187,7 +187,7 @@ pub trait Backend {
     /// takes them one by one.
     fn reclaim_all(
         &mut self,
-        locks: &[(Target, ResourceSpec, Mode)],
+        locks: &[(&Target, &ResourceSpec, Mode)],
     ) -> Vec<Result<Self::Handle, BackendError>> {
         locks
             .iter()

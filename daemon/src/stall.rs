@@ -201,7 +201,7 @@ impl<B: Backend> Backend for Stalling<B> {
 
     fn reclaim_all(
         &mut self,
-        locks: &[(Target, ResourceSpec, Mode)],
+        locks: &[(&Target, &ResourceSpec, Mode)],
     ) -> Vec<Result<B::Handle, BackendError>> {
         self.inner.reclaim_all(locks)
     }

@@ -64,7 +64,7 @@ impl Backend for Orphans {
 
     fn reclaim_all(
         &mut self,
-        locks: &[(Target, ResourceSpec, Mode)],
+        locks: &[(&Target, &ResourceSpec, Mode)],
     ) -> Vec<Result<u64, BackendError>> {
         self.batches += 1;
         locks

@@ -509,9 +509,9 @@ impl Backend for DlmBackend {
 
     fn reclaim_all(
         &mut self,
-        locks: &[(Target, ResourceSpec, Mode)],
+        locks: &[(&Target, &ResourceSpec, Mode)],
     ) -> Vec<Result<DlmLock, BackendError>> {
-        let orphans: Vec<(&Target, Mode)> = locks.iter().map(|(t, _, mode)| (t, *mode)).collect();
+        let orphans: Vec<(&Target, Mode)> = locks.iter().map(|(t, _, mode)| (*t, *mode)).collect();
         match self.adopt_all(&orphans, true) {
             Ok(adopted) => locks
                 .iter()

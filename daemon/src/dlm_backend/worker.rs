@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -165,8 +166,13 @@ impl Worker {
         std::thread::Builder::new()
             .name(format!("dlm-worker-{index}"))
             .spawn(move || {
+                // The handle's fd never changes: read once, not per lock granted.
+                let this = ThisWorker {
+                    index,
+                    fd: lockspace.fd(),
+                };
                 for job in queue {
-                    run_job(index, &lockspace, job, &doubts, &shared);
+                    run_job(this, &lockspace, job, &doubts, &shared);
                     count.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
@@ -178,7 +184,25 @@ impl Worker {
     }
 }
 
-fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
+/// A worker, as the locks it holds name it.
+#[derive(Debug, Clone, Copy)]
+struct ThisWorker {
+    index: usize,
+    fd: RawFd,
+}
+
+impl ThisWorker {
+    /// A lock taken through this worker's handle: `ticket` is its request's place among them.
+    fn holds(self, lkid: LockId, ticket: Ticket) -> DlmLock {
+        DlmLock {
+            worker: self.index,
+            lkid,
+            orphan_position: (self.fd, ticket),
+        }
+    }
+}
+
+fn run_job(this: ThisWorker, lockspace: &Lockspace, job: Job, doubts: &Doubts, shared: &Shared) {
     match job {
         Job::Locks(requests) => {
             let asked: Vec<DlmRequest<'_>> = requests
@@ -191,7 +215,7 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
                 .collect();
             let results = lockspace.lock_all(&asked);
             for (request, result) in requests.into_iter().zip(results) {
-                answer_lock(index, lockspace, request, result, doubts, shared);
+                answer_lock(this, lockspace, request, result, doubts, shared);
             }
             shared.wake();
         }
@@ -236,17 +260,12 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
             }
         }
         Job::Adopt { ticket, orphans } => {
-            let fd = lockspace.fd();
             let results = orphans
                 .into_iter()
                 .map(|orphan| {
                     lockspace
                         .adopt_orphan(orphan.resource.as_bytes(), orphan.mode, orphan.persistent)
-                        .map(|lkid| DlmLock {
-                            worker: index,
-                            lkid,
-                            orphan_position: (fd, orphan.ticket),
-                        })
+                        .map(|lkid| this.holds(lkid, orphan.ticket))
                 })
                 .collect();
             shared.answer(ticket, WorkerAnswer::Adopted(results));
@@ -257,7 +276,7 @@ fn run_job(index: usize, lockspace: &Lockspace, job: Job, doubts: &Doubts, share
 /// The DLM's answer to one lock request of a batch: queued for the server (the batch wakes it
 /// once).
 fn answer_lock(
-    index: usize,
+    this: ThisWorker,
     lockspace: &Lockspace,
     request: LockRequest,
     result: Result<LockId, DlmError>,
@@ -296,14 +315,7 @@ fn answer_lock(
         }
         _ => shared.queue(
             ticket,
-            WorkerAnswer::Locked(
-                result.map(|lkid| DlmLock {
-                    worker: index,
-                    lkid,
-                    orphan_position: (lockspace.fd(), ticket),
-                }),
-                holder,
-            ),
+            WorkerAnswer::Locked(result.map(|lkid| this.holds(lkid, ticket)), holder),
         ),
     }
 }

@@ -274,30 +274,32 @@ impl<B: Backend> LockTable<B> {
         // locks of running domains all at once, then what is left of the others.
         let mut in_order: Vec<&SnapshotLock> = snapshot.locks.iter().collect();
         in_order.sort_by_key(|saved| (saved.reclaim_order.is_none(), saved.reclaim_order));
-        let (kept, dropped): (Vec<&SnapshotLock>, Vec<&SnapshotLock>) = in_order
-            .into_iter()
-            .partition(|saved| saved.holders.iter().any(|u| self.owners.contains_key(u)));
-        let mut wanted = Vec::with_capacity(kept.len());
-        for saved in kept {
+        let mut wanted = Vec::new();
+        let mut dropped = Vec::new();
+        for saved in in_order {
+            let holders: BTreeSet<String> = saved
+                .holders
+                .iter()
+                .filter(|u| self.owners.contains_key(*u))
+                .cloned()
+                .collect();
+            if holders.is_empty() {
+                dropped.push(saved);
+                continue;
+            }
             match self.backend.resolve(&saved.spec) {
-                Ok(target) => wanted.push((saved, target)),
+                Ok(target) => wanted.push((saved, target, holders)),
                 Err(err) => lost.extend(self.lose(saved, &err)),
             }
         }
-        let asked: Vec<(Target, ResourceSpec, Mode)> = wanted
+        let asked: Vec<(&Target, &ResourceSpec, Mode)> = wanted
             .iter()
-            .map(|(saved, target)| (target.clone(), saved.spec.clone(), saved.mode))
+            .map(|(saved, target, _)| (target, &saved.spec, saved.mode))
             .collect();
         let reclaimed = self.backend.reclaim_all(&asked);
-        for ((saved, target), result) in wanted.into_iter().zip(reclaimed) {
+        for ((saved, target, holders), result) in wanted.into_iter().zip(reclaimed) {
             match result {
                 Ok(handle) => {
-                    let holders = saved
-                        .holders
-                        .iter()
-                        .filter(|u| self.owners.contains_key(*u))
-                        .cloned()
-                        .collect();
                     self.held.insert(
                         target.id.clone(),
                         Held {
