@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 #[cfg(feature = "dlm")]
 use lockmgr_conf::DlmPluginSettings;
 use lockmgr_conf::FilePluginSettings;
-use lockmgr_proto::EventKind;
+use lockmgr_proto::{EventKind, Restored};
 use lockmgrd::backend::Backend;
 use lockmgrd::file_backend::FileBackend;
 use lockmgrd::instance::{self, Instance};
@@ -310,19 +310,30 @@ fn serve<B: Backend>(
     }
     let mut table = LockTable::new(backend, state);
     let mut lost_locks = Vec::new();
+    let mut restored = None;
     if let Some(snapshot) = snapshot {
         let restoring = std::time::Instant::now();
         let lost = table.restore(&snapshot);
         let (owners, locks) = table.status();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let summary = Restored {
+            found: count(snapshot.locks.len()),
+            locks: count(locks.len()),
+            domains: count(owners.len()),
+            read_ms: u64::try_from(read_ms).unwrap_or(u64::MAX),
+            reclaim_ms: u64::try_from(restoring.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
         log(&format!(
-            "restored {} of {} lock(s) for {} running domain(s) from {} (read in {read_ms} ms, \
+            "restored {} of {} lock(s) for {} running domain(s) from {} (read in {} ms, \
              taken back in {} ms)",
-            locks.len(),
-            snapshot.locks.len(),
-            owners.len(),
+            summary.locks,
+            summary.found,
+            summary.domains,
             table.store().path().display(),
-            restoring.elapsed().as_millis()
+            summary.read_ms,
+            summary.reclaim_ms
         ));
+        restored = Some(summary);
         for lost in lost {
             log(&format!(
                 "LOCK LOST: {} of domain '{}': {}",
@@ -350,7 +361,8 @@ fn serve<B: Backend>(
     ));
     lockmgrd::notify::ready(&format!("serving {}", socket_path.display()));
     let timeout = std::time::Duration::from_secs(cli.lock_failure_timeout);
-    let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout);
+    let mut server = Server::new(claim.listener, socket_path.to_owned(), table, stop, timeout)
+        .restored(restored);
     if let Some(self_fencing) = &self_fencing {
         server = server.self_fence(self_fencing.shared());
     }

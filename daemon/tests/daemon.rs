@@ -328,6 +328,11 @@ fn a_restarted_daemon_takes_back_the_locks_of_running_domains_only() {
         .unwrap()
         .target;
 
+    let Reply::Status { restored, .. } = daemon.call(Request::Status) else {
+        panic!("no status reply");
+    };
+    assert_eq!(restored, None, "a first start found no table to take back");
+
     daemon.kill(); // a crash: SIGKILL
     assert!(
         PosixLocker::take(&keep_file).is_some(),
@@ -346,7 +351,10 @@ fn a_restarted_daemon_takes_back_the_locks_of_running_domains_only() {
         PosixLocker::take(&keep_file).is_none(),
         "vm-a's lock is held again"
     );
-    let Reply::Status { owners, .. } = daemon.call(Request::Status) else {
+    let Reply::Status {
+        owners, restored, ..
+    } = daemon.call(Request::Status)
+    else {
         panic!("no status reply");
     };
     let names: Vec<&str> = owners.iter().map(|o| o.name.as_str()).collect();
@@ -354,6 +362,13 @@ fn a_restarted_daemon_takes_back_the_locks_of_running_domains_only() {
         names,
         ["vm-a"],
         "vm-c stopped while the daemon was down: dropped"
+    );
+    // Its status says what it found and what it took back.
+    let restored = restored.expect("a restarted daemon says what it restored");
+    assert_eq!(
+        (restored.found, restored.locks, restored.domains),
+        (2, 1, 1),
+        "{restored:?}"
     );
     let b = Owner::new("vm-b", 2);
     expect_error(

@@ -279,6 +279,23 @@ pub struct Recorded {
     pub whole_tables: u64,
 }
 
+/// How a daemon took back, at start, the lock table an earlier instance left, for
+/// [`Reply::Status`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restored {
+    /// Locks the table held.
+    pub found: u64,
+    /// Locks taken back: those of domains still running.
+    pub locks: u64,
+    /// The running domains they belong to.
+    pub domains: u64,
+    /// Milliseconds spent reading the table.
+    pub read_ms: u64,
+    /// Milliseconds spent taking the locks back from the backend.
+    pub reclaim_ms: u64,
+}
+
 /// A reply, daemon → plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -302,6 +319,9 @@ pub enum Reply {
         /// How the table was written to disk since the daemon started.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recorded: Option<Recorded>,
+        /// What the daemon took back at start; `None` when it found no table.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restored: Option<Restored>,
     },
     /// Events, oldest first.
     Events {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use lockmgr_conf::{DlmPluginSettings, FilePluginSettings};
 use lockmgr_proto::{
-    Client, DomainStatus, Event, EventKind, LockStatus, Mode, Recorded, Reply, Request,
+    Client, DomainStatus, Event, EventKind, LockStatus, Mode, Recorded, Reply, Request, Restored,
 };
 use serde::Serialize;
 
@@ -227,6 +227,8 @@ struct StatusReport<'a> {
     truncated: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recorded: Option<Recorded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored: Option<Restored>,
 }
 
 fn status(cli: &Cli) -> Result<bool, String> {
@@ -242,6 +244,7 @@ fn status(cli: &Cli) -> Result<bool, String> {
             locks: Vec::new(),
             truncated: None,
             recorded: None,
+            restored: None,
         };
         match ask(target, &Request::Status)? {
             Ok(Reply::Status {
@@ -250,6 +253,7 @@ fn status(cli: &Cli) -> Result<bool, String> {
                 locks,
                 truncated,
                 recorded,
+                restored,
             }) => {
                 report.running = true;
                 report.lock_backend = Some(backend);
@@ -257,6 +261,7 @@ fn status(cli: &Cli) -> Result<bool, String> {
                 report.locks = locks;
                 report.truncated = truncated;
                 report.recorded = recorded;
+                report.restored = restored;
             }
             Ok(other) => return Err(format!("{}: unexpected reply {other:?}", target.label())),
             Err(why) => report.error = Some(why),
@@ -378,8 +383,15 @@ fn render_status(report: &StatusReport<'_>) -> String {
             r.records, r.whole_tables
         )
     });
+    let restored = report.restored.map_or_else(String::new, |r| {
+        format!(
+            "taken back at start: {} of {} lock(s) for {} running domain(s) \
+             (read in {} ms, taken back in {} ms)\n",
+            r.locks, r.found, r.domains, r.read_ms, r.reclaim_ms
+        )
+    });
     format!(
-        "{} (backend {backend}): {} domain(s), {} lock(s)\n{recorded}{}",
+        "{} (backend {backend}): {} domain(s), {} lock(s)\n{recorded}{restored}{}",
         report.target.label(),
         report.domains.len(),
         report.locks.len(),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use lockmgr_proto::{
     self as proto, DomainStatus, ErrorKind, Event, EventKind, LockStatus, Recorded, Reply, Request,
+    Restored,
 };
 
 mod connection;
@@ -117,6 +118,8 @@ pub struct Server<B: Backend> {
     failed: Option<String>,
     /// Self-fencing: told which domains run with locks; its quorum watch triggers lock failure.
     self_fence: Option<Arc<SelfFence>>,
+    /// What was taken back at start, for [`Request::Status`].
+    restored: Option<Restored>,
     /// The latest events, for [`Request::Events`].
     events: VecDeque<Event>,
     next_event: u64,
@@ -159,6 +162,7 @@ impl<B: Backend> Server<B> {
             failure_timeout,
             failed: None,
             self_fence: None,
+            restored: None,
             events: VecDeque::new(),
             next_event: 1,
             next_client: 1,
@@ -173,6 +177,13 @@ impl<B: Backend> Server<B> {
     pub fn self_fence(mut self, fence: Arc<SelfFence>) -> Self {
         self.self_fence = Some(fence);
         self.publish_exposure();
+        self
+    }
+
+    /// What the daemon took back at start of an earlier instance's table, for status replies.
+    #[must_use]
+    pub fn restored(mut self, restored: Option<Restored>) -> Self {
+        self.restored = restored;
         self
     }
 
@@ -393,12 +404,12 @@ impl<B: Backend> Server<B> {
             }
             Request::Status => {
                 let (owners, locks) = self.table.status();
-                let recorded = self.table.record_counts();
                 return Handled::Reply(fit_status(
                     self.table.backend_name(),
                     owners,
                     locks,
-                    recorded,
+                    self.table.record_counts(),
+                    self.restored,
                 ));
             }
             Request::Events { after } => {
@@ -432,6 +443,7 @@ fn fit_status(
     mut owners: Vec<DomainStatus>,
     mut locks: Vec<LockStatus>,
     recorded: Recorded,
+    restored: Option<Restored>,
 ) -> Reply {
     let (all_owners, all_locks) = (owners.len(), locks.len());
     let mut truncated = None;
@@ -442,6 +454,7 @@ fn fit_status(
             locks,
             truncated,
             recorded: Some(recorded),
+            restored,
         };
         let size = serde_json::to_vec(&reply).map_or(usize::MAX, |body| body.len());
         // Room for the frame's version wrapper.

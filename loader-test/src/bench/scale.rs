@@ -9,14 +9,14 @@
 //! all L held by live owners it SIGKILLs lockmgrd, starts it again and times the restart: until
 //! the new instance answers a request (it serves only once it has restored its table and taken
 //! every lock back: file.so's OFD locks afresh, dlm.so's by adopting the orphans the SIGKILL
-//! left in the kernel), with the count it restored from its log. At the end every domain
+//! left in the kernel), and asks it what it took back (its Status reply's `restored`). At the end every domain
 //! releases its locks before lockmgrd stops, so that no orphan outlives the run.
 
 use std::time::{Duration, Instant};
 
 use lockmgr::host::Plugin;
 use lockmgr::{LockFailureAction, Resource};
-use lockmgr_proto::{Client, Request};
+use lockmgr_proto::{Client, Reply, Request, Restored};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
@@ -78,10 +78,8 @@ pub struct ScaleResult {
     pub restart_ns: u64,
     /// Of which: until its socket accepted a connection, ns.
     pub restart_socket_ns: u64,
-    /// lockmgrd's log line `restored X of Y lock(s) …` of the new instance.
-    pub restored: String,
-    /// Locks the new instance restored (X of that line).
-    pub restored_locks: usize,
+    /// What the new instance took back, as its Status reply says.
+    pub restored: Restored,
     /// lockmgrd's VmRSS right after the restart, kB.
     pub rss_after_restart_kb: u64,
 }
@@ -250,8 +248,8 @@ impl ScaleSubject {
     }
 
     /// Kills lockmgrd with every lock held and starts it again: (until it answers, until its
-    /// socket accepted).
-    fn restart(&mut self) -> Result<(u64, u64), String> {
+    /// socket accepted, what it took back).
+    fn restart(&mut self) -> Result<(u64, u64, Restored), String> {
         let daemon = self
             .env
             .daemon
@@ -263,10 +261,16 @@ impl ScaleSubject {
         let socket_ns = elapsed_ns(started);
         let deadline = started + Duration::from_secs(120);
         loop {
-            let answered = Client::connect(daemon.socket())
-                .and_then(|mut c| c.call(&Request::Events { after: u64::MAX }));
+            let answered =
+                Client::connect(daemon.socket()).and_then(|mut c| c.call(&Request::Status));
             match answered {
-                Ok(_) => return Ok((elapsed_ns(started), socket_ns)),
+                Ok(Reply::Status { restored, .. }) => {
+                    let answered_ns = elapsed_ns(started);
+                    let restored = restored
+                        .ok_or("the restarted lockmgrd says it found no lock table to take back")?;
+                    return Ok((answered_ns, socket_ns, restored));
+                }
+                Ok(other) => return Err(format!("lockmgrd answered Status with {other:?}")),
                 Err(err) if Instant::now() > deadline => {
                     return Err(format!("the restarted lockmgrd never answered: {err}"));
                 }
@@ -289,39 +293,8 @@ impl ScaleSubject {
             held = target;
             out.push(self.level(held, "filled", fill_ns)?);
         }
-        let (restart_ns, restart_socket_ns) = self.restart()?;
+        let (restart_ns, restart_socket_ns, restored) = self.restart()?;
         let rss_after_restart_kb = vm_rss_kb(self.daemon_pid());
-        let log = self
-            .env
-            .daemon
-            .as_ref()
-            .map(crate::daemons::Daemon::log_text)
-            .unwrap_or_default();
-        let restored = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("restored ") && l.contains(" lock(s)"))
-            .map_or_else(
-                || "(lockmgrd logged no restore)".to_owned(),
-                |l| {
-                    // `restored X of Y lock(s) for Z running domain(s) from PATH (times)`,
-                    // without the path.
-                    let from = l.find("restored ").unwrap_or(0);
-                    let to = l.find(" from ").unwrap_or(l.len()).max(from);
-                    let times = l
-                        .rfind(" (")
-                        .filter(|&at| at > to)
-                        .map_or("", |at| &l[at..]);
-                    format!("{}{times}", &l[from..to])
-                },
-            )
-            .trim()
-            .to_owned();
-        let restored_locks = restored
-            .split("restored ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
         out.push(self.level(held, "after restart", 0)?);
         Ok(ScaleResult {
             plugin: String::new(),
@@ -332,7 +305,6 @@ impl ScaleSubject {
             restart_ns,
             restart_socket_ns,
             restored,
-            restored_locks,
             rss_after_restart_kb,
         })
     }

@@ -63,11 +63,6 @@ impl Daemon {
         &self.socket
     }
 
-    /// Everything every instance logged so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Starts an instance and waits until its socket accepts connections.
     pub fn start(&mut self) -> Result<Duration, String> {
         let started = Instant::now();

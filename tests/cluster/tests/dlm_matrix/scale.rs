@@ -51,9 +51,9 @@ pub(crate) fn scale_on_one_node(cluster: &Cluster) {
         "{scale:#}"
     );
     assert_eq!(
-        scale["restored_locks"].as_u64(),
+        scale["restored"]["locks"].as_u64(),
         Some(SCALE_LOCKS as u64),
-        "the restarted lockmgrd should have adopted every orphan: {}",
+        "the restarted lockmgrd should have adopted every orphan: {:#}",
         scale["restored"]
     );
     let _ = sh(cluster, 1, "rm -rf /tmp/scale", Duration::from_secs(120));
