@@ -7,6 +7,7 @@
 //! backend per instance: `file` (OFD locks) or `dlm` (cluster-wide DLM locks).
 #![deny(unsafe_code)]
 
+pub mod admin_text;
 pub mod backend;
 #[cfg(feature = "dlm")]
 pub mod cluster_status;

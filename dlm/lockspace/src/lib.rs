@@ -29,6 +29,7 @@ mod error;
 mod node;
 mod sys;
 mod types;
+mod validate;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -37,6 +38,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use error::{Errno, Error, LockOp, Result};
 pub use node::{CONFIGFS_CLUSTER, cluster_name, local_node_id, local_node_id_in};
 pub use types::{LockFlags, LockId, Mode, ResourceName, UnknownMode};
+use validate::{check_flags, validate_lockspace_name, validate_resource};
 
 /// Longest lockspace name the DLM accepts (`DLM_LOCKSPACE_LEN`).
 pub const MAX_LOCKSPACE_NAME: usize = dlm_sys::DLM_LOCKSPACE_LEN as usize;
@@ -564,59 +566,6 @@ impl Lockspace {
             reason,
         })
     }
-}
-
-/// The kernel's rules on flags (it answers EINVAL), checked first for a clearer message.
-fn check_flags(op: LockOp, mode: Mode, flags: LockFlags) -> Result<(), &'static str> {
-    if flags.contains(LockFlags::EXPEDITE) && (op != LockOp::Lock || mode != Mode::Nl) {
-        return Err("EXPEDITE is only valid on a new NL request");
-    }
-    if op != LockOp::Convert
-        && (flags.contains(LockFlags::QUECVT) || flags.contains(LockFlags::CONVDEADLK))
-    {
-        return Err("QUECVT and CONVDEADLK are only valid on a conversion");
-    }
-    Ok(())
-}
-
-/// A lockspace name: 1 to 64 bytes, no NUL, no `/` (it names the device `/dev/misc/dlm_<name>`).
-fn validate_lockspace_name(name: &str) -> Result<CString> {
-    let invalid = |reason| Error::InvalidLockspaceName {
-        name: name.to_owned(),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if name.len() > MAX_LOCKSPACE_NAME {
-        return Err(invalid("it is longer than 64 bytes (DLM_LOCKSPACE_LEN)"));
-    }
-    if name.contains('/') {
-        return Err(invalid(
-            "it contains '/' (it names the device /dev/misc/dlm_<name>)",
-        ));
-    }
-    CString::new(name).map_err(|_| invalid("it contains a NUL byte"))
-}
-
-/// A resource name: 1 to 64 bytes of anything.
-fn validate_resource(op: LockOp, resource: &[u8], lockspace: &str) -> Result<()> {
-    let reason = if resource.is_empty() {
-        "it is empty".to_owned()
-    } else if resource.len() > MAX_RESOURCE_NAME {
-        format!(
-            "it is {} bytes, the DLM allows at most {MAX_RESOURCE_NAME} (DLM_RESNAME_MAXLEN)",
-            resource.len()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidResourceName {
-        op,
-        resource: ResourceName::from(resource),
-        lockspace: lockspace.to_owned(),
-        reason,
-    })
 }
 
 #[cfg(test)]
