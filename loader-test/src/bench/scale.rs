@@ -12,11 +12,11 @@
 //! left in the kernel), and asks it what it took back (its Status reply's `restored`). At the end every domain
 //! releases its locks before lockmgrd stops, so that no orphan outlives the run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lockmgr::host::Plugin;
 use lockmgr::{LockFailureAction, Resource};
-use lockmgr_proto::{Client, Reply, Request, Restored};
+use lockmgr_proto::{Reply, Restored};
 use serde::{Deserialize, Serialize};
 
 use crate::bench::libvirtd::{Owner, disk_image, numbered_uuid, register};
@@ -257,25 +257,16 @@ impl ScaleSubject {
             .ok_or("this plugin's profile has no daemon")?;
         daemon.crash()?;
         let started = Instant::now();
-        daemon.start()?;
+        daemon.start_accepting()?;
         let socket_ns = elapsed_ns(started);
-        let deadline = started + Duration::from_secs(120);
-        loop {
-            let answered =
-                Client::connect(daemon.socket()).and_then(|mut c| c.call(&Request::Status));
-            match answered {
-                Ok(Reply::Status { restored, .. }) => {
-                    let answered_ns = elapsed_ns(started);
-                    let restored = restored
-                        .ok_or("the restarted lockmgrd says it found no lock table to take back")?;
-                    return Ok((answered_ns, socket_ns, restored));
-                }
-                Ok(other) => return Err(format!("lockmgrd answered Status with {other:?}")),
-                Err(err) if Instant::now() > deadline => {
-                    return Err(format!("the restarted lockmgrd never answered: {err}"));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        match daemon.wait_serving()? {
+            Some(Reply::Status { restored, .. }) => {
+                let answered_ns = elapsed_ns(started);
+                let restored = restored
+                    .ok_or("the restarted lockmgrd says it found no lock table to take back")?;
+                Ok((answered_ns, socket_ns, restored))
             }
+            other => Err(format!("lockmgrd answered Status with {other:?}")),
         }
     }
 

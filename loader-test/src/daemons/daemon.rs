@@ -1,5 +1,5 @@
-//! A lock daemon started by the harness: ready when its socket answers, crashed and restarted
-//! on request, stopped by pid.
+//! A lock daemon started by the harness: ready when it serves (its socket accepts connections;
+//! lockmgrd has answered one), crashed and restarted on request, stopped by pid.
 
 use std::fs::File;
 use std::io::Read as _;
@@ -8,6 +8,8 @@ use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use lockmgr_proto::{Client, Reply, Request};
 
 use crate::harness_sys;
 
@@ -31,6 +33,9 @@ pub struct Daemon {
 
 /// How long a daemon may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long lockmgrd may take, once it accepts connections, to take its table back and answer
+/// (10,000 locks take seconds on a slow test node).
+const SERVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Daemon {
     pub(super) fn new(
@@ -58,13 +63,18 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// The socket it serves.
-    pub fn socket(&self) -> &std::path::Path {
-        &self.socket
+    /// Starts an instance and waits until it serves: its socket accepts connections and, for
+    /// lockmgrd, it has answered a request. (lockmgrd binds its socket before it takes back the
+    /// locks of its table; a step made in between would find them free.)
+    pub fn start(&mut self) -> Result<Duration, String> {
+        let started = Instant::now();
+        self.start_accepting()?;
+        self.wait_serving()?;
+        Ok(started.elapsed())
     }
 
-    /// Starts an instance and waits until its socket accepts connections.
-    pub fn start(&mut self) -> Result<Duration, String> {
+    /// Starts an instance and waits until its socket accepts connections (and no longer).
+    pub fn start_accepting(&mut self) -> Result<Duration, String> {
         let started = Instant::now();
         let log = File::options()
             .create(true)
@@ -109,6 +119,30 @@ impl Daemon {
                 ));
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until lockmgrd answers a request (it serves only once it has taken back its
+    /// table's locks): its Status reply. `None` at once for another daemon.
+    pub fn wait_serving(&self) -> Result<Option<Reply>, String> {
+        if self.name != "lockmgrd" {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        loop {
+            match Client::connect(&self.socket).and_then(|mut c| c.call(&Request::Status)) {
+                Ok(reply) => return Ok(Some(reply)),
+                Err(err) if started.elapsed() > SERVE_TIMEOUT => {
+                    return Err(format!(
+                        "{} accepted connections on {} but did not answer within {} s: {err}: {}",
+                        self.name,
+                        self.socket.display(),
+                        SERVE_TIMEOUT.as_secs(),
+                        self.log_tail()
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
         }
     }
 
@@ -161,11 +195,10 @@ impl Daemon {
         ))
     }
 
-    /// Everything every instance logged so far (they append to one file).
     /// When lockmgrd freed the locks of the domain with `uuid` after its QEMU exited (its
     /// `events`); `None` for another daemon, or when it reported no such release.
     pub fn released_at(&self, uuid: &str) -> Option<std::time::SystemTime> {
-        use lockmgr_proto::{Client, EventKind, Reply, Request};
+        use lockmgr_proto::EventKind;
         if self.name != "lockmgrd" {
             return None;
         }
