@@ -1,7 +1,8 @@
 //! Where a scenario's owners run and their libvirt calls are made: in this process
 //! ([`LocalNode`]: the plugin loaded here, its daemon started here, QEMU stand-ins forked from
 //! here), or on another machine through its agent ([`crate::agent::RemoteNode`]). The matrix
-//! drives both through [`OwnerNode`]; the agent serves a [`LocalNode`] to a remote matrix cell.
+//! drives both through [`OwnerNode`]; the agent serves a [`LocalNode`] to a remote matrix cell,
+//! and `step` makes one call on one (the cluster tests' owners, one invocation per call).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,8 @@ pub struct LocalNode {
     plugin: Option<Plugin>,
     env: PluginEnv,
     owners: BTreeMap<String, LocalOwner>,
+    /// The `<on_lockfailure>` every call passes.
+    action: LockFailureAction,
 }
 
 #[derive(Debug)]
@@ -125,7 +128,39 @@ impl LocalNode {
             plugin: Some(plugin),
             env,
             owners: BTreeMap::new(),
+            action: LockFailureAction::Default,
         })
+    }
+
+    /// Every call passes `action` as the domain's `<on_lockfailure>` (default: `default`).
+    #[must_use]
+    pub fn with_action(mut self, action: LockFailureAction) -> Self {
+        self.action = action;
+        self
+    }
+
+    /// Names an owner registered by an earlier process (`step register`): its QEMU stand-in
+    /// runs (`domain.pid`), not as a child of this one; later calls here act for it.
+    pub fn attach(&mut self, owner: &str, domain: &Domain) {
+        let mut domain = domain.clone();
+        domain.uri = None;
+        self.owners.insert(
+            owner.to_owned(),
+            LocalOwner {
+                domain,
+                process: None,
+            },
+        );
+    }
+
+    /// Lets every QEMU stand-in forked here outlive this process (`step register`: a later
+    /// invocation, or the test, stops it), instead of killing it at the end.
+    pub fn leave_running(&mut self) {
+        for owner in self.owners.values_mut() {
+            if let Some(process) = owner.process.take() {
+                process.detach();
+            }
+        }
     }
 
     /// The plugin's environment (scratch layout, config, daemon).
@@ -133,7 +168,8 @@ impl LocalNode {
         &self.env
     }
 
-    fn plugin(&self) -> Result<&Plugin, Failure> {
+    /// The loaded plugin, for calls of the sequence library beyond [`OwnerNode`]'s.
+    pub fn plugin(&self) -> Result<&Plugin, Failure> {
         self.plugin
             .as_ref()
             .ok_or_else(|| Failure::harness("the plugin is not loaded (an earlier restart failed)"))
@@ -181,12 +217,7 @@ impl OwnerNode for LocalNode {
         domain: &Domain,
         resources: &[Resource],
     ) -> Result<(u32, String), Failure> {
-        let process = sequences::register(
-            self.plugin()?,
-            domain,
-            resources,
-            LockFailureAction::Default,
-        )?;
+        let process = sequences::register(self.plugin()?, domain, resources, self.action)?;
         match process.outcome.clone() {
             RegisterOutcome::Registered {
                 fd,
@@ -229,7 +260,7 @@ impl OwnerNode for LocalNode {
         state: Option<&str>,
     ) -> Result<(), Failure> {
         let (plugin, domain) = self.domain(owner)?;
-        sequences::resume_with_state(plugin, domain, resources, state, LockFailureAction::Default)
+        sequences::resume_with_state(plugin, domain, resources, state, self.action)
             .map_err(|e| sequence_failure(e, resources))
     }
 
@@ -294,7 +325,7 @@ impl OwnerNode for LocalNode {
         let old = daemon.crash().map_err(Failure::harness)?;
         let ready = daemon.start().map_err(Failure::harness)?;
         Ok(Some(format!(
-            "{} pid {old} SIGKILLed; pid {} accepting connections after {:.1} ms",
+            "{} pid {old} SIGKILLed; pid {} serving after {:.1} ms",
             daemon.name,
             daemon.pid(),
             ready.as_secs_f64() * 1000.0

@@ -1,6 +1,8 @@
 //! `step`: one libvirt operation per invocation, for driving plugins from scripts and from other
 //! machines (the DLM cluster tests run it inside each node). Every invocation loads the plugin
-//! afresh, as libvirtd does after a restart, and prints one JSON line.
+//! afresh, as libvirtd does after a restart, makes its call on the owner engine the agent's
+//! sessions use ([`LocalNode`]: the one place owners are registered and their calls made), and
+//! prints one JSON line. A registered domain's QEMU stand-in outlives the invocation.
 //!
 //! `step race` is the exception: a loop of acquire / release by several domains of this node on
 //! a few resources, with every grant and release recorded in a shared ledger (see
@@ -11,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use lockmgr::host::{self, HostError, Plugin, RegisterOutcome};
+use lockmgr::host;
 use lockmgr::{Access, Domain, Lease, LockFailureAction, Resource, Uuid};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::daemons::PluginEnv;
+use crate::node::{Failure, LocalNode, OwnerNode};
 use crate::sequences::{self, Call, SequenceError};
 
 /// `step` arguments shared by every operation.
@@ -189,25 +193,15 @@ fn parse_action(text: &str) -> Result<LockFailureAction, String> {
     })
 }
 
+/// What one step acts for: the plugin loaded as libvirtd loads it (on the owner engine the
+/// agent's sessions use, [`LocalNode`]), the domain and the context's resources.
 struct Prepared {
-    plugin: Plugin,
+    node: LocalNode,
     domain: Domain,
     resources: Vec<Resource>,
-    action: LockFailureAction,
 }
 
 fn prepare(target: &Target) -> Result<Prepared, String> {
-    let path = host::locate(&target.plugin);
-    let mut plugin = Plugin::open(&path).map_err(|e| e.to_string())?;
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let name = stem.strip_prefix("lib").unwrap_or(&stem).to_owned();
-    let config = target
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("/etc/libvirt/qemu-{name}.conf")));
-    plugin.init(&config).map_err(|e| e.to_string())?;
     let uuid = match &target.uuid {
         Some(text) => Uuid::parse(text).map_err(|e| e.to_string())?,
         None => uuid_for(&target.domain),
@@ -220,8 +214,18 @@ fn prepare(target: &Target) -> Result<Prepared, String> {
     for disk in &target.disks {
         resources.push(parse_disk(disk)?);
     }
+    let action = parse_action(&target.action)?;
+    let path = host::locate(&target.plugin);
+    let config = target.config.clone().unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let name = stem.strip_prefix("lib").unwrap_or(&stem).to_owned();
+        PathBuf::from(format!("/etc/libvirt/qemu-{name}.conf"))
+    });
+    let node = LocalNode::new(&path, PluginEnv::installed(config))?.with_action(action);
     Ok(Prepared {
-        plugin,
+        node,
         domain: Domain {
             uuid,
             name: target.domain.clone(),
@@ -230,106 +234,82 @@ fn prepare(target: &Target) -> Result<Prepared, String> {
             uri: None,
         },
         resources,
-        action: parse_action(&target.action)?,
     })
-}
-
-fn failure(step: &'static str, err: &HostError, started: Instant) -> StepOutput {
-    let (code, error) = match err {
-        HostError::Callback {
-            reported: Some(r), ..
-        } => (Some(r.code), r.rendered()),
-        other => (None, other.to_string()),
-    };
-    StepOutput {
-        step,
-        ok: false,
-        code,
-        error: Some(error),
-        micros: started.elapsed().as_micros(),
-        ..Default::default()
-    }
 }
 
 fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
     let started = Instant::now();
-    let done = |step, state: Option<String>, pid: Option<u32>| StepOutput {
-        step,
-        ok: true,
-        pid,
-        state,
-        micros: started.elapsed().as_micros(),
-        ..Default::default()
-    };
-    Ok(match command {
-        StepCommand::Register(target) => {
-            let prepared = prepare(target)?;
-            let owner = sequences::register(
-                &prepared.plugin,
-                &prepared.domain,
-                &prepared.resources,
-                prepared.action,
-            )
-            .map_err(|e| e.to_string())?;
-            match owner.outcome.clone() {
-                RegisterOutcome::Registered { .. } => StepOutput {
-                    uuid: Some(prepared.domain.uuid.to_string()),
-                    ..done("register", None, Some(owner.detach()))
-                },
-                RegisterOutcome::Failed { error, reported } => {
-                    let code = reported.as_ref().map(|r| r.code);
-                    let error = reported.map_or(error, |r| r.rendered());
-                    StepOutput {
-                        step: "register",
-                        code,
-                        error: Some(error),
-                        micros: started.elapsed().as_micros(),
-                        ..Default::default()
-                    }
-                }
-            }
-        }
-        StepCommand::Acquire { target, state } => {
-            let prepared = prepare(target)?;
-            let result = sequences::resume_with_state(
-                &prepared.plugin,
-                &prepared.domain,
-                &prepared.resources,
-                state.as_deref(),
-                prepared.action,
-            );
-            match result.map_err(HostError::from) {
-                Ok(()) => done("acquire", None, None),
-                Err(err) => failure("acquire", &err, started),
-            }
-        }
-        StepCommand::Pause(target)
+    let target = match command {
+        StepCommand::Register(target)
+        | StepCommand::Acquire { target, .. }
+        | StepCommand::Pause(target)
         | StepCommand::Release(target)
-        | StepCommand::Inquire(target) => {
-            let prepared = prepare(target)?;
-            let Prepared {
-                plugin,
-                domain,
-                resources,
-                ..
-            } = &prepared;
-            let (step, result) = match command {
-                StepCommand::Pause(_) => ("pause", sequences::pause(plugin, domain, resources)),
-                StepCommand::Release(_) => (
-                    "release",
-                    sequences::detach(plugin, domain, resources).map(|()| None),
-                ),
-                _ => ("inquire", sequences::inquire(plugin, domain, resources)),
-            };
-            match result
-                .map(|state| state.map(|s| s.text()))
-                .map_err(HostError::from)
-            {
-                Ok(state) => done(step, state, None),
-                Err(err) => failure(step, &err, started),
-            }
+        | StepCommand::Inquire(target) => target,
+        StepCommand::Race(args) => {
+            race(args)?;
+            return Ok(StepOutput {
+                step: "race",
+                ok: true,
+                micros: started.elapsed().as_micros(),
+                ..Default::default()
+            });
         }
-        StepCommand::Race(args) => return race(args).map(|()| done("race", None, None)),
+    };
+    let Prepared {
+        mut node,
+        domain,
+        resources,
+    } = prepare(target)?;
+    // The owner is the domain; registered here, or (every other step) by an earlier one.
+    let owner = domain.name.as_str();
+    if !matches!(command, StepCommand::Register(_)) {
+        node.attach(owner, &domain);
+    }
+    let (step, result) = match command {
+        StepCommand::Register(_) => (
+            "register",
+            node.register(owner, &domain, &resources)
+                .map(|(pid, _)| (None, Some(pid))),
+        ),
+        StepCommand::Acquire { state, .. } => (
+            "acquire",
+            node.acquire(owner, &resources, state.as_deref())
+                .map(|()| (None, None)),
+        ),
+        StepCommand::Pause(_) => (
+            "pause",
+            node.release(owner, &resources, true)
+                .map(|state| (state, None)),
+        ),
+        StepCommand::Release(_) => (
+            "release",
+            node.release(owner, &resources, false).map(|_| (None, None)),
+        ),
+        StepCommand::Inquire(_) | StepCommand::Race(_) => (
+            "inquire",
+            node.inquire(owner, &resources).map(|state| (state, None)),
+        ),
+    };
+    // A registered domain's QEMU stand-in keeps running: later steps act for it.
+    node.leave_running();
+    let micros = started.elapsed().as_micros();
+    Ok(match result {
+        Ok((state, pid)) => StepOutput {
+            step,
+            ok: true,
+            pid,
+            uuid: pid.map(|_| domain.uuid.to_string()),
+            state,
+            micros,
+            ..Default::default()
+        },
+        Err(Failure { message, reported }) => StepOutput {
+            step,
+            code: reported.as_ref().map(|r| r.code),
+            error: Some(reported.map_or(message, |r| r.rendered())),
+            micros,
+            ..Default::default()
+        },
     })
 }
 
@@ -392,20 +372,21 @@ fn race(args: &RaceArgs) -> Result<(), String> {
         leases: Vec::new(),
         action: "default".into(),
     };
-    let first = prepare(&target(format!("{}-race-0", args.node), &args.resources[0]))?;
+    let Prepared {
+        mut node, domain, ..
+    } = prepare(&target(format!("{}-race-0", args.node), &args.resources[0]))?;
     let mut owners = Vec::new();
     for index in 0..args.owners {
-        let mut domain = first.domain.clone();
+        let mut domain = domain.clone();
         domain.name = format!("{}-race-{index}", args.node);
         domain.uuid = uuid_for(&domain.name);
-        let owner = sequences::register(&first.plugin, &domain, &[], LockFailureAction::Default)
-            .map_err(|e| e.to_string())?;
-        if let RegisterOutcome::Failed { error, .. } = &owner.outcome {
-            return Err(format!("registering {}: {error}", domain.name));
-        }
-        domain.pid = owner.pid();
-        owners.push((domain, owner));
+        let (pid, _) = node
+            .register(&domain.name, &domain, &[])
+            .map_err(|failure| format!("registering {}: {}", domain.name, failure.message))?;
+        domain.pid = pid;
+        owners.push(domain);
     }
+    let plugin = node.plugin().map_err(|failure| failure.message)?;
     let log_path = args.ledger.join(format!("{}.log", args.node));
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -419,7 +400,7 @@ fn race(args: &RaceArgs) -> Result<(), String> {
     let (mut attempts, mut grants, mut refusals) = (0u64, 0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     while Instant::now() < deadline {
-        let (domain, _) = &owners[random.below(owners.len())];
+        let domain = &owners[random.below(owners.len())];
         let disk = &args.resources[random.below(args.resources.len())];
         let resource_id = format!("{:x}", Sha256::digest(disk.as_bytes()))[..16].to_owned();
         let resource = Resource::Disk {
@@ -427,7 +408,7 @@ fn race(args: &RaceArgs) -> Result<(), String> {
             access: Access::Exclusive,
         };
         attempts += 1;
-        match sequences::hotplug(&first.plugin, domain, &resource, LockFailureAction::Default) {
+        match sequences::hotplug(plugin, domain, &resource, LockFailureAction::Default) {
             Ok(()) => grants += 1,
             Err(SequenceError {
                 call: Call::Operation,
@@ -448,7 +429,7 @@ fn race(args: &RaceArgs) -> Result<(), String> {
         writeln!(log, "R {resource_id} {} {} {seq}", args.node, domain.name)
             .map_err(|e| e.to_string())?;
         log.sync_all().map_err(|e| e.to_string())?;
-        sequences::unplug(&first.plugin, domain, &resource).map_err(|err| match err.call {
+        sequences::unplug(plugin, domain, &resource).map_err(|err| match err.call {
             Call::Operation => format!("release of {disk} by {}: {err}", domain.name),
             _ => err.to_string(),
         })?;

@@ -70,8 +70,9 @@ impl Tools {
     }
 }
 
-/// The scratch directories of one run (a matrix cell or a bench worker).
-#[derive(Debug, Clone)]
+/// The scratch directories of one run (a matrix cell or a bench worker); empty (the default)
+/// for a plugin used as this machine configured it ([`PluginEnv::installed`]), which has none.
+#[derive(Debug, Clone, Default)]
 pub struct Layout {
     /// The root; everything below is removed with it.
     pub root: PathBuf,
@@ -156,6 +157,17 @@ pub struct PluginEnv {
 }
 
 impl PluginEnv {
+    /// The plugin as this machine configured it: drvInit reads `config`, and its daemon, if it
+    /// has one, is the machine's own, already running and not this process's to manage.
+    pub fn installed(config: PathBuf) -> Self {
+        PluginEnv {
+            config,
+            daemon: None,
+            layout: Layout::default(),
+            notes: Vec::new(),
+        }
+    }
+
     /// One line about the environment, for reports.
     pub fn describe(&self) -> String {
         let config = if self.config.exists() {
