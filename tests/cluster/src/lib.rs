@@ -41,6 +41,7 @@ pub mod fence;
 mod host;
 mod image;
 pub mod nemesis;
+pub mod owners;
 mod qmp;
 mod vcpu;
 pub mod watchdog;
@@ -49,7 +50,8 @@ pub use agent::{ExitStatus, Output, shell_quote};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterState, DEFAULT_EXEC_TIMEOUT, DEFAULT_RUN_DIR, FenceMode,
     KICKED_MARKER, LIBVIRT_NODE_MEMORY_MIB, MAX_NODES, NETWORK_PREFIX, NodeRecord, READY_MARKER,
-    SHARED_DISK_DEVICE, check_interrupted, default_run_dir, down, fencer_alive, list, node_address,
+    SHARE_MOUNT, SHARED_DISK_DEVICE, check_interrupted, default_run_dir, down, fencer_alive, list,
+    node_address,
 };
 pub use error::{Error, Result};
 pub use fence::{FENCE_LOG, FENCE_PORT_NAME, FenceEvent, FenceOutcome, serve_fencing};

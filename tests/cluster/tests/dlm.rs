@@ -50,9 +50,8 @@ use functional::{
 use summary::{Figure, print_fence_log, print_figures, print_table, report};
 use watchdog::{frozen_watchdog, partition_watchdog, partition_watchdog_control};
 
-const SHARE: &str = "/mnt/host";
-const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
-const BUSY: i64 = 87;
+use lockmgr_testbed::SHARE_MOUNT as SHARE;
+use lockmgr_testbed::owners::{BUSY, DLM_CONFIG as CONFIG};
 type Check = Result<String, String>;
 
 fn boot(share: &Path, scratch: &Path, nodes: usize, fencing: FenceMode) -> Cluster {

@@ -44,8 +44,9 @@ use bed::Bed;
 use crash::crash_point;
 use startup::{inconsistent_table_refused, unfenced_cluster_refused, unsafe_self_fencing_refused};
 
-const SHARE: &str = "/mnt/host";
-const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
+use lockmgr_testbed::SHARE_MOUNT as SHARE;
+use lockmgr_testbed::owners::DLM_CONFIG as CONFIG;
+
 const PID_FILE: &str = "/run/lockmgr/dlm.pid";
 const LOG: &str = "/run/lockmgr/lockmgrd.log";
 

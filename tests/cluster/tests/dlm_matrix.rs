@@ -46,7 +46,7 @@ use bench::{bench_mastered_on, human, print_against_the_async_floor, series};
 use scale::scale_on_one_node;
 use storm::boot_storm_on_both_nodes;
 
-const SHARE: &str = "/mnt/host";
+use lockmgr_testbed::SHARE_MOUNT as SHARE;
 const SCRATCH: &str = "/mnt/scratch";
 const AGENT_PORT: u16 = 7311;
 const LOCKSPACE: &str = "libvirt";

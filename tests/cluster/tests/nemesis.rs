@@ -42,7 +42,7 @@ use lockmgr_testbed::{Cluster, ClusterSpec, FenceMode, NodeImage};
 use bed::Nemesis;
 use faults::{ALL_FAULTS, Fault};
 
-const SHARE: &str = "/mnt/host";
+use lockmgr_testbed::SHARE_MOUNT as SHARE;
 const CONFIG: &str = "/etc/libvirt/qemu-dlm.conf";
 const LOG_DIR: &str = "/mnt/scratch/nemesis";
 const NODES: usize = 3;

@@ -38,7 +38,7 @@ mod state;
 mod tests;
 
 pub use network::node_address;
-pub use spec::{ClusterSpec, FenceMode, LIBVIRT_NODE_MEMORY_MIB, SHARED_DISK_DEVICE};
+pub use spec::{ClusterSpec, FenceMode, LIBVIRT_NODE_MEMORY_MIB, SHARE_MOUNT, SHARED_DISK_DEVICE};
 pub(crate) use state::teardown;
 pub use state::{ClusterState, NodeRecord, default_run_dir, down, fencer_alive, list};
 

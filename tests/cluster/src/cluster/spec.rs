@@ -51,6 +51,9 @@ impl std::fmt::Display for FenceMode {
     }
 }
 
+/// Where every node mounts [`ClusterSpec::share`] (the node image's init mounts it there).
+pub const SHARE_MOUNT: &str = "/mnt/host";
+
 /// What cluster to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {

@@ -6,36 +6,12 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lockmgr_testbed::owners::{Step, step_command};
 use lockmgr_testbed::watchdog::{LOCK_FAILURE_TIMEOUT_S, lockmgrd_watchdog_args};
 use lockmgr_testbed::{Cluster, FenceMode};
 
 use crate::summary::Figure;
 use crate::{BUSY, CONFIG, Check, SHARE};
-
-/// What a `step` printed.
-#[derive(Debug, Clone)]
-pub(crate) struct Step {
-    pub(crate) json: serde_json::Value,
-    pub(crate) raw: String,
-}
-
-impl Step {
-    pub(crate) fn ok(&self) -> bool {
-        self.json["ok"] == true
-    }
-    pub(crate) fn code(&self) -> i64 {
-        self.json["code"].as_i64().unwrap_or(0)
-    }
-    pub(crate) fn error(&self) -> String {
-        self.json["error"].as_str().unwrap_or(&self.raw).to_owned()
-    }
-    pub(crate) fn pid(&self) -> u32 {
-        self.json["pid"]
-            .as_u64()
-            .and_then(|p| u32::try_from(p).ok())
-            .unwrap_or(0)
-    }
-}
 
 /// A domain placed on a node: its name and its QEMU stand-in's pid there.
 #[derive(Debug, Clone)]
@@ -115,10 +91,7 @@ impl<'c> Bed<'c> {
     }
 
     pub(crate) fn step_cmd(op: &str, domain: &str, pid: u32, extra: &str) -> String {
-        format!(
-            "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {CONFIG} \
-             --domain {domain} --pid {pid} {extra}"
-        )
+        step_command(op, CONFIG, domain, pid, extra)
     }
 
     pub(crate) fn step(&self, node: usize, op: &str, domain: &str, pid: u32, extra: &str) -> Step {
@@ -134,8 +107,7 @@ impl<'c> Bed<'c> {
             .exec(node, &timed)
             .unwrap_or_else(|e| panic!("node{node}: {cmd}: {e}"));
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = raw.lines().last().unwrap_or("").to_owned();
-        let json = serde_json::from_str(&line).unwrap_or_else(|_| {
+        let step = Step::parse(&raw).unwrap_or_else(|| {
             panic!(
                 "node{node}: `{cmd}` printed no JSON:\n{raw}\n{}",
                 String::from_utf8_lossy(&out.stderr)
@@ -146,7 +118,7 @@ impl<'c> Bed<'c> {
             .lines()
             .last()
             .and_then(|line| line.trim().parse().ok());
-        (Step { json, raw }, ended)
+        (step, ended)
     }
 
     /// Acquire, with the node's clock (ns) when it returned.
@@ -164,7 +136,7 @@ impl<'c> Bed<'c> {
         Dom {
             node,
             name: name.into(),
-            uuid: step.json["uuid"].as_str().unwrap_or_default().to_owned(),
+            uuid: step.uuid(),
             pid: step.pid(),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use lockmgr_testbed::owners::{Step, step_command};
 use lockmgr_testbed::{Cluster, ExitStatus};
 
 use crate::{CONFIG, LOG, PID_FILE, SHARE};
@@ -49,14 +50,11 @@ impl Bed<'_> {
         pid: u32,
         extra: &str,
     ) -> serde_json::Value {
-        let cmd = format!(
-            "{SHARE}/lockmgr-loader-test step {op} --plugin {SHARE}/libdlm_plugin.so --config {config} \
-             --domain {domain} --pid {pid} {extra}"
-        );
+        let cmd = step_command(op, config, domain, pid, extra);
         let (_, out) = self.sh(node, &cmd);
-        let line = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-        serde_json::from_str(line)
-            .unwrap_or_else(|_| panic!("node{node}: `{cmd}` printed no JSON:\n{out}"))
+        Step::parse(&out)
+            .unwrap_or_else(|| panic!("node{node}: `{cmd}` printed no JSON:\n{out}"))
+            .json
     }
 
     /// Registers a domain (a QEMU stand-in on `node`); its pid.
