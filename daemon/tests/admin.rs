@@ -78,6 +78,47 @@ fn status_lists_domains_and_locks() {
 }
 
 #[test]
+fn status_after_a_restart_says_what_was_taken_back() {
+    let mut daemon = Daemon::start();
+    let (code, table, _) = lockmgr(&daemon, &["status"]);
+    assert_eq!(code, 0);
+    assert!(!table.contains("taken back at start"), "{table}");
+    let vm1 = Owner::new("vm1", 1);
+    let mut vm2 = Owner::new("vm2", 2);
+    expect_ok(acquire(
+        &daemon,
+        &vm1,
+        &[
+            disk("/img/a.img", Mode::Exclusive),
+            disk("/img/b.img", Mode::Exclusive),
+        ],
+    ));
+    expect_ok(acquire(
+        &daemon,
+        &vm2,
+        &[disk("/img/c.img", Mode::Exclusive)],
+    ));
+    daemon.kill();
+    vm2.kill(); // vm2 stops while the daemon is down: its lock is not taken back
+    daemon.spawn();
+
+    let (code, table, err) = lockmgr(&daemon, &["status"]);
+    assert_eq!(code, 0, "{table}{err}");
+    assert!(
+        table.contains("taken back at start: 2 of 3 lock(s) for 1 running domain(s) (read in "),
+        "{table}"
+    );
+    let (_, json, _) = lockmgr(&daemon, &["status", "--json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let restored = &parsed[0]["restored"];
+    assert_eq!(
+        (&restored["found"], &restored["locks"], &restored["domains"]),
+        (&3.into(), &2.into(), &1.into()),
+        "{json}"
+    );
+}
+
+#[test]
 fn events_report_an_exited_domain() {
     let daemon = Daemon::start();
     let mut vm1 = Owner::new("vm1", 1);
