@@ -324,14 +324,8 @@ fn serve<B: Backend>(
             reclaim_ms: u64::try_from(restoring.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         log(&format!(
-            "restored {} of {} lock(s) for {} running domain(s) from {} (read in {} ms, \
-             taken back in {} ms)",
-            summary.locks,
-            summary.found,
-            summary.domains,
-            table.store().path().display(),
-            summary.read_ms,
-            summary.reclaim_ms
+            "restored {summary} from {}",
+            table.store().path().display()
         ));
         restored = Some(summary);
         for lost in lost {

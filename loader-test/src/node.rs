@@ -142,15 +142,14 @@ impl LocalNode {
     /// Names an owner registered by an earlier process (`step register`): its QEMU stand-in
     /// runs (`domain.pid`), not as a child of this one; later calls here act for it.
     pub fn attach(&mut self, owner: &str, domain: &Domain) {
-        let mut domain = domain.clone();
+        self.add_owner(owner, domain.clone(), None);
+    }
+
+    /// Records `owner`'s domain (its identity: the sequences set the uri) and stand-in.
+    fn add_owner(&mut self, owner: &str, mut domain: Domain, process: Option<ForkedOwner>) {
         domain.uri = None;
-        self.owners.insert(
-            owner.to_owned(),
-            LocalOwner {
-                domain,
-                process: None,
-            },
-        );
+        self.owners
+            .insert(owner.to_owned(), LocalOwner { domain, process });
     }
 
     /// Lets every QEMU stand-in forked here outlive this process (`step register`: a later
@@ -226,14 +225,7 @@ impl OwnerNode for LocalNode {
                 let pid = process.pid();
                 let mut domain = domain.clone();
                 domain.pid = pid;
-                domain.uri = None;
-                self.owners.insert(
-                    owner.to_owned(),
-                    LocalOwner {
-                        domain,
-                        process: Some(process),
-                    },
-                );
+                self.add_owner(owner, domain, Some(process));
                 Ok((
                     pid,
                     format!(

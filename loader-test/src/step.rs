@@ -285,10 +285,11 @@ fn run_one(command: &StepCommand) -> Result<StepOutput, String> {
             "release",
             node.release(owner, &resources, false).map(|_| (None, None)),
         ),
-        StepCommand::Inquire(_) | StepCommand::Race(_) => (
+        StepCommand::Inquire(_) => (
             "inquire",
             node.inquire(owner, &resources).map(|state| (state, None)),
         ),
+        StepCommand::Race(_) => unreachable!("a race returned above"),
     };
     // A registered domain's QEMU stand-in keeps running: later steps act for it.
     node.leave_running();

@@ -296,6 +296,18 @@ pub struct Restored {
     pub reclaim_ms: u64,
 }
 
+/// `X of Y lock(s) for Z running domain(s) (read in N ms, taken back in M ms)`, as the daemon's
+/// log, `lockmgr status` and the scale bench say it.
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} lock(s) for {} running domain(s) (read in {} ms, taken back in {} ms)",
+            self.locks, self.found, self.domains, self.read_ms, self.reclaim_ms
+        )
+    }
+}
+
 /// A reply, daemon → plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

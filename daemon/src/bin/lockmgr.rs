@@ -317,13 +317,9 @@ fn render_status(report: &StatusReport<'_>) -> String {
             r.records, r.whole_tables
         )
     });
-    let restored = report.restored.map_or_else(String::new, |r| {
-        format!(
-            "taken back at start: {} of {} lock(s) for {} running domain(s) \
-             (read in {} ms, taken back in {} ms)\n",
-            r.locks, r.found, r.domains, r.read_ms, r.reclaim_ms
-        )
-    });
+    let restored = report
+        .restored
+        .map_or_else(String::new, |r| format!("taken back at start: {r}\n"));
     format!(
         "{} (backend {backend}): {} domain(s), {} lock(s)\n{recorded}{restored}{}",
         report.target.label(),

@@ -193,22 +193,17 @@ fn render_scale(scale: &crate::bench::scale::ScaleResult) -> String {
         }
     }
     let restart = scale.restart_ns as f64 / 1e9;
-    let restored = &scale.restored;
     let _ = writeln!(
         out,
         "restart with {} locks held by live owners: SIGKILL, start, {} until it answered (its socket \
-         accepted after {}); restored {} of {} lock(s) for {} running domain(s) (read in {} ms, \
-         taken back in {} ms); RSS {} kB after   target < 2 s: {}",
+         accepted after {}); restored {}; RSS {} kB after   target < 2 s: {}",
         scale.locks,
         human(scale.restart_ns),
         human(scale.restart_socket_ns),
-        restored.locks,
-        restored.found,
-        restored.domains,
-        restored.read_ms,
-        restored.reclaim_ms,
+        scale.restored,
         scale.rss_after_restart_kb,
-        if restart < 2.0 && u64::try_from(scale.locks).is_ok_and(|all| restored.locks >= all) {
+        if restart < 2.0 && u64::try_from(scale.locks).is_ok_and(|all| scale.restored.locks >= all)
+        {
             "met"
         } else {
             "NOT met"

@@ -90,12 +90,8 @@ impl<'c> Bed<'c> {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
-    pub(crate) fn step_cmd(op: &str, domain: &str, pid: u32, extra: &str) -> String {
-        step_command(op, CONFIG, domain, pid, extra)
-    }
-
     pub(crate) fn step(&self, node: usize, op: &str, domain: &str, pid: u32, extra: &str) -> Step {
-        self.run_step(node, &Self::step_cmd(op, domain, pid, extra))
+        self.run_step(node, &step_command(op, CONFIG, domain, pid, extra))
             .0
     }
 
@@ -125,7 +121,7 @@ impl<'c> Bed<'c> {
     pub(crate) fn acquire_timed(&self, dom: &Dom, disks: &str) -> (Step, Option<i128>) {
         self.run_step(
             dom.node,
-            &Self::step_cmd("acquire", &dom.name, dom.pid, disks),
+            &step_command("acquire", CONFIG, &dom.name, dom.pid, disks),
         )
     }
 
